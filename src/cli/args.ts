@@ -1,0 +1,77 @@
+// Argument parsing shared by the CLI's commands (node's util.parseArgs), and the files they read.
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { NeuronpatchError } from '../engine/types';
+
+export const usage = `usage: neuronpatch <command> [options]
+
+  info      [--json]                                   architecture, layers, neurons, width, vocabulary, hash
+  generate  --prompt TEXT | --prompt-file F | --prompts FILE.jsonl
+            [--max-new-tokens N] [--patches FILE]... [--no-heal] [--multiline]
+            [--temperature T] [--top-p P] [--seed S] [--json]
+  trace     --prompt-file F --desired TEXT [--top N] [--json]
+  repair    --prompt-file F --desired TEXT [--method minimal|joint] [--regression FILE] [--out PATCH] [--json]
+  eval      --cases FILE [--method minimal|joint] [--regression FILE] [--limit N] [--json]
+  export    --patches FILE... --out DIR
+  demo      [--out DIR]                                the main job on the embedded model, with a report
+
+  Every command takes --model DIR (default: the embedded demo model, models/demo).
+`;
+
+export const modelOption = { model: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' } } as const;
+
+export function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T) {
+  return parseArgs({ args, options: { ...modelOption, ...options }, allowPositionals: false, strict: true });
+}
+
+/** The embedded demo model: models/demo beside the bundle (dist/ → ..) or the sources (out/src/cli → ../../..). */
+export function defaultModelDir(): string {
+  const candidates = [path.resolve(__dirname, '..', 'models', 'demo'), path.resolve(__dirname, '..', '..', '..', 'models', 'demo')];
+  return candidates.find((c) => existsSync(c)) ?? candidates[0];
+}
+
+export function readText(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new NeuronpatchError(`Cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+export function int(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new NeuronpatchError(`--${name} must be a non-negative integer, got "${value}".`);
+  return n;
+}
+
+export function float(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n)) throw new NeuronpatchError(`--${name} must be a number, got "${value}".`);
+  return n;
+}
+
+/** One JSON object per non-empty line; a broken line is reported by number and skipped, the rest go on. */
+export function readJsonl<T>(file: string, check: (v: unknown) => string | undefined, warn: (msg: string) => void): T[] {
+  const out: T[] = [];
+  readText(file, 'file').split('\n').forEach((line, i) => {
+    if (!line.trim()) return;
+    let v: unknown;
+    try {
+      v = JSON.parse(line);
+    } catch (e) {
+      warn(`${file}:${i + 1}: not valid JSON (${(e as Error).message}); line skipped`);
+      return;
+    }
+    const problem = check(v);
+    if (problem) warn(`${file}:${i + 1}: ${problem}; line skipped`);
+    else out.push(v as T);
+  });
+  return out;
+}
+
+export function print(json: boolean, value: unknown, text: () => string): void {
+  process.stdout.write(json ? `${JSON.stringify(value)}\n` : text());
+}

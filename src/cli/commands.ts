@@ -1,0 +1,70 @@
+// One function per CLI command; each parses its options, calls the engine and prints.
+import { loadModel, type Model } from '../engine';
+import { PatchStore } from '../engine/patches/store';
+import { NeuronpatchError, type Patch } from '../engine/types';
+import { defaultModelDir, float, int, parse, print, readJsonl, readText } from './args';
+
+type Command = (args: string[]) => Promise<number>;
+
+const warn = (msg: string) => process.stderr.write(`neuronpatch: ${msg}\n`);
+
+export async function openModel(dir: string | undefined, threads?: string): Promise<Model> {
+  return loadModel(dir ?? defaultModelDir(), { threads: threads ? int(threads, 'threads', 0) : undefined });
+}
+
+/** Enabled patches of every file given, in order; each file is validated against the model. */
+export async function readPatches(model: Model, files: string[]): Promise<Patch[]> {
+  const out: Patch[] = [];
+  for (const f of files) out.push(...(await PatchStore.open(f, model.info, { mustExist: true })).active());
+  return out;
+}
+
+const info: Command = async (args) => {
+  const { values } = parse(args, {});
+  const model = await openModel(values.model, values.threads);
+  const i = model.info;
+  print(!!values.json, i, () =>
+    [
+      `model         ${i.name} (${i.folder})`,
+      `architecture  ${i.architecture}${i.gated ? ', gated MLP' : ''}, ${i.finalNorm === 'rms' ? 'RMSNorm' : 'LayerNorm'}, ${i.tiedUnembedding ? 'tied' : 'separate'} unembedding`,
+      `layers        ${i.layers}`,
+      `neurons       ${i.neurons} per layer (${i.layers * i.neurons} in all)`,
+      `width         ${i.width}`,
+      `vocabulary    ${i.vocab}`,
+      `context       ${i.context}`,
+      `weights       ${i.weightType}`,
+      `hash          ${i.hash}`,
+      '',
+    ].join('\n'));
+  await model.dispose();
+  return 0;
+};
+
+const generate: Command = async (args) => {
+  const { values } = parse(args, {
+    prompt: { type: 'string' }, 'prompt-file': { type: 'string' }, prompts: { type: 'string' },
+    'max-new-tokens': { type: 'string' }, patches: { type: 'string', multiple: true }, 'no-heal': { type: 'boolean' },
+    multiline: { type: 'boolean' }, temperature: { type: 'string' }, 'top-p': { type: 'string' }, seed: { type: 'string' },
+  });
+  const given = [values.prompt !== undefined, !!values['prompt-file'], !!values.prompts].filter(Boolean).length;
+  if (given !== 1) throw new NeuronpatchError('generate needs exactly one of --prompt, --prompt-file, --prompts.');
+  const prompts = values.prompts
+    ? readJsonl<{ prompt: string }>(values.prompts, (v) => (typeof (v as { prompt?: unknown })?.prompt === 'string' ? undefined : 'no "prompt" string'), warn).map((p) => p.prompt)
+    : [values.prompt ?? readText(values['prompt-file']!, 'prompt file')];
+  const model = await openModel(values.model, values.threads);
+  const opts = {
+    maxNewTokens: int(values['max-new-tokens'], 'max-new-tokens', 48), heal: !values['no-heal'], multiline: !!values.multiline,
+    temperature: float(values.temperature, 'temperature', 0), topP: float(values['top-p'], 'top-p', 1), seed: int(values.seed, 'seed', 0),
+    patches: await readPatches(model, values.patches ?? []),
+  };
+  // One prompt at a time keeps each line's `ms` its own and the output identical to a single call.
+  for (const p of prompts) {
+    const c = await model.generate(p, opts);
+    if (c.notice) warn(c.notice);
+    print(!!values.json, c, () => `${c.completion}\n`);
+  }
+  await model.dispose();
+  return 0;
+};
+
+export const commands: Record<string, Command> = { info, generate };

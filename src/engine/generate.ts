@@ -1,0 +1,189 @@
+// Decoding with the KV cache: greedy or sampled, healed at the prompt boundary, stopped at the end of the line,
+// at a token budget or at end of sequence, with patches applied through the graph's inputs. Prompts of a batch
+// are left-padded and decoded together.
+import type { LoadedModel } from './model/load';
+import type { LayerEdits } from './model/session';
+import { type Completion, type GeneratedToken, NeuronpatchError } from './types';
+
+export interface GenerateOptions {
+  maxNewTokens?: number;
+  /** Go on past the end of the line. */
+  multiline?: boolean;
+  /** Heal the prompt boundary (default); false decodes from the prompt's own tokenization, exactly. */
+  heal?: boolean;
+  /** 0 (default) is greedy. */
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  edits?: LayerEdits;
+  signal?: AbortSignal;
+}
+
+export const DEFAULT_MAX_NEW_TOKENS = 48;
+
+/** A prompt as the decoder sees it: its tokens after healing and cutting, and the text decoding must re-emit. */
+export interface PreparedPrompt {
+  ids: number[];
+  /** Prompt text backed off by healing: the first generated tokens must spell it out. */
+  healed: string;
+  notice?: string;
+}
+
+const WORD_CHAR = /[\p{L}\p{N}_]/u;
+
+/**
+ * Token healing: back off the last token (and the tokens before it while they continue the same word), so that
+ * decoding can pick the token the model would have used across the boundary (`\n` + indentation, ` else`).
+ */
+export function preparePrompt(model: LoadedModel, prompt: string, maxNewTokens: number, heal = true): PreparedPrompt {
+  const tok = model.tokenizer;
+  let ids = tok.encode(prompt);
+  let healed = '';
+  if (heal && ids.length > 1) {
+    let keep = ids.length - 1;
+    healed = prompt.slice(tok.decode(ids.slice(0, keep)).length);
+    while (keep > 1 && ids.length - keep < 3 && WORD_CHAR.test(healed[0] ?? '')) {
+      const prev = tok.tokenText(ids[keep - 1]);
+      if (!WORD_CHAR.test(prev[prev.length - 1] ?? '') || /^\s/.test(prev)) break;
+      keep--;
+      healed = prompt.slice(tok.decode(ids.slice(0, keep)).length);
+    }
+    // Only heal where the kept tokens decode to an exact prefix of the prompt.
+    if (prompt.startsWith(tok.decode(ids.slice(0, keep)))) ids = ids.slice(0, keep);
+    else healed = '';
+  }
+  if (tok.addBos && tok.bosTokenId !== undefined) ids = [tok.bosTokenId, ...ids];
+  let notice: string | undefined;
+  const budget = model.info.context - maxNewTokens;
+  if (budget < 1) throw new NeuronpatchError(`maxNewTokens ${maxNewTokens} leaves no room in the context window of ${model.info.context}.`);
+  if (ids.length > budget) {
+    notice = `The prompt has ${ids.length} tokens; the model's context window is ${model.info.context} with ${maxNewTokens} kept for the completion, so the first ${ids.length - budget} tokens were cut.`;
+    ids = ids.slice(ids.length - budget);
+  }
+  if (!ids.length) {
+    if (model.tokenizer.bosTokenId === undefined && !model.info.eosTokenIds.length) throw new NeuronpatchError('Empty prompt and no BOS/EOS token to start from.');
+    ids = [model.tokenizer.bosTokenId ?? model.info.eosTokenIds[0]];
+  }
+  return { ids, healed, notice };
+}
+
+/** Tokens allowed while `rest` of the healed text is still to be spelt: they start with it or are a prefix of it. */
+export function healingMask(texts: string[], rest: string): Uint8Array {
+  const ok = new Uint8Array(texts.length);
+  texts.forEach((s, id) => {
+    if (s && !s.includes('\uFFFD') && (s.startsWith(rest) || rest.startsWith(s))) ok[id] = 1;
+  });
+  return ok;
+}
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function softmaxInPlace(x: Float64Array): void {
+  let max = -Infinity;
+  for (const v of x) if (v > max) max = v;
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) sum += x[i] = Math.exp(x[i] - max);
+  for (let i = 0; i < x.length; i++) x[i] /= sum;
+}
+
+interface Row {
+  prepared: PreparedPrompt;
+  out: number[];
+  tokens: GeneratedToken[];
+  done: boolean;
+  text: string;
+}
+
+/** The visible completion: generated text minus the healed prefix, cut at the end of the line unless multiline. */
+function visible(model: LoadedModel, row: Row, multiline: boolean): { text: string; ended: boolean } {
+  const full = model.tokenizer.decode(row.out);
+  if (full.length < row.prepared.healed.length) return { text: '', ended: false };
+  const text = full.slice(row.prepared.healed.length);
+  const nl = text.indexOf('\n');
+  if (!multiline && nl >= 0) return { text: text.slice(0, nl), ended: true };
+  return { text, ended: false };
+}
+
+export async function generate(model: LoadedModel, prompts: string[], opts: GenerateOptions = {}): Promise<Completion[]> {
+  const started = performance.now();
+  const maxNew = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
+  const multiline = opts.multiline ?? false;
+  const temperature = opts.temperature ?? 0;
+  const topP = opts.topP ?? 1;
+  const random = mulberry32(opts.seed ?? 0);
+  const eos = new Set(model.info.eosTokenIds);
+  const texts = model.tokenizer.tokenTexts();
+  const V = model.info.vocab;
+  const rows: Row[] = prompts.map((p) => ({ prepared: preparePrompt(model, p, maxNew, opts.heal ?? true), out: [], tokens: [], done: false, text: '' }));
+  if (!rows.length) return [];
+
+  const width = Math.max(...rows.map((r) => r.prepared.ids.length));
+  const pad = model.info.eosTokenIds[0] ?? 0;
+  let ids = rows.map((r) => [...new Array<number>(width - r.prepared.ids.length).fill(pad), ...r.prepared.ids]);
+  let mask = rows.map((r) => [...new Array<number>(width - r.prepared.ids.length).fill(0), ...r.prepared.ids.map(() => 1)]);
+  let cache;
+  const logits = new Float64Array(V);
+  for (let step = 0; step < maxNew && rows.some((r) => !r.done); step++) {
+    if (opts.signal?.aborted) throw new NeuronpatchError('Generation was cancelled.');
+    const res = await model.session.forward({ ids, mask, past: cache, edits: opts.edits, cache: true });
+    cache = res.cache;
+    const next: number[] = [];
+    rows.forEach((row, b) => {
+      const base = (b * res.seq + res.seq - 1) * V;
+      for (let i = 0; i < V; i++) logits[i] = res.logits[base + i];
+      if (row.done) {
+        next.push(pad);
+        return;
+      }
+      const probs = Float64Array.from(logits);
+      softmaxInPlace(probs);
+      const consumed = model.tokenizer.decode(row.out).length;
+      const rest = row.prepared.healed.slice(consumed);
+      const allowed = rest ? healingMask(texts, rest) : undefined;
+      let id = -1;
+      if (temperature > 0) {
+        const scaled = Float64Array.from(logits, (v, i) => (allowed && !allowed[i] ? -Infinity : v / temperature));
+        softmaxInPlace(scaled);
+        const order = [...scaled.keys()].sort((a, c) => scaled[c] - scaled[a]);
+        let mass = 0;
+        const nucleus: number[] = [];
+        for (const i of order) {
+          nucleus.push(i);
+          mass += scaled[i];
+          if (mass >= topP) break;
+        }
+        let u = random() * mass;
+        for (const i of nucleus) if ((u -= scaled[i]) <= 0) { id = i; break; }
+        if (id < 0) id = nucleus[nucleus.length - 1];
+      } else {
+        let best = -Infinity;
+        for (let i = 0; i < V; i++) if ((!allowed || allowed[i]) && logits[i] > best) { best = logits[i]; id = i; }
+      }
+      if (id < 0) {
+        row.done = true;  // nothing can spell the healed text: stop rather than emit garbage
+        next.push(pad);
+        return;
+      }
+      row.out.push(id);
+      row.tokens.push({ id, text: texts[id], prob: probs[id] });
+      const v = visible(model, row, multiline);
+      row.text = v.text;
+      if (eos.has(id) || v.ended) row.done = true;
+      next.push(id);
+    });
+    if (cache && cache.length + 1 > model.info.context) break;
+    ids = next.map((id) => [id]);
+    mask = mask.map((m) => [...m, 1]);
+  }
+  const ms = performance.now() - started;
+  return rows.map((r) => ({ completion: r.text, tokens: r.tokens, ms, ...(r.prepared.notice ? { notice: r.prepared.notice } : {}) }));
+}

@@ -1,0 +1,44 @@
+// The engine's front door for the CLI, the extension and the tests.
+import { generate, type GenerateOptions } from './generate';
+import { type LoadedModel, type LoadOptions, loadModel as loadInstrumented } from './model/load';
+import { patchSet } from './patches/patchset';
+import type { Completion, ModelInfo, Patch } from './types';
+
+export interface ModelGenerateOptions extends Omit<GenerateOptions, 'edits'> {
+  /** Patches applied through the graph's inputs (the enabled ones of a store, in order). */
+  patches?: Patch[];
+}
+
+/** A loaded model: the instrumented session plus what every front door asks of it. */
+export class Model {
+  constructor(readonly loaded: LoadedModel) {}
+
+  get info(): ModelInfo {
+    return this.loaded.info;
+  }
+
+  get tokenizer() {
+    return this.loaded.tokenizer;
+  }
+
+  async generate(prompt: string, opts: ModelGenerateOptions = {}): Promise<Completion> {
+    return (await this.generateMany([prompt], opts))[0];
+  }
+
+  generateMany(prompts: string[], opts: ModelGenerateOptions = {}): Promise<Completion[]> {
+    const { patches, ...rest } = opts;
+    const edits = patches?.length ? patchSet(patches, this.info.width) : undefined;
+    return generate(this.loaded, prompts, { ...rest, edits });
+  }
+
+  dispose(): Promise<void> {
+    return this.loaded.release();
+  }
+}
+
+export async function loadModel(folder: string, opts: LoadOptions = {}): Promise<Model> {
+  return new Model(await loadInstrumented(folder, opts));
+}
+
+export type { LoadOptions } from './model/load';
+export * from './types';

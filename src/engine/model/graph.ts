@@ -1,0 +1,64 @@
+// What the engine learns from a decoder's ONNX graph: where each layer's FFN writes to the residual stream,
+// the final norm, the unembedding, and the KV-cache interface.
+
+/** How a weight initializer relates to the logical matrix the engine works with. */
+export interface WeightRef {
+  /** Initializer name in the graph. */
+  name: string;
+  /** Shape of the stored initializer. */
+  dims: number[];
+  /**
+   * For a value-vector matrix (W_out): 'rows' when neuron j's value vector is row j of the stored tensor
+   * ([m, d]: a MatMul weight, a GPT-2 Conv1D), 'cols' when it is column j ([d, m]: Gemm transB, Transpose).
+   * For the unembedding: 'rows' when token t's vector is row t ([V, d]), 'cols' when it is column t ([d, V]).
+   */
+  layout: 'rows' | 'cols';
+}
+
+/** One layer's FFN output projection: `out = z · W_out (+ bias)`. */
+export interface FfnSite {
+  layer: number;
+  /** The MatMul/Gemm node that applies W_out. */
+  node: string;
+  /** Tensor name of `z`, the activation (the projection's input). */
+  activation: string;
+  /** Tensor name of the projection's output (before any bias add). */
+  output: string;
+  weight: WeightRef;
+  /** Op that produced `z` (Mul for a gated MLP, Gelu/FastGelu/…). */
+  activationOp: string;
+  gated: boolean;
+}
+
+export interface FinalNorm {
+  kind: 'rms' | 'layer';
+  /** Tensor name of the residual stream entering the final norm ('' until a fused norm's sum output is named). */
+  residual: string;
+  /** Where the norm is fused with the last residual add (Skip*Normalization): that node's first output. */
+  fusedWith?: string;
+  gain: WeightRef;
+  bias?: WeightRef;
+  eps: number;
+}
+
+export type CacheLayout =
+  /** `past_key_values.N.key` / `.value`, each [batch, heads, past, headDim]. */
+  | { kind: 'pairs'; inputs: { key: string; value: string }[]; outputs: { key: string; value: string }[] }
+  /** `past_N`, [2, batch, heads, past, headDim]: key and value stacked. */
+  | { kind: 'stacked'; inputs: string[]; outputs: string[] };
+
+export interface ModelGraph {
+  sites: FfnSite[];
+  finalNorm: FinalNorm;
+  unembedding: WeightRef;
+  tied: boolean;
+  cache: CacheLayout;
+  heads: number;
+  headDim: number;
+  /** Element type of the ids/mask/positions inputs. */
+  indexType: 'int64' | 'int32';
+  /** Element type of activations, pasts and logits. */
+  floatType: 'float32' | 'float16';
+  inputs: { ids: string; mask?: string; positions?: string };
+  logits: string;
+}

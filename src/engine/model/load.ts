@@ -1,0 +1,125 @@
+// Model folder → recognised, instrumented, running model. The instrumented graph is cached on disk, keyed by the
+// source model's hash, so the surgery runs once per model version.
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { onnx } from 'onnx-proto';
+import { loadModelProto } from '../onnx/proto';
+import { CodeTokenizer } from '../tokenizer';
+import { type ModelInfo, NeuronpatchError } from '../types';
+import type { ModelGraph } from './graph';
+import { hashFiles, openFolder } from './folder';
+import { instrument } from './instrument';
+import { recognise } from './recognise';
+import { InstrumentedSession } from './session';
+import { Weights } from './weights';
+
+/** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
+const INSTRUMENT_VERSION = 1;
+
+export interface LoadOptions {
+  cacheDir?: string;
+  threads?: number;
+  log?: (line: string) => void;
+}
+
+export interface LoadedModel {
+  info: ModelInfo;
+  graph: ModelGraph;
+  tokenizer: CodeTokenizer;
+  session: InstrumentedSession;
+  weights: Weights;
+  /** Folder of the instrumented graph and other per-model caches (steer Gram matrix, reference statistics). */
+  cacheDir: string;
+  onnxPath: string;
+  release(): Promise<void>;
+}
+
+export function defaultCacheDir(): string {
+  return process.env.NEURONPATCH_CACHE || path.join(os.homedir(), '.cache', 'neuronpatch');
+}
+
+function externalFiles(model: onnx.IModelProto): string[] {
+  const files = new Set<string>();
+  for (const t of model.graph?.initializer ?? []) {
+    if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
+      const loc = t.externalData?.find((e) => e.key === 'location')?.value;
+      if (loc) files.add(loc);
+    }
+  }
+  return [...files];
+}
+
+function writeAtomic(file: string, data: Uint8Array | string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, data);
+  renameSync(tmp, file);
+}
+
+export async function loadModel(folder: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+  const log = opts.log ?? (() => undefined);
+  const mf = openFolder(folder);
+  const proto = await loadModelProto(mf.onnxPath);
+  const baseDir = path.dirname(mf.onnxPath);
+  const external = externalFiles(proto);
+  for (const f of external) {
+    if (!existsSync(path.join(baseDir, f))) {
+      throw new NeuronpatchError(`External weights file ${path.join(baseDir, f)} is missing.`, `${path.basename(mf.onnxPath)} stores its weights there.`);
+    }
+  }
+  const hash = await hashFiles([mf.onnxPath, ...external.map((f) => path.join(baseDir, f))]);
+  const c = mf.config;
+  const recognised = recognise(proto, {
+    hidden: c.hidden, layers: c.layers, cacheNames: c.cacheNames, inputNames: c.inputNames, logitsName: c.logitsName,
+  });
+
+  const cacheDir = path.join(opts.cacheDir ?? defaultCacheDir(), hash.slice(0, 24));
+  const file = path.join(cacheDir, 'model.instrumented.onnx');
+  const metaFile = path.join(cacheDir, 'instrumented.json');
+  let graph: ModelGraph;
+  const meta = existsSync(metaFile) ? (JSON.parse(readFileSync(metaFile, 'utf8')) as { version: number; graph: ModelGraph }) : undefined;
+  if (meta?.version === INSTRUMENT_VERSION && existsSync(file)) {
+    graph = meta.graph;
+  } else {
+    log(`instrumenting ${mf.onnxPath} → ${file}`);
+    mkdirSync(cacheDir, { recursive: true });
+    const out = instrument(proto, recognised);
+    // onnxruntime only reads external data from inside the model's own folder (symlinks resolved), so the
+    // cached graph gets a hard link to the weights, or a copy across file systems.
+    for (const f of external) {
+      const target = path.join(cacheDir, f);
+      if (existsSync(target)) unlinkSync(target);
+      mkdirSync(path.dirname(target), { recursive: true });
+      try {
+        linkSync(path.join(baseDir, f), target);
+      } catch {
+        copyFileSync(path.join(baseDir, f), target);
+      }
+    }
+    writeAtomic(file, onnx.ModelProto.encode(out.model as onnx.ModelProto).finish());
+    writeAtomic(metaFile, JSON.stringify({ version: INSTRUMENT_VERSION, source: mf.onnxPath, hash, graph: out.graph }, null, 1));
+    graph = out.graph;
+  }
+
+  const site = graph.sites[0];
+  const neurons = site.weight.layout === 'rows' ? site.weight.dims[0] : site.weight.dims[1];
+  const [vocab, width] = graph.unembedding.layout === 'rows' ? graph.unembedding.dims : [graph.unembedding.dims[1], graph.unembedding.dims[0]];
+  if (c.vocab !== undefined && c.vocab < vocab) {
+    throw new NeuronpatchError(`The config's vocab_size (${c.vocab}) is smaller than the graph's lm_head (${vocab} tokens).`, 'The config does not belong to this model.');
+  }
+  const info: ModelInfo = {
+    name: c.name, folder: mf.folder, architecture: c.modelType, gated: site.gated, layers: graph.sites.length, neurons, width, vocab,
+    context: c.context ?? 2048, finalNorm: graph.finalNorm.kind, tiedUnembedding: c.tied ?? graph.tied,
+    weightType: graph.floatType, hash, eosTokenIds: c.eosTokenIds,
+  };
+  const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, vocab, c.bosTokenId);
+  let session: InstrumentedSession;
+  try {
+    session = await InstrumentedSession.create(file, graph, { layers: info.layers, neurons, width, vocab }, opts.threads);
+  } catch (e) {
+    throw new NeuronpatchError(`onnxruntime could not load ${mf.onnxPath}: ${(e as Error).message}`);
+  }
+  const weights = new Weights(proto, graph, baseDir);
+  log(`loaded ${info.name}: ${info.architecture}, ${info.layers} layers × ${neurons} neurons, width ${width}, vocab ${vocab}`);
+  return { info, graph, tokenizer, session, weights, cacheDir, onnxPath: mf.onnxPath, release: () => session.release() };
+}

@@ -1,0 +1,327 @@
+// Recognises a decoder's structure from its ONNX graph: FFN output projections, final norm, unembedding and the
+// KV-cache interface. Node names help where they exist; the structure decides, so fused optimizer exports and
+// graphs with generic names are handled the same way.
+import { onnx } from 'onnx-proto';
+import { NeuronpatchError } from '../types';
+import type { CacheLayout, FfnSite, FinalNorm, ModelGraph, WeightRef } from './graph';
+
+export const KNOWN_ARCHITECTURES =
+  'LLaMA, Qwen2, Mistral (gated SiLU MLP, down_proj), GPT-2 and StarCoder (c_fc/c_proj), GPT-NeoX ' +
+  '(dense_h_to_4h/dense_4h_to_h), CodeGen/GPT-J (fc_in/fc_out), in Optimum, transformers.js, onnxruntime-genai ' +
+  'or onnxruntime optimizer exports';
+
+const FFN_OUT_NAME = /(down_proj|dense_4h_to_h|fc_out|fc2|mlp[./_]c_proj|mlp[./_]w2|FullyConnect_MatMul)/;
+const LAYER_NUMBER = /(?:layers|h|blocks|layer)[./_](\d+)[./_]/;
+const ACTIVATION_OPS = new Set(['Mul', 'Gelu', 'FastGelu', 'BiasGelu', 'QuickGelu', 'Relu', 'Sigmoid', 'Tanh', 'Erf', 'Silu', 'Swish']);
+const PASS_THROUGH = new Set(['Cast', 'Identity']);
+const SKIP_NORMS = new Set(['SkipLayerNormalization', 'SkipSimplifiedLayerNormalization']);
+const PLAIN_NORMS = new Set(['LayerNormalization', 'SimplifiedLayerNormalization', 'RMSNormalization']);
+const FLOAT16 = onnx.TensorProto.DataType.FLOAT16;
+
+interface Index {
+  producer: Map<string, onnx.INodeProto>;
+  consumers: Map<string, onnx.INodeProto[]>;
+  init: Map<string, onnx.ITensorProto>;
+  constants: Map<string, onnx.ITensorProto>;
+}
+
+function indexGraph(g: onnx.IGraphProto): Index {
+  const producer = new Map<string, onnx.INodeProto>();
+  const consumers = new Map<string, onnx.INodeProto[]>();
+  const constants = new Map<string, onnx.ITensorProto>();
+  for (const n of g.node ?? []) {
+    for (const o of n.output ?? []) if (o) producer.set(o, n);
+    for (const i of n.input ?? []) {
+      if (!i) continue;
+      const list = consumers.get(i) ?? [];
+      list.push(n);
+      consumers.set(i, list);
+    }
+    if (n.opType === 'Constant') {
+      const value = n.attribute?.find((a) => a.name === 'value')?.t;
+      if (value && n.output?.[0]) constants.set(n.output[0], value);
+    }
+  }
+  return { producer, consumers, init: new Map((g.initializer ?? []).map((t) => [t.name ?? '', t])), constants };
+}
+
+export const dimsOf = (t: onnx.ITensorProto): number[] => (t.dims ?? []).map((d) => Number(d));
+
+function attr(n: onnx.INodeProto, name: string): onnx.IAttributeProto | undefined {
+  return n.attribute?.find((a) => a.name === name);
+}
+
+/** The initializer a node input comes from, looking through Cast/Identity; `transposed` if through a 2-D Transpose. */
+function weightOf(ix: Index, tensor: string): { t: onnx.ITensorProto; transposed: boolean } | undefined {
+  let name = tensor;
+  let transposed = false;
+  for (let hops = 0; hops < 4; hops++) {
+    const t = ix.init.get(name);
+    if (t) return { t, transposed };
+    const p = ix.producer.get(name);
+    if (!p) return undefined;
+    if (p.opType === 'Transpose') transposed = !transposed;
+    else if (!PASS_THROUGH.has(p.opType ?? '')) return undefined;
+    name = p.input?.[0] ?? '';
+  }
+  return undefined;
+}
+
+/** Logical [in, out] shape of a MatMul/Gemm's weight and how the stored tensor maps to it. */
+function projection(ix: Index, n: onnx.INodeProto): { ref: WeightRef; inDim: number; outDim: number } | undefined {
+  if (n.opType !== 'MatMul' && n.opType !== 'Gemm') return undefined;
+  const w = weightOf(ix, n.input?.[1] ?? '');
+  if (!w) return undefined;
+  const dims = dimsOf(w.t);
+  if (dims.length !== 2) return undefined;
+  let transposed = w.transposed;
+  if (n.opType === 'Gemm' && attr(n, 'transB')?.i && Number(attr(n, 'transB')!.i) === 1) transposed = !transposed;
+  const [inDim, outDim] = transposed ? [dims[1], dims[0]] : [dims[0], dims[1]];
+  // Stored [in, out]: input row i is row i ('rows'); stored [out, in]: input row i is column i ('cols').
+  return { ref: { name: w.t.name ?? '', dims, layout: transposed ? 'cols' : 'rows' }, inDim, outDim };
+}
+
+/** MatMuls upstream of a tensor through elementwise ops: tells a gated product from a plain activation. */
+function upstreamProjections(ix: Index, tensor: string, depth = 6): Set<onnx.INodeProto> {
+  const found = new Set<onnx.INodeProto>();
+  const walk = (name: string, d: number): void => {
+    const p = ix.producer.get(name);
+    if (!p || d < 0) return;
+    if (p.opType === 'MatMul' || p.opType === 'Gemm') {
+      found.add(p);
+      return;
+    }
+    for (const i of p.input ?? []) if (i && !ix.init.has(i) && !ix.constants.has(i)) walk(i, d - 1);
+  };
+  walk(tensor, depth);
+  return found;
+}
+
+function isGated(ix: Index, z: string): boolean {
+  const p = ix.producer.get(z);
+  if (!p || p.opType !== 'Mul') return false;
+  const sides = (p.input ?? []).map((i) => upstreamProjections(ix, i));
+  if (sides.length !== 2 || sides[0].size === 0 || sides[1].size === 0) return false;
+  return [...sides[0]].some((a) => ![...sides[1]].includes(a)) && [...sides[1]].some((b) => ![...sides[0]].includes(b));
+}
+
+function findUnembedding(ix: Index, logits: string): { node: onnx.INodeProto; ref: WeightRef; width: number; vocab: number } {
+  let name = logits;
+  for (let hops = 0; hops < 4; hops++) {
+    const p = ix.producer.get(name);
+    if (!p) break;
+    const proj = projection(ix, p);
+    if (proj) {
+      // Unembedding as [V, d] rows: stored [d, V] ('rows' of the projection) means token t is column t.
+      const ref: WeightRef = { ...proj.ref, layout: proj.ref.layout === 'rows' ? 'cols' : 'rows' };
+      return { node: p, ref, width: proj.inDim, vocab: proj.outDim };
+    }
+    if (p.opType === 'Add' || PASS_THROUGH.has(p.opType ?? '')) name = p.input?.[0] ?? '';
+    else break;
+  }
+  throw new NeuronpatchError(
+    `Could not find the unembedding (lm_head): the graph output "${logits}" is not produced by a MatMul or Gemm with a weight.`,
+    `Known architectures: ${KNOWN_ARCHITECTURES}.`,
+  );
+}
+
+function scalarOf(ix: Index, name: string): number | undefined {
+  const t = ix.init.get(name) ?? ix.constants.get(name);
+  if (!t || dimsOf(t).reduce((a, b) => a * b, 1) !== 1) return undefined;
+  if (t.floatData?.length) return t.floatData[0];
+  if (t.doubleData?.length) return t.doubleData[0];
+  const raw = t.rawData;
+  if (raw && raw.length === 4 && t.dataType === onnx.TensorProto.DataType.FLOAT) {
+    return Buffer.from(raw).readFloatLE(0);
+  }
+  return undefined;
+}
+
+function findFinalNorm(ix: Index, lmHead: onnx.INodeProto, residual: string, width: number): FinalNorm {
+  const normed = lmHead.input?.[0] ?? '';
+  const p = ix.producer.get(normed);
+  const vectorRef = (name: string | undefined): WeightRef | undefined => {
+    const t = name ? ix.init.get(name) : undefined;
+    return t && dimsOf(t).length === 1 && dimsOf(t)[0] === width ? { name: t.name ?? '', dims: dimsOf(t), layout: 'rows' } : undefined;
+  };
+  if (p && (SKIP_NORMS.has(p.opType ?? '') || PLAIN_NORMS.has(p.opType ?? ''))) {
+    const skip = SKIP_NORMS.has(p.opType ?? '');
+    const gain = vectorRef(p.input?.[skip ? 2 : 1]);
+    if (!gain) throw new NeuronpatchError(`The final norm ${p.name} has no gain vector of width ${width}.`);
+    const rms = (p.opType ?? '').includes('Simplified') || p.opType === 'RMSNormalization';
+    return { kind: rms ? 'rms' : 'layer', residual, gain, bias: rms ? undefined : vectorRef(p.input?.[skip ? 3 : 2]),
+      eps: Number(attr(p, 'epsilon')?.f ?? 1e-5) };
+  }
+  // Decomposed norm: walk back from the lm_head input over (Add bias) → Mul gain → … → the residual.
+  let gain: WeightRef | undefined;
+  let bias: WeightRef | undefined;
+  let eps = 1e-5;
+  let layer = false;
+  const seen = new Set<string>();
+  const stack = [normed];
+  while (stack.length) {
+    const name = stack.pop()!;
+    if (name === residual || seen.has(name)) continue;
+    seen.add(name);
+    const n = ix.producer.get(name);
+    if (!n) continue;
+    const inputs = n.input ?? [];
+    if (n.opType === 'Mul' && !gain) gain = vectorRef(inputs.find((i) => vectorRef(i)));
+    if (n.opType === 'Add') {
+      const b = vectorRef(inputs.find((i) => vectorRef(i)));
+      if (b && !gain) bias = b;
+      const e = inputs.map((i) => scalarOf(ix, i)).find((v) => v !== undefined && v > 0 && v < 1e-2);
+      if (e !== undefined) eps = e;
+    }
+    if (n.opType === 'Sub') layer = true;
+    for (const i of inputs) if (i && !ix.init.has(i) && !ix.constants.has(i)) stack.push(i);
+  }
+  if (!gain) {
+    throw new NeuronpatchError(
+      'Could not find the final norm\'s gain: no Mul by a vector of the residual width between the last layer and the lm_head.',
+      `Known architectures: ${KNOWN_ARCHITECTURES}.`,
+    );
+  }
+  return { kind: layer ? 'layer' : 'rms', residual, gain, bias: layer ? bias : undefined, eps };
+}
+
+/** From the last FFN's output, follow the residual adds to the tensor the final norm reads. */
+function findFinalResidual(ix: Index, lastOut: string): { tensor: string; fused?: onnx.INodeProto } {
+  let name = lastOut;
+  for (let hops = 0; hops < 8; hops++) {
+    const cons = ix.consumers.get(name) ?? [];
+    if (cons.length !== 1) break;
+    const c = cons[0];
+    if (SKIP_NORMS.has(c.opType ?? '')) return { tensor: c.output?.[3] ?? '', fused: c };
+    if (c.opType !== 'Add') break;
+    name = c.output?.[0] ?? '';
+  }
+  return { tensor: name };
+}
+
+function findCache(g: onnx.IGraphProto, layers: number, names?: CacheNames): CacheLayout {
+  const inputs = new Set((g.input ?? []).map((i) => i.name ?? ''));
+  const outputs = new Set((g.output ?? []).map((o) => o.name ?? ''));
+  const fmt = (pattern: string, i: number): string => pattern.replace('%d', String(i));
+  const pk = names?.pastKey ?? 'past_key_values.%d.key';
+  const pv = names?.pastValue ?? 'past_key_values.%d.value';
+  const ok = names?.presentKey ?? 'present.%d.key';
+  const ov = names?.presentValue ?? 'present.%d.value';
+  if (inputs.has(fmt(pk, 0))) {
+    const range = [...Array(layers).keys()];
+    const missing = range.flatMap((i) => [fmt(pk, i), fmt(pv, i)].filter((n) => !inputs.has(n)))
+      .concat(range.flatMap((i) => [fmt(ok, i), fmt(ov, i)].filter((n) => !outputs.has(n))));
+    if (missing.length) throw new NeuronpatchError(`The KV cache is incomplete: ${missing.slice(0, 4).join(', ')} missing.`);
+    return { kind: 'pairs', inputs: range.map((i) => ({ key: fmt(pk, i), value: fmt(pv, i) })),
+      outputs: range.map((i) => ({ key: fmt(ok, i), value: fmt(ov, i) })) };
+  }
+  const sp = names?.past ?? 'past_%d';
+  const so = names?.present ?? 'present_%d';
+  if (inputs.has(fmt(sp, 0))) {
+    const range = [...Array(layers).keys()];
+    return { kind: 'stacked', inputs: range.map((i) => fmt(sp, i)), outputs: range.map((i) => fmt(so, i)) };
+  }
+  throw new NeuronpatchError(
+    'The model has no KV-cache inputs (past_key_values.N.key/value or past_N).',
+    'Export it with a cache (Optimum: --task text-generation-with-past).',
+  );
+}
+
+export interface CacheNames {
+  pastKey?: string;
+  pastValue?: string;
+  presentKey?: string;
+  presentValue?: string;
+  past?: string;
+  present?: string;
+}
+
+export interface RecogniseOptions {
+  /** Residual width from the config, to cross-check the graph. */
+  hidden?: number;
+  layers?: number;
+  cacheNames?: CacheNames;
+  inputNames?: { ids?: string; mask?: string; positions?: string };
+  logitsName?: string;
+}
+
+export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}): ModelGraph {
+  const g = model.graph;
+  if (!g?.node?.length) throw new NeuronpatchError('The ONNX model has an empty graph.');
+  const ix = indexGraph(g);
+  const logits = opts.logitsName ?? 'logits';
+  if (!(g.output ?? []).some((o) => o.name === logits)) {
+    throw new NeuronpatchError(`The graph has no output named "${logits}".`, 'A decoder export must return logits.');
+  }
+  const unembed = findUnembedding(ix, logits);
+  const d = unembed.width;
+  if (opts.hidden && opts.hidden !== d) {
+    throw new NeuronpatchError(
+      `The config says the residual width is ${opts.hidden}, but the graph's lm_head takes vectors of width ${d}.`,
+      'The config.json does not belong to this model.onnx.',
+    );
+  }
+
+  const sites: FfnSite[] = [];
+  for (const n of g.node) {
+    const proj = projection(ix, n);
+    if (!proj || proj.outDim !== d || proj.inDim === d || n === unembed.node) continue;
+    const z = n.input?.[0] ?? '';
+    const act = ix.producer.get(z);
+    const named = FFN_OUT_NAME.test(n.name ?? '') || FFN_OUT_NAME.test(proj.ref.name);
+    if (!named && !(act && ACTIVATION_OPS.has(act.opType ?? ''))) continue;
+    sites.push({
+      layer: sites.length, node: n.name ?? '', activation: z, output: n.output?.[0] ?? '', weight: proj.ref,
+      activationOp: act?.opType ?? 'input', gated: isGated(ix, z),
+    });
+  }
+  if (!sites.length) {
+    throw new NeuronpatchError(
+      `No FFN output projection found: no MatMul/Gemm maps an activation to the residual width ${d}.`,
+      `Known architectures: ${KNOWN_ARCHITECTURES}.`,
+    );
+  }
+  // Node or weight names carry the layer number where they exist: they must agree with the graph order.
+  sites.forEach((s, i) => {
+    const m = LAYER_NUMBER.exec(s.node) ?? LAYER_NUMBER.exec(s.weight.name);
+    if (m && Number(m[1]) !== i) {
+      throw new NeuronpatchError(`FFN output projection ${s.node} is named for layer ${m[1]} but is layer ${i} in graph order.`);
+    }
+  });
+  if (opts.layers && opts.layers !== sites.length) {
+    throw new NeuronpatchError(
+      `The config says ${opts.layers} layers, but the graph has ${sites.length} FFN output projections.`,
+      'The config does not belong to this model file, or a layer\'s FFN was not recognised: ' + KNOWN_ARCHITECTURES,
+    );
+  }
+  const widths = new Set(sites.map((s) => (s.weight.layout === 'rows' ? s.weight.dims[0] : s.weight.dims[1])));
+  if (widths.size !== 1) throw new NeuronpatchError(`FFN widths differ between layers (${[...widths].join(', ')}).`);
+
+  const resid = findFinalResidual(ix, sites[sites.length - 1].output);
+  const finalNorm = findFinalNorm(ix, unembed.node, resid.tensor, d);
+  if (resid.fused) finalNorm.fusedWith = resid.fused.output?.[0] ?? '';
+
+  const cache = findCache(g, sites.length, opts.cacheNames);
+  const firstPast = (g.input ?? []).find((i) => i.name === (cache.kind === 'pairs' ? cache.inputs[0].key : cache.inputs[0]));
+  const pastDims = firstPast?.type?.tensorType?.shape?.dim ?? [];
+  const off = cache.kind === 'stacked' ? 1 : 0;
+  const heads = Number(pastDims[1 + off]?.dimValue ?? 0);
+  const headDim = Number(pastDims[3 + off]?.dimValue ?? 0);
+  if (!heads || !headDim) throw new NeuronpatchError(`The KV-cache input ${firstPast?.name} has no fixed head count or head size.`);
+
+  const inputType = (name: string) => (g.input ?? []).find((i) => i.name === name)?.type?.tensorType?.elemType;
+  const ids = opts.inputNames?.ids ?? 'input_ids';
+  if (inputType(ids) === undefined) throw new NeuronpatchError(`The graph has no input named "${ids}".`);
+  const has = (n: string) => inputType(n) !== undefined;
+  const mask = opts.inputNames?.mask ?? 'attention_mask';
+  const positions = opts.inputNames?.positions ?? 'position_ids';
+  const floatType = inputType(cache.kind === 'pairs' ? cache.inputs[0].key : cache.inputs[0]) === FLOAT16 ? 'float16' : 'float32';
+
+  return {
+    sites, finalNorm, unembedding: unembed.ref, cache, heads, headDim, floatType,
+    tied: (ix.consumers.get(unembed.ref.name) ?? []).some((c) => c.opType === 'Gather'),
+    indexType: inputType(ids) === onnx.TensorProto.DataType.INT32 ? 'int32' : 'int64',
+    inputs: { ids, mask: has(mask) ? mask : undefined, positions: has(positions) ? positions : undefined },
+    logits,
+  };
+}

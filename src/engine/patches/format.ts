@@ -1,0 +1,67 @@
+// The patch file's text: parsing with positions for syntax errors, and writing it so that a diff stays short
+// and readable: 2-space indent, keys in a fixed order, every array of numbers (a delta) on one line.
+import { NeuronpatchError, type PatchFile } from '../types';
+
+/**
+ * Significant digits kept for delta values. The engine applies deltas in fp32 (fp16 for fp16 weights); 7 digits
+ * keep the relative error under 5e-8, below half an fp32 step (6e-8), so a value read back differs from the
+ * fp32 it came from by at most one fp32 step, and by nothing in fp16. The store rounds patches when they are
+ * added or loaded, so what is in memory is exactly what the file holds and reads back.
+ */
+export const DELTA_DIGITS = 7;
+
+export function roundValue(x: number): number {
+  return x === 0 ? 0 : Number(x.toPrecision(DELTA_DIGITS));
+}
+
+export function roundDelta(delta: readonly number[]): number[] {
+  return delta.map(roundValue);
+}
+
+function line(value: unknown, indent: string): string {
+  if (Array.isArray(value)) {
+    if (value.length === 0) return '[]';
+    if (value.every((v) => typeof v === 'number')) return `[${value.map((v) => JSON.stringify(v)).join(', ')}]`;
+    const inner = indent + '  ';
+    return `[\n${value.map((v) => inner + line(v, inner)).join(',\n')}\n${indent}]`;
+  }
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value).filter(([, v]) => v !== undefined);
+    if (entries.length === 0) return '{}';
+    const inner = indent + '  ';
+    return `{\n${entries.map(([k, v]) => `${inner}${JSON.stringify(k)}: ${line(v, inner)}`).join(',\n')}\n${indent}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+/** The file's text, ending with a newline. */
+export function serializePatchFile(file: PatchFile): string {
+  return `${line(file, '')}\n`;
+}
+
+/** 1-based line and column of a character offset. */
+export function lineColumn(text: string, offset: number): { line: number; column: number } {
+  const before = text.slice(0, Math.max(0, Math.min(offset, text.length)));
+  const lines = before.split('\n');
+  return { line: lines.length, column: lines[lines.length - 1].length + 1 };
+}
+
+/** JSON.parse with the file name and the line/column of a syntax error in the NeuronpatchError. */
+export function parseJson(text: string, file: string): unknown {
+  const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // editors on Windows may add a BOM
+  try {
+    return JSON.parse(body);
+  } catch (e) {
+    const msg = (e as Error).message;
+    // V8 says "… at position N" (Node 20) and may add "(line L column C)" (Node 22); the end of input has neither.
+    const lc = /line (\d+) column (\d+)/.exec(msg);
+    const pos = /position (\d+)/.exec(msg);
+    const at = lc
+      ? { line: Number(lc[1]), column: Number(lc[2]) }
+      : lineColumn(body, pos ? Number(pos[1]) : body.length);
+    throw new NeuronpatchError(
+      `${file}:${at.line}:${at.column}: not valid JSON (${msg}). The file was left untouched.`,
+      'Fix it by hand or move it aside; neuronpatch does not write over a file it cannot read.',
+    );
+  }
+}

@@ -1,0 +1,182 @@
+// Domain types shared by the engine, the CLI's JSON, the patch file and the webview's messages.
+// Keep this module free of imports: the webview bundle imports it too.
+
+/** Stable names of what the engine exposes, in the style of TransformerLens hook names. */
+export const hooks = {
+  mlpPost: (layer: number): string => `blocks.${layer}.mlp.post`,
+  finalResid: 'final.resid',
+  logits: 'logits',
+} as const;
+
+export interface Neuron {
+  layer: number;
+  /** Index of the neuron within the layer's FFN hidden (0 ≤ index < neurons per layer). */
+  neuron: number;
+}
+
+/** One value-vector change: `v_j ← v_j + delta`, delta of length `width` (the residual width). */
+export interface NeuronEdit extends Neuron {
+  delta: number[];
+}
+
+export interface ModelInfo {
+  /** Folder name, or `name_or_path` from the config. */
+  name: string;
+  folder: string;
+  /** `model_type` from the config (llama, gpt2, gpt_neox, …) or what the graph showed. */
+  architecture: string;
+  gated: boolean;
+  layers: number;
+  /** FFN width `m`: neurons per layer. */
+  neurons: number;
+  /** Residual width `d`. */
+  width: number;
+  vocab: number;
+  context: number;
+  finalNorm: 'rms' | 'layer';
+  tiedUnembedding: boolean;
+  weightType: 'float32' | 'float16';
+  /** sha256 of the model's ONNX file and its external data. */
+  hash: string;
+  eosTokenIds: number[];
+}
+
+export interface RepairCaseVariant {
+  prompt: string;
+  desired: string;
+}
+
+export interface RepairCase {
+  id?: string;
+  prompt: string;
+  desired: string;
+  variants?: RepairCaseVariant[];
+}
+
+export type RepairMethod = 'minimal' | 'joint';
+
+export interface PatchMetrics {
+  /** Greedy generation with the patch produced the desired text. */
+  success: boolean;
+  failingTokens: number;
+  /** Share of regression prompts whose greedy completion is unchanged; null when none were checked. */
+  specificity: number | null;
+  /** Mean next-token KL divergence on regression prompts; null when none were checked. */
+  meanKl: number | null;
+  /** Share of the case's variants now fixed; null when the case has none. */
+  generalization: number | null;
+  /** Time of the repair itself (locate, solve, confirm), without the side-effect check. */
+  repairMs: number;
+}
+
+export interface Patch {
+  id: string;
+  createdAt: string;
+  enabled: boolean;
+  method: RepairMethod;
+  case: { prompt: string; desired: string; before: string; after: string };
+  edits: NeuronEdit[];
+  metrics: PatchMetrics;
+}
+
+export const PATCH_FORMAT = 'neuronpatch/1';
+
+export interface PatchFile {
+  format: typeof PATCH_FORMAT;
+  model: { name: string; hash: string };
+  patches: Patch[];
+}
+
+/** One generated token, as `generate` reports it. */
+export interface GeneratedToken {
+  id: number;
+  text: string;
+  prob: number;
+}
+
+export interface Completion {
+  completion: string;
+  tokens: GeneratedToken[];
+  ms: number;
+  /** Set when the prompt was cut from the left to fit the context window. */
+  notice?: string;
+}
+
+/** What the user can act on: what failed, where, and what to do. */
+export class NeuronpatchError extends Error {
+  constructor(
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(hint ? `${message}\n  ${hint}` : message);
+    this.name = 'NeuronpatchError';
+  }
+}
+
+/** A position of the desired text where the model's argmax is not the desired token. */
+export interface FailingPosition {
+  /** Index into the desired text's tokens (0 = first token after the prompt). */
+  index: number;
+  /** Text of the desired text before this token. */
+  prefix: string;
+  model: { id: number; text: string; prob: number };
+  desired: { id: number; text: string; prob: number; rank: number };
+}
+
+export interface LayerOcclusion {
+  layer: number;
+  /** Change of the desired token's log-probability with the whole layer's FFN silenced. */
+  effect: number;
+}
+
+export interface TokenScore {
+  text: string;
+  score: number;
+}
+
+export interface NeuronReport extends Neuron {
+  activation: number;
+  /** Direct attribution z_j (v_j · c) on the logit gap desired − model (negative: pushes to the wrong token). */
+  attribution: number;
+  /** Change of the logit gap when the neuron is ablated (null when it was not among the causal checks). */
+  ablationEffect: number | null;
+  promotes: TokenScore[];
+  suppresses: TokenScore[];
+}
+
+export interface TraceResult {
+  prompt: string;
+  desired: string;
+  /** The model's own greedy continuation (the bad completion). */
+  completion: string;
+  failing: FailingPosition[];
+  /** Analysis at the first failing position; null when nothing fails. */
+  at: {
+    position: FailingPosition;
+    layers: LayerOcclusion[];
+    neurons: NeuronReport[];
+  } | null;
+  ms: number;
+}
+
+export interface RepairResult {
+  success: boolean;
+  method: RepairMethod;
+  before: string;
+  after: string;
+  failingTokens: number;
+  /** Desired token's probability and rank at each originally failing position, before and after. */
+  positions: { index: number; text: string; before: { prob: number; rank: number }; after: { prob: number; rank: number } }[];
+  neurons: (Neuron & { attribution: number | null; ablationEffect: number | null; promotesBefore: TokenScore[]; promotesAfter: TokenScore[] })[];
+  /** The patch, whether or not the repair succeeded; callers save it only on success. */
+  patch: Patch;
+  specificity: number | null;
+  meanKl: number | null;
+  generalization: number | null;
+  /** Regression prompts whose completion changed. */
+  changed: { prompt: string; before: string; after: string }[];
+  ms: number;
+  /** Milliseconds of one generation of the bad completion, for the repair-time ratio. */
+  generationMs: number;
+  trace: TraceResult;
+}

@@ -1,0 +1,30 @@
+// Export a model folder with the active patches (and, from the panel, the repair shown there) baked in.
+import * as vscode from 'vscode';
+import { exportPatched } from '../../engine';
+import type { Patch } from '../../engine/types';
+import type { CommandFactory, Ctx } from '../ctx';
+
+/** Asks for a folder and exports into it; returns the folder, or undefined when the user cancelled. */
+export async function exportPatchedModel(ctx: Ctx, extra: Patch[] = []): Promise<string | undefined> {
+  const model = await ctx.models.require();
+  const patches = [...ctx.patches.active(), ...extra.map((p) => ({ ...p, enabled: true }))];
+  if (patches.length === 0) throw new Error('There is no active patch to export.');
+  const picked = await vscode.window.showOpenDialog({
+    title: `Neuron Patch: export ${model.info.name} with ${patches.length} patch(es) into a folder`,
+    canSelectFiles: false,
+    canSelectFolders: true,
+    canSelectMany: false,
+    openLabel: 'Export Here',
+  });
+  if (!picked?.[0]) return undefined;
+  const out = picked[0].fsPath;
+  await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: `Neuron Patch: exporting to ${out}…` },
+    () => exportPatched(model, patches, out, { log: (line: string) => ctx.log.info(line) }),
+  );
+  ctx.log.info(`exported ${model.info.name} with ${patches.length} patches to ${out}`);
+  void vscode.window.showInformationMessage(`Neuron Patch: patched model written to ${out}.`);
+  return out;
+}
+
+export const exportModel: CommandFactory = (ctx) => () => exportPatchedModel(ctx);

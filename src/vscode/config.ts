@@ -1,0 +1,81 @@
+// The one place that reads `workspace.getConfiguration('neuronpatch')`; everything else asks typed questions.
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import type { RepairMethod } from '../engine/types';
+
+export const SECTION = 'neuronpatch';
+
+export class Config {
+  constructor(private readonly extensionPath: string) {}
+
+  private get cfg(): vscode.WorkspaceConfiguration {
+    return vscode.workspace.getConfiguration(SECTION);
+  }
+
+  /** The model folder to load: the setting resolved against the first workspace folder, or the embedded demo. */
+  get modelFolder(): string {
+    const raw = (this.cfg.get<string>('modelFolder') ?? '').trim();
+    if (!raw) return this.demoModelFolder;
+    const expanded = raw.startsWith('~/') ? path.join(process.env.HOME ?? '', raw.slice(2)) : raw;
+    if (path.isAbsolute(expanded)) return expanded;
+    const ws = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+    return path.resolve(ws ?? this.extensionPath, expanded);
+  }
+
+  get demoModelFolder(): string {
+    return path.join(this.extensionPath, 'models', 'demo');
+  }
+
+  get inlineCompletionsEnabled(): boolean {
+    return this.cfg.get<boolean>('inlineCompletions.enabled') ?? true;
+  }
+
+  get maxNewTokens(): number {
+    return clampInt(this.cfg.get<number>('maxNewTokens'), 1, 256, 24);
+  }
+
+  get debounceMs(): number {
+    return clampInt(this.cfg.get<number>('inlineCompletions.debounceMs'), 0, 5000, 250);
+  }
+
+  get repairMethod(): RepairMethod {
+    return this.cfg.get<string>('repair.method') === 'joint' ? 'joint' : 'minimal';
+  }
+
+  get regressionSampleSize(): number {
+    return clampInt(this.cfg.get<number>('repair.regressionSampleSize'), 0, 500, 32);
+  }
+
+  /** Absolute path of the patch file, or null when it is relative and no folder is open. */
+  get patchFile(): string | null {
+    const raw = (this.cfg.get<string>('patchFile') ?? '').trim() || '.neuronpatch/patches.json';
+    if (path.isAbsolute(raw)) return raw;
+    const ws = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+    return ws ? path.join(ws, raw) : null;
+  }
+
+  /** Where the engine caches instrumented graphs: the extension's global storage. */
+  cacheDir(context: vscode.ExtensionContext): string {
+    return path.join(context.globalStorageUri.fsPath, 'cache');
+  }
+
+  affectsModel(e: vscode.ConfigurationChangeEvent): boolean {
+    return e.affectsConfiguration(`${SECTION}.modelFolder`);
+  }
+
+  affectsPatchFile(e: vscode.ConfigurationChangeEvent): boolean {
+    return e.affectsConfiguration(`${SECTION}.patchFile`);
+  }
+
+  async setModelFolder(folder: string): Promise<void> {
+    const target = vscode.workspace.workspaceFolders?.length
+      ? vscode.ConfigurationTarget.Workspace
+      : vscode.ConfigurationTarget.Global;
+    await this.cfg.update('modelFolder', folder, target);
+  }
+}
+
+function clampInt(v: number | undefined, lo: number, hi: number, dflt: number): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) return dflt;
+  return Math.min(hi, Math.max(lo, Math.round(v)));
+}

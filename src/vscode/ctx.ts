@@ -1,0 +1,63 @@
+// Ctx owns the extension's long-lived objects; commands are factories over it.
+import * as vscode from 'vscode';
+import { CompletionProvider } from './completions';
+import { Config } from './config';
+import { EditTracker } from './edits';
+import { ModelHost, errorMessage, firstLine } from './model';
+import type { RepairPanel } from './panel/panel';
+import { PatchHost } from './patches';
+import { RegressionSampler } from './regression';
+
+export type CommandFactory = (ctx: Ctx) => (...args: any[]) => unknown;
+
+export class Ctx implements vscode.Disposable {
+  readonly config: Config;
+  readonly log: vscode.LogOutputChannel;
+  readonly models: ModelHost;
+  readonly patches: PatchHost;
+  readonly regression: RegressionSampler;
+  readonly completions: CompletionProvider;
+  readonly edits: EditTracker;
+  /** The repair panel while it is open (one at a time). */
+  panel: RepairPanel | undefined;
+  private readonly disposables: vscode.Disposable[] = [];
+
+  constructor(readonly extension: vscode.ExtensionContext) {
+    this.config = new Config(extension.extensionPath);
+    this.log = this.own(vscode.window.createOutputChannel('Neuron Patch', { log: true }));
+    this.models = this.own(new ModelHost(this.config, this.config.cacheDir(extension), this.log));
+    this.patches = this.own(new PatchHost(this.config, this.models, this.log));
+    this.regression = this.own(new RegressionSampler(this.log));
+    this.completions = new CompletionProvider(this);
+    this.edits = this.own(new EditTracker());
+  }
+
+  own<T extends vscode.Disposable>(d: T): T {
+    this.disposables.push(d);
+    return d;
+  }
+
+  /** Registers `neuronpatch.NAME`; errors thrown by the handler are logged and shown, never swallowed. */
+  registerCommand(name: string, factory: CommandFactory): void {
+    const handler = factory(this);
+    this.own(
+      vscode.commands.registerCommand(`neuronpatch.${name}`, async (...args: unknown[]) => {
+        try {
+          return await handler(...args);
+        } catch (e) {
+          const message = errorMessage(e);
+          this.log.error(`${name}: ${message}`);
+          void vscode.window.showErrorMessage(`Neuron Patch: ${firstLine(message)}`, 'Show Log').then((c) => {
+            if (c) this.log.show(true);
+          });
+          return undefined;
+        }
+      }),
+    );
+  }
+
+  dispose(): void {
+    this.panel?.dispose();
+    for (const d of this.disposables.reverse()) d.dispose();
+  }
+}

@@ -1,0 +1,237 @@
+// The patch file of the workspace, opened through the engine's PatchStore for the loaded model.
+// An invalid file (hand-edited into bad JSON, or failing validation) is reported with the file opened at the
+// problem, and is never written while it is invalid: every change is refused until the user fixes it.
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { PatchStore } from '../engine/patches/store';
+import type { ModelInfo, Patch } from '../engine/types';
+import type { Config } from './config';
+import { errorMessage, firstLine, type ModelHost } from './model';
+
+export type PatchState =
+  | { kind: 'none'; reason: string }
+  | { kind: 'ready'; file: string; store: PatchStore }
+  | { kind: 'invalid'; file: string; message: string; at: { line: number; character: number } };
+
+export class PatchHost implements vscode.Disposable {
+  private state: PatchState = { kind: 'none', reason: 'The model is not loaded yet.' };
+  private model: ModelInfo | undefined;
+  private watcher: vscode.FileSystemWatcher | undefined;
+  private lastWritten: string | undefined;
+  private opening: Promise<void> = Promise.resolve();
+  /** Bumped on every change of the active set, so completion caches know when to forget. */
+  version = 0;
+  private readonly changed = new vscode.EventEmitter<PatchState>();
+  readonly onDidChange = this.changed.event;
+  private readonly disposables: vscode.Disposable[] = [];
+
+  constructor(
+    private readonly config: Config,
+    models: ModelHost,
+    private readonly log: vscode.LogOutputChannel,
+  ) {
+    this.disposables.push(
+      models.onDidChange((s) => {
+        if (s.kind === 'ready') {
+          this.model = s.model.info;
+          void this.reopen();
+        } else if (this.model) {
+          this.model = undefined;
+          this.setState({ kind: 'none', reason: 'The model is not loaded.' });
+        }
+      }),
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        if (config.affectsPatchFile(e)) void this.reopen();
+      }),
+    );
+  }
+
+  get current(): PatchState {
+    return this.state;
+  }
+
+  get file(): string | null {
+    return this.config.patchFile;
+  }
+
+  list(): Patch[] {
+    return this.state.kind === 'ready' ? this.state.store.list() : [];
+  }
+
+  active(): Patch[] {
+    return this.state.kind === 'ready' ? this.state.store.active() : [];
+  }
+
+  /** Waits for an open in flight (tests, and commands that run right after the model loads). */
+  settled(): Promise<void> {
+    return this.opening;
+  }
+
+  /** Opens (again) the patch file the settings name, for the loaded model. */
+  reopen(opts: { reveal?: boolean } = { reveal: true }): Promise<void> {
+    this.opening = this.opening.then(() => this.open(opts.reveal ?? true));
+    return this.opening;
+  }
+
+  private async open(reveal: boolean): Promise<void> {
+    const file = this.config.patchFile;
+    this.watch(file);
+    if (!this.model) return this.setState({ kind: 'none', reason: 'The model is not loaded yet.' });
+    if (!file) return this.setState({ kind: 'none', reason: 'Open a folder to keep patches in it.' });
+    try {
+      const store = await PatchStore.open(file, this.model);
+      this.lastWritten = await readOrUndefined(file);
+      this.log.info(`patch file ${file}: ${store.list().length} patches, ${store.active().length} active`);
+      this.setState({ kind: 'ready', file, store });
+    } catch (e) {
+      const message = errorMessage(e);
+      const text = (await readOrUndefined(file)) ?? '';
+      const at = locateProblem(text, message);
+      this.log.error(`patch file ${file} is invalid (line ${at.line + 1}, column ${at.character + 1}): ${message}`);
+      this.setState({ kind: 'invalid', file, message, at });
+      if (reveal) void this.reportInvalid();
+    }
+  }
+
+  /** Shows the invalid file at the problem, with the error. */
+  async reportInvalid(): Promise<void> {
+    const s = this.state;
+    if (s.kind !== 'invalid') return;
+    const pos = new vscode.Position(s.at.line, s.at.character);
+    try {
+      await vscode.window.showTextDocument(vscode.Uri.file(s.file), {
+        selection: new vscode.Range(pos, pos),
+        preview: false,
+      });
+    } catch (e) {
+      this.log.warn(`could not open ${s.file}: ${errorMessage(e)}`);
+    }
+    void vscode.window.showErrorMessage(
+      `Neuron Patch: the patch file ${vscode.workspace.asRelativePath(s.file)} is invalid (line ${s.at.line + 1}): ` +
+        `${firstLine(s.message)} It was left as it is; fix it and save, and the patches come back.`,
+    );
+  }
+
+  private watch(file: string | null): void {
+    this.watcher?.dispose();
+    this.watcher = undefined;
+    if (!file) return;
+    const w = vscode.workspace.createFileSystemWatcher(
+      new vscode.RelativePattern(vscode.Uri.file(path.dirname(file)), path.basename(file)),
+    );
+    const onChange = async (): Promise<void> => {
+      const text = await readOrUndefined(file);
+      if (text !== undefined && text === this.lastWritten && this.state.kind === 'ready') return;
+      this.log.info(`patch file ${file} changed on disk: reloading`);
+      await this.reopen();
+    };
+    w.onDidChange(onChange);
+    w.onDidCreate(onChange);
+    w.onDidDelete(onChange);
+    this.watcher = w;
+  }
+
+  private requireStore(): PatchStore {
+    const s = this.state;
+    if (s.kind === 'ready') return s.store;
+    if (s.kind === 'invalid')
+      throw new Error(`The patch file ${s.file} is invalid (line ${s.at.line + 1}): fix it first; it is not overwritten.`);
+    throw new Error(s.reason);
+  }
+
+  async add(p: Patch): Promise<void> {
+    const store = this.requireStore();
+    store.add(p);
+    await this.save(store, `added patch ${p.id}`);
+  }
+
+  async setEnabled(id: string, on: boolean): Promise<void> {
+    const store = this.requireStore();
+    store.setEnabled(id, on);
+    await this.save(store, `${on ? 'enabled' : 'disabled'} patch ${id}`);
+  }
+
+  async remove(id: string): Promise<void> {
+    const store = this.requireStore();
+    store.remove(id);
+    await this.save(store, `deleted patch ${id}`);
+  }
+
+  private async save(store: PatchStore, what: string): Promise<void> {
+    const file = (this.state as { file: string }).file;
+    await store.save();
+    this.lastWritten = await readOrUndefined(file);
+    this.log.info(`${what}; ${store.active().length} of ${store.list().length} patches active (${file})`);
+    this.setState(this.state);
+  }
+
+  private setState(s: PatchState): void {
+    this.state = s;
+    this.version++;
+    this.changed.fire(s);
+  }
+
+  dispose(): void {
+    this.watcher?.dispose();
+    this.changed.dispose();
+    for (const d of this.disposables) d.dispose();
+  }
+}
+
+async function readOrUndefined(file: string): Promise<string | undefined> {
+  try {
+    return await fs.readFile(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Where in the file the problem is (0-based line and character): the JSON syntax error's position when the text
+ * does not parse; otherwise the patch the validation message names (`patches[3]`, or a quoted patch id).
+ */
+export function locateProblem(text: string, message: string): { line: number; character: number } {
+  let offset = 0;
+  try {
+    JSON.parse(text);
+    const idx = /patches\[(\d+)\]/.exec(message);
+    if (idx) {
+      offset = nthPatchOffset(text, Number(idx[1]));
+    } else {
+      for (const m of message.matchAll(/"([^"\n]{1,200})"|'([^'\n]{1,200})'/g)) {
+        const needle = JSON.stringify(m[1] ?? m[2]);
+        const at = text.indexOf(needle);
+        if (at >= 0) {
+          offset = at;
+          break;
+        }
+      }
+    }
+  } catch (e) {
+    const msg = errorMessage(e);
+    const lc = /line (\d+) column (\d+)/.exec(msg);
+    if (lc) return { line: Number(lc[1]) - 1, character: Number(lc[2]) - 1 };
+    const pos = /position (\d+)/.exec(msg);
+    offset = pos ? Number(pos[1]) : text.length;
+  }
+  return offsetToPosition(text, offset);
+}
+
+function nthPatchOffset(text: string, n: number): number {
+  const start = text.indexOf('"patches"');
+  if (start < 0) return 0;
+  let at = start;
+  for (let i = 0; i <= n; i++) {
+    const next = text.indexOf('"id"', at + 1);
+    if (next < 0) return at;
+    at = next;
+  }
+  return at;
+}
+
+function offsetToPosition(text: string, offset: number): { line: number; character: number } {
+  const before = text.slice(0, Math.max(0, Math.min(offset, text.length)));
+  const lines = before.split('\n');
+  return { line: lines.length - 1, character: lines[lines.length - 1].length };
+}
