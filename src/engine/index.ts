@@ -2,7 +2,9 @@
 import { generate, type GenerateOptions } from './generate';
 import { type LoadedModel, type LoadOptions, loadModel as loadInstrumented } from './model/load';
 import { patchSet } from './patches/patchset';
-import type { Completion, ModelInfo, Patch } from './types';
+import { repair as repairCase, type RepairOptions } from './repair/index';
+import { trace as traceCase, type TraceOptions } from './trace/index';
+import type { Completion, ModelInfo, Patch, RepairCase, RepairResult, TraceResult } from './types';
 
 export interface ModelGenerateOptions extends Omit<GenerateOptions, 'edits'> {
   /** Patches applied through the graph's inputs (the enabled ones of a store, in order). */
@@ -40,5 +42,19 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   return new Model(await loadInstrumented(folder, opts));
 }
 
+/** Trace a bad completion (with the given patches active). */
+export function trace(model: Model, c: RepairCase, opts: Omit<TraceOptions, 'edits'> & { active?: Patch[] } = {}): Promise<TraceResult> {
+  const { active, ...rest } = opts;
+  return traceCase(model.loaded, c, { ...rest, edits: active?.length ? patchSet(active, model.info.width) : undefined });
+}
+
+/** Repair a case on top of the active patches; the result carries the patch (save it only on success). */
+export function repair(model: Model, c: RepairCase, opts: RepairOptions = {}): Promise<RepairResult> {
+  return repairCase(model.loaded, c, opts);
+}
+
 export type { LoadOptions } from './model/load';
+export type { RepairOptions } from './repair/index';
+export { Cancelled } from './repair/index';
+export { PatchStore } from './patches/store';
 export * from './types';

@@ -54,11 +54,6 @@ export class Config {
     return ws ? path.join(ws, raw) : null;
   }
 
-  /** Where the engine caches instrumented graphs: the extension's global storage. */
-  cacheDir(context: vscode.ExtensionContext): string {
-    return path.join(context.globalStorageUri.fsPath, 'cache');
-  }
-
   affectsModel(e: vscode.ConfigurationChangeEvent): boolean {
     return e.affectsConfiguration(`${SECTION}.modelFolder`);
   }

@@ -25,7 +25,7 @@ export class Ctx implements vscode.Disposable {
   constructor(readonly extension: vscode.ExtensionContext) {
     this.config = new Config(extension.extensionPath);
     this.log = this.own(vscode.window.createOutputChannel('Neuron Patch', { log: true }));
-    this.models = this.own(new ModelHost(this.config, this.config.cacheDir(extension), this.log));
+    this.models = this.own(new ModelHost(this.config, this.log));
     this.patches = this.own(new PatchHost(this.config, this.models, this.log));
     this.regression = this.own(new RegressionSampler(this.log));
     this.completions = new CompletionProvider(this);

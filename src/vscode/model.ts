@@ -20,7 +20,6 @@ export class ModelHost implements vscode.Disposable {
 
   constructor(
     private readonly config: Config,
-    private readonly cacheDir: string,
     private readonly log: vscode.LogOutputChannel,
   ) {}
 
@@ -61,11 +60,13 @@ export class ModelHost implements vscode.Disposable {
     this.setState({ kind: 'loading', folder });
     this.log.info(`loading model from ${folder}`);
     const started = Date.now();
-    const p = vscode.window.withProgress(
+    const p = Promise.resolve(vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: `Neuron Patch: loading model ${shortName(folder)}…` },
-      () => loadModel(folder, { cacheDir: this.cacheDir, log: (line) => this.log.info(line) }),
-    );
-    this.loading = p.then(
+      // The engine's own cache (NEURONPATCH_CACHE or ~/.cache/neuronpatch), shared with the CLI: instrumented
+      // graphs are keyed by the model's hash, so one build serves both.
+      () => loadModel(folder, { log: (line) => this.log.info(line) }),
+    ));
+    const loading = p.then(
       async (model) => {
         if (gen !== this.generation) {
           await model.dispose();
@@ -91,7 +92,8 @@ export class ModelHost implements vscode.Disposable {
         throw e;
       },
     );
-    return this.loading;
+    this.loading = loading;
+    return loading;
   }
 
   private async offerWayOut(folder: string, message: string): Promise<void> {

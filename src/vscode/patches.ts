@@ -160,7 +160,16 @@ export class PatchHost implements vscode.Disposable {
 
   private async save(store: PatchStore, what: string): Promise<void> {
     const file = (this.state as { file: string }).file;
-    await store.save();
+    let result;
+    try {
+      result = await store.save();
+    } catch (e) {
+      // The file became invalid on disk (or unreadable): nothing was written; show it as invalid.
+      void this.reopen();
+      throw e;
+    }
+    for (const d of result.dropped) this.log.warn(`patch file ${file}: ${d}`);
+    if (result.merged) this.log.info(`patch file ${file} had changed on disk: changes replayed on top of it`);
     this.lastWritten = await readOrUndefined(file);
     this.log.info(`${what}; ${store.active().length} of ${store.list().length} patches active (${file})`);
     this.setState(this.state);
@@ -193,8 +202,10 @@ async function readOrUndefined(file: string): Promise<string | undefined> {
  */
 export function locateProblem(text: string, message: string): { line: number; character: number } {
   let offset = 0;
+  const engineAt = /:(\d+):(\d+): not valid JSON/.exec(message);
+  if (engineAt) return { line: Number(engineAt[1]) - 1, character: Math.max(0, Number(engineAt[2]) - 1) };
   try {
-    JSON.parse(text);
+    JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
     const idx = /patches\[(\d+)\]/.exec(message);
     if (idx) {
       offset = nthPatchOffset(text, Number(idx[1]));

@@ -2,7 +2,7 @@
 // repair under a cancellable progress notification, then the result in the panel, not applied. Nothing is written
 // before the user presses Apply, so a cancelled repair leaves nothing behind.
 import * as vscode from 'vscode';
-import { repair } from '../engine';
+import { repair } from '../engine/repair';
 import type { RepairMethod, RepairResult } from '../engine/types';
 import type { Ctx } from './ctx';
 import { errorMessage } from './model';
@@ -42,7 +42,7 @@ export async function runRepair(ctx: Ctx, req: RepairRequest): Promise<RepairRes
         if (ac.signal.aborted) throw new Error('cancelled');
         say(`tracing and solving (${regression.length} regression prompts)…`);
         const result = await repair(
-          model,
+          model.loaded,
           { prompt: req.prompt, desired: req.desired },
           { method: req.method, regression, active: ctx.patches.active(), signal: ac.signal, onProgress: say },
         );

@@ -46,8 +46,9 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
     const post = hooks.mlpPost(L);
     const key = site.output;
     inputs.push(valueInfo(interventionNames.scale(L), floatEnum, ['batch_size', 1, m]));
-    inputs.push(valueInfo(interventionNames.patchIndex(L), T.INT64, ['patch_neurons']));
-    inputs.push(valueInfo(interventionNames.patchDelta(L), floatEnum, ['patch_batch', 'patch_neurons', d]));
+    // Each layer's patch has its own symbolic sizes: ORT's memory planner equates dims that share a name.
+    inputs.push(valueInfo(interventionNames.patchIndex(L), T.INT64, [`patch_neurons_${L}`]));
+    inputs.push(valueInfo(interventionNames.patchDelta(L), floatEnum, [`patch_batch_${L}`, `patch_neurons_${L}`, d]));
     outputs.push(valueInfo(post, floatEnum, ['batch_size', 'sequence_length', m]));
     before.set(key, [node('Mul', [site.activation, interventionNames.scale(L)], [post], `neuronpatch/blocks.${L}/mlp/scale`)]);
     const picked = `blocks.${L}.mlp.patch_z`;

@@ -15,7 +15,7 @@ import { InstrumentedSession } from './session';
 import { Weights } from './weights';
 
 /** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
-const INSTRUMENT_VERSION = 1;
+const INSTRUMENT_VERSION = 2;
 
 export interface LoadOptions {
   cacheDir?: string;

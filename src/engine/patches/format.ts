@@ -1,12 +1,14 @@
 // The patch file's text: parsing with positions for syntax errors, and writing it so that a diff stays short
 // and readable: 2-space indent, keys in a fixed order, every array of numbers (a delta) on one line.
 import { NeuronpatchError, type PatchFile } from '../types';
+import { jsonErrorOffset } from './jsonpos';
 
 /**
- * Significant digits kept for delta values. The engine applies deltas in fp32 (fp16 for fp16 weights); 7 digits
- * keep the relative error under 5e-8, below half an fp32 step (6e-8), so a value read back differs from the
- * fp32 it came from by at most one fp32 step, and by nothing in fp16. The store rounds patches when they are
- * added or loaded, so what is in memory is exactly what the file holds and reads back.
+ * Significant digits kept for delta values (a delta is written as e.g. -0.002718282, not -0.0027182818284590). The
+ * relative error is at most 5e-7 (a few fp32 steps; 1000× finer than fp16 weights, whose step is 1e-3), so a
+ * delta that moves a logit gap by 5 is off by under 3e-6 logits. It cannot make patched runs differ from the file:
+ * the store rounds patches when they are added or loaded, so what is in memory is exactly what the file holds.
+ * A repair that wants its confirmation pass to see the stored values bit for bit rounds with roundDelta first.
  */
 export const DELTA_DIGITS = 7;
 
@@ -53,12 +55,7 @@ export function parseJson(text: string, file: string): unknown {
     return JSON.parse(body);
   } catch (e) {
     const msg = (e as Error).message;
-    // V8 says "… at position N" (Node 20) and may add "(line L column C)" (Node 22); the end of input has neither.
-    const lc = /line (\d+) column (\d+)/.exec(msg);
-    const pos = /position (\d+)/.exec(msg);
-    const at = lc
-      ? { line: Number(lc[1]), column: Number(lc[2]) }
-      : lineColumn(body, pos ? Number(pos[1]) : body.length);
+    const at = lineColumn(body, jsonErrorOffset(body));
     throw new NeuronpatchError(
       `${file}:${at.line}:${at.column}: not valid JSON (${msg}). The file was left untouched.`,
       'Fix it by hand or move it aside; neuronpatch does not write over a file it cannot read.',

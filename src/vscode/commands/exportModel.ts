@@ -1,6 +1,6 @@
 // Export a model folder with the active patches (and, from the panel, the repair shown there) baked in.
 import * as vscode from 'vscode';
-import { exportPatched } from '../../engine';
+import { exportPatched } from '../../engine/export/export';
 import type { Patch } from '../../engine/types';
 import type { CommandFactory, Ctx } from '../ctx';
 
@@ -20,7 +20,14 @@ export async function exportPatchedModel(ctx: Ctx, extra: Patch[] = []): Promise
   const out = picked[0].fsPath;
   await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: `Neuron Patch: exporting to ${out}…` },
-    () => exportPatched(model, patches, out, { log: (line: string) => ctx.log.info(line) }),
+    () =>
+      exportPatched({
+        sourceFolder: model.info.folder,
+        onnxPath: model.loaded.onnxPath,
+        graph: model.loaded.graph,
+        patches,
+        outDir: out,
+      }),
   );
   ctx.log.info(`exported ${model.info.name} with ${patches.length} patches to ${out}`);
   void vscode.window.showInformationMessage(`Neuron Patch: patched model written to ${out}.`);

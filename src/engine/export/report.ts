@@ -1,0 +1,75 @@
+// PATCHES.md of an exported folder: which patches its weights carry, in words a reviewer can check.
+import { editsOf } from '../patches/patchset';
+import type { Patch } from '../types';
+
+/** A fenced block that no backtick run inside the text can close early. */
+function fenced(text: string): string {
+  const longest = Math.max(2, ...[...text.matchAll(/`+/g)].map((m) => m[0].length));
+  const fence = '`'.repeat(longest + 1);
+  return `${fence}text\n${text}\n${fence}`;
+}
+
+/** Inline code for a short string, shown as a JSON string so whitespace and newlines stay visible. */
+function inline(text: string, max = 120): string {
+  const s = JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text);
+  return s.includes('`') ? `\`\` ${s} \`\`` : `\`${s}\``;
+}
+
+const pct = (x: number | null): string => (x === null ? 'not measured' : `${(100 * x).toFixed(1)} %`);
+
+function neurons(p: Patch): string {
+  return p.edits.map((e) => `L${e.layer} N${e.neuron}`).join(', ') || 'none';
+}
+
+export interface ReportInput {
+  sourceName: string;
+  onnxFile: string;
+  weightType: string;
+  patches: Patch[];
+  exportedAt: string;
+  /** PATCHES.md of the source folder, when it was itself an export. */
+  earlier?: string;
+}
+
+export function patchesMarkdown(r: ReportInput): string {
+  const summed = editsOf(r.patches);
+  const byLayer = new Map<number, number[]>();
+  for (const e of summed) byLayer.set(e.layer, [...(byLayer.get(e.layer) ?? []), e.neuron]);
+  const lines = [
+    '# Patches baked into this model',
+    '',
+    `This folder is \`${r.sourceName}\` with ${r.patches.length} neuronpatch patch${r.patches.length === 1 ? '' : 'es'} written into the`,
+    `FFN output weights of \`${r.onnxFile}\` (${r.weightType}), exported ${r.exportedAt}. For each edited neuron j of`,
+    'layer l, the value vector v_j (the row or column of that layer\'s output projection) became v_j + Δv_j, with',
+    'the deltas of patches that share a neuron summed.',
+    '',
+    'The patches are part of the weights now: do not apply their patch file to this model again (neuronpatch',
+    'refuses it anyway, since these weights have another hash). The source model card was not copied: it',
+    'describes the unpatched weights.',
+    '',
+    `Neurons edited: ${[...byLayer].map(([l, ns]) => `layer ${l}: ${ns.join(', ')}`).join('; ')}.`,
+  ];
+  r.patches.forEach((p, i) => {
+    const m = p.metrics;
+    lines.push(
+      '',
+      `## ${i + 1}. \`${p.id}\``,
+      '',
+      `- Method: ${p.method}; created ${p.createdAt}; neurons: ${neurons(p)}`,
+      `- Fixed: ${m.success ? 'yes' : 'no'}; failing tokens: ${m.failingTokens}; specificity: ${pct(m.specificity)}; ` +
+        `generalization: ${pct(m.generalization)}; repair time: ${Math.round(m.repairMs)} ms`,
+      `- Desired: ${inline(p.case.desired)}`,
+      `- Before: ${inline(p.case.before)}`,
+      `- After: ${inline(p.case.after)}`,
+      '',
+      'Prompt:',
+      '',
+      fenced(p.case.prompt.length > 600 ? `…${p.case.prompt.slice(-600)}` : p.case.prompt),
+    );
+  });
+  if (r.earlier?.trim()) {
+    // Verbatim (headings inside it not demoted: its fenced prompts may hold lines starting with '#').
+    lines.push('', '---', '', 'The source folder was itself an export; its PATCHES.md follows.', '', r.earlier.trim());
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,72 @@
+// Value-vector edits while a repair is being solved, and their combination with the patches already active.
+import type { LayerEdits } from '../model/session';
+import type { NeuronEdit, Patch } from '../types';
+
+export interface Edit {
+  layer: number;
+  neuron: number;
+  delta: Float64Array;
+}
+
+/** The active patches' edits plus the ones being solved, summed per neuron, in the session's form. */
+export function combine(base: LayerEdits | undefined, edits: Edit[], width: number): LayerEdits {
+  const out: LayerEdits = new Map();
+  for (const [layer, e] of base ?? []) out.set(layer, { indices: [...e.indices], deltas: Float32Array.from(e.deltas) });
+  for (const e of edits) {
+    const cur = out.get(e.layer) ?? { indices: [], deltas: new Float32Array(0) };
+    let k = cur.indices.indexOf(e.neuron);
+    if (k < 0) {
+      k = cur.indices.push(e.neuron) - 1;
+      const grown = new Float32Array(cur.indices.length * width);
+      grown.set(cur.deltas);
+      cur.deltas = grown;
+    }
+    for (let i = 0; i < width; i++) cur.deltas[k * width + i] += e.delta[i];
+    out.set(e.layer, cur);
+  }
+  return out;
+}
+
+/** Adds `delta` to the edit of (layer, neuron), creating it if needed. */
+export function accumulate(edits: Edit[], layer: number, neuron: number, delta: Float64Array): Edit[] {
+  const out = edits.map((e) => ({ ...e, delta: Float64Array.from(e.delta) }));
+  const hit = out.find((e) => e.layer === layer && e.neuron === neuron);
+  if (hit) for (let i = 0; i < delta.length; i++) hit.delta[i] += delta[i];
+  else out.push({ layer, neuron, delta: Float64Array.from(delta) });
+  return out;
+}
+
+/** Earlier patches' changes of one neuron, for keeping a new change orthogonal to them. */
+export function priorDeltas(patches: readonly Patch[], layer: number, neuron: number): number[][] {
+  return patches.flatMap((p) => p.edits.filter((e) => e.layer === layer && e.neuron === neuron).map((e) => e.delta));
+}
+
+/** Removes from `v` its components along `basis` (Gram–Schmidt), so a later fix does not undo an earlier one. */
+export function orthogonalize(v: Float64Array, basis: number[][]): Float64Array {
+  const out = Float64Array.from(v);
+  const ortho: Float64Array[] = [];
+  for (const b of basis) {
+    const u = Float64Array.from(b);
+    for (const q of ortho) {
+      let p = 0;
+      for (let i = 0; i < u.length; i++) p += u[i] * q[i];
+      for (let i = 0; i < u.length; i++) u[i] -= p * q[i];
+    }
+    let n = 0;
+    for (const x of u) n += x * x;
+    n = Math.sqrt(n);
+    if (n < 1e-9) continue;
+    for (let i = 0; i < u.length; i++) u[i] /= n;
+    ortho.push(u);
+  }
+  for (const q of ortho) {
+    let p = 0;
+    for (let i = 0; i < out.length; i++) p += out[i] * q[i];
+    for (let i = 0; i < out.length; i++) out[i] -= p * q[i];
+  }
+  return out;
+}
+
+export function toNeuronEdits(edits: Edit[]): NeuronEdit[] {
+  return edits.map((e) => ({ layer: e.layer, neuron: e.neuron, delta: Array.from(e.delta, (x) => Math.fround(x)) }));
+}

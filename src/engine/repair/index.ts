@@ -1,0 +1,134 @@
+// Repair a case: locate (trace), solve (minimal or joint) on top of the active patches, confirm by greedy
+// generation, then measure side effects and generalization. Success is decided by generation, never by
+// teacher forcing alone; a case that cannot be fixed is reported as not fixed.
+import { generate } from '../generate';
+import { dot, row } from '../linalg';
+import type { LoadedModel } from '../model/load';
+import { newPatchId, isoNow } from '../patches/id';
+import { patchSet } from '../patches/patchset';
+import { contrast, logitLens } from '../trace/attribution';
+import { ablationEffects, trace } from '../trace/index';
+import { describePosition, repairTarget, teacherForce } from '../trace/teacher';
+import { NeuronpatchError, type Patch, type RepairCase, type RepairMethod, type RepairResult } from '../types';
+import { combine, type Edit, toNeuronEdits } from './edits';
+import { solveJoint } from './joint';
+import { Cancelled, solveMinimal } from './minimal';
+import { referenceStats } from './reference';
+import { Steer } from './steer';
+import { completions, generalization, sideEffects } from './verify';
+
+export interface RepairOptions {
+  method?: RepairMethod;
+  /** Prompts whose completions must not change (specificity); also the default reference code. */
+  regression?: string[];
+  /** Code whose activations tell which neurons are quiet elsewhere; default: the regression prompts. */
+  reference?: string[];
+  /** Greedy completions of the regression prompts with the active patches, when the caller has them. */
+  regressionBefore?: string[];
+  /** Enabled patches: the new one is solved on top of them. */
+  active?: Patch[];
+  margin?: number;
+  maxNeurons?: number;
+  signal?: AbortSignal;
+  onProgress?: (line: string) => void;
+}
+
+export { Cancelled };
+
+export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOptions = {}): Promise<RepairResult> {
+  const method = opts.method ?? 'minimal';
+  const active = opts.active ?? [];
+  const d = model.info.width;
+  const base = active.length ? patchSet(active, d) : undefined;
+  const progress = opts.onProgress ?? (() => undefined);
+  const started = performance.now();
+
+  progress('generating the current completion');
+  const [beforeGen] = await generate(model, [c.prompt], { edits: base, signal: opts.signal });
+  const generationMs = beforeGen.ms;
+  const target = repairTarget(model, c.prompt, c.desired);
+  const desired = c.desired.replace(/\r\n/g, '\n').replace(/\n$/, '');
+  if (beforeGen.completion === desired) {
+    throw new NeuronpatchError('The model already completes this prompt with the desired text: there is nothing to repair.');
+  }
+
+  progress('tracing the neurons behind the completion');
+  const traced = await trace(model, c, { edits: base, signal: opts.signal });
+  const all = [...Array(model.info.layers).keys()];
+  const f0 = await teacherForce(model, target, base, all, true);
+  const failing0 = f0.states.filter((s) => s.failing);
+
+  const steer = await Steer.load(model);
+  const reference = opts.reference ?? opts.regression ?? [c.prompt];
+  const ref = await referenceStats(model, reference.length ? reference : [c.prompt]);
+  progress(`solving (${method}) for ${Math.max(1, failing0.length)} failing token(s)`);
+  const ctx = {
+    model, target, base, active, steer, ref, margin: opts.margin ?? 2,
+    maxNeurons: opts.maxNeurons ?? (method === 'minimal' ? Math.min(12, 2 * Math.max(1, failing0.length) + 2) : Math.min(48, 4 * Math.max(1, target.targets.length))),
+    maxRounds: method === 'minimal' ? 3 * Math.max(1, failing0.length) + 6 : 10,
+    signal: opts.signal, log: progress,
+  };
+  const solved = method === 'minimal' ? await solveMinimal(ctx) : await solveJoint(ctx);
+  const edits = prune(solved.edits);
+  const patched = combine(base, edits, d);
+
+  progress('confirming by greedy generation');
+  const [afterGen] = await generate(model, [c.prompt], { edits: patched, signal: opts.signal });
+  const success = afterGen.completion === desired;
+  const ms = performance.now() - started;
+
+  const f1 = await teacherForce(model, target, patched);
+  const positions = failing0.map((s) => {
+    const b = describePosition(model, target, s, f0.logits, 0, f0.seq);
+    const a = describePosition(model, target, f1.states[s.index], f1.logits, 0, f1.seq);
+    return { index: s.index, text: b.desired.text, before: { prob: b.desired.prob, rank: b.desired.rank }, after: { prob: a.desired.prob, rank: a.desired.rank } };
+  });
+
+  // The edited neurons as the trace sees them at the first failing position.
+  const first = failing0[0];
+  const pos = first ? target.first + first.index : -1;
+  const cvec = first ? contrast(model, row(f0.residual!, pos, d), first.desired, first.argmax) : undefined;
+  const effects = first ? await ablationEffects(model, target.input.slice(0, pos + 1), first.desired, first.argmax, edits, base) : [];
+  const neurons = edits.map((e, i) => {
+    const v = model.weights.valueVector(e.layer, e.neuron, d);
+    const z = first ? f0.activations.get(e.layer)![pos * model.info.neurons + e.neuron] : 0;
+    const after = Float64Array.from(v, (x, k) => x + e.delta[k]);
+    return {
+      layer: e.layer, neuron: e.neuron,
+      attribution: cvec ? z * dot(v, cvec) : null,
+      ablationEffect: first ? effects[i] : null,
+      promotesBefore: logitLens(model, v).promotes,
+      promotesAfter: logitLens(model, after).promotes,
+    };
+  });
+
+  let specificity: number | null = null;
+  let meanKl: number | null = null;
+  let changed: RepairResult['changed'] = [];
+  if (opts.regression?.length) {
+    progress(`measuring side effects on ${opts.regression.length} regression prompts`);
+    const fx = await sideEffects(model, opts.regression, base, patched, opts.regressionBefore, opts.signal);
+    ({ specificity, meanKl, changed } = fx);
+  }
+  const gen = c.variants?.length ? await generalization(model, c.variants, patched, opts.signal) : null;
+
+  const patch: Patch = {
+    id: newPatchId(), createdAt: isoNow(), enabled: true, method,
+    case: { prompt: c.prompt, desired, before: beforeGen.completion, after: afterGen.completion },
+    edits: toNeuronEdits(edits),
+    metrics: { success, failingTokens: failing0.length, specificity, meanKl, generalization: gen, repairMs: Math.round(ms) },
+  };
+  return {
+    success, method, before: beforeGen.completion, after: afterGen.completion, failingTokens: failing0.length, positions, neurons,
+    patch, specificity, meanKl, generalization: gen, changed, ms, generationMs, trace: traced,
+  };
+}
+
+/** Drops edits too small to matter next to the largest one. */
+function prune(edits: Edit[]): Edit[] {
+  const size = edits.map((e) => Math.sqrt(e.delta.reduce((s, v) => s + v * v, 0)));
+  const max = Math.max(0, ...size);
+  return edits.filter((_, i) => size[i] > 1e-4 * max);
+}
+
+export { completions };

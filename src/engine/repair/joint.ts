@@ -1,0 +1,92 @@
+// Joint repair (ASTRA-style, gradient-free): one weighted minimum-norm least-squares solve over all failing
+// positions for a budget of neurons in the layers that matter most, re-linearized for a bounded number of rounds.
+//   minimize Σ_j w_j ‖ΔV_j‖²  subject to  Z ΔV ≈ S,   w_j = E_ref[z_j²] + λ
+//   ΔV = W⁻¹ Zᵀ (Z W⁻¹ Zᵀ + μI)⁻¹ S
+// Z: activations of the chosen neurons at the failing positions (T × k); S: the steers, scaled to reach the margin.
+import { dot, row, solveSymmetric, topK } from '../linalg';
+import { contrast } from '../trace/attribution';
+import { layerOcclusion } from '../trace/index';
+import { teacherForce } from '../trace/teacher';
+import { accumulate, combine, type Edit, orthogonalize, priorDeltas } from './edits';
+import { Cancelled, refFloor, type SolveContext, type SolveResult } from './minimal';
+
+const NEURONS_PER_TOKEN = 4;
+const RIDGE = 1e-3;
+
+export async function solveJoint(ctx: SolveContext): Promise<SolveResult> {
+  const { model, target } = ctx;
+  const { layers, neurons: m, width: d } = model.info;
+  const all = [...Array(layers).keys()];
+  const floor = refFloor(ctx.ref);
+  let edits: Edit[] = [];
+  let chosenLayers: number[] | undefined;
+  const chosen: { layer: number; neuron: number }[] = [];
+  let rounds = 0;
+  for (; rounds < ctx.maxRounds; rounds++) {
+    if (ctx.signal?.aborted) throw new Cancelled();
+    const f = await teacherForce(model, target, combine(ctx.base, edits, d), all, true);
+    const failing = f.states.filter((s) => s.failing);
+    if (!failing.length) return { edits, fixed: true, rounds };
+    const positions = failing.map((s) => target.first + s.index);
+
+    if (!chosenLayers) {
+      // A quarter of the layers (at least one), ranked by how much silencing them moves the desired token.
+      const first = failing[0];
+      const occ = await layerOcclusion(model, target.input.slice(0, positions[0] + 1), first.desired, first.argmax, combine(ctx.base, edits, d));
+      chosenLayers = topK(occ.map((o) => Math.abs(o.effect)), Math.max(1, Math.ceil(layers / 4)));
+      // The last layer writes straight into the logits: always worth including.
+      if (!chosenLayers.includes(layers - 1)) chosenLayers.push(layers - 1);
+    }
+    // Neuron budget: for each failing position, the neurons most specific to it (active here, quiet elsewhere).
+    for (const pos of positions) {
+      const scores: { layer: number; neuron: number; score: number }[] = [];
+      for (const L of chosenLayers) {
+        const z = f.activations.get(L)!;
+        for (let j = 0; j < m; j++) scores.push({ layer: L, neuron: j, score: Math.abs(z[pos * m + j]) / Math.sqrt(ctx.ref[L][j] + floor[L]) });
+      }
+      scores.sort((a, b) => b.score - a.score);
+      let added = 0;
+      for (const s of scores) {
+        if (added >= NEURONS_PER_TOKEN || chosen.length >= ctx.maxNeurons) break;
+        if (!chosen.some((c) => c.layer === s.layer && c.neuron === s.neuron)) {
+          chosen.push({ layer: s.layer, neuron: s.neuron });
+          added++;
+        }
+      }
+    }
+    const k = chosen.length;
+    const T = positions.length;
+    // Z (T × k), weights, and S (T × d): each row the steer scaled so the gap reaches the margin.
+    const Z = new Float64Array(T * k);
+    positions.forEach((pos, t) => chosen.forEach((n, i) => (Z[t * k + i] = f.activations.get(n.layer)![pos * m + n.neuron])));
+    const winv = chosen.map((n) => 1 / (ctx.ref[n.layer][n.neuron] + floor[n.layer]));
+    const S = new Float64Array(T * d);
+    failing.forEach((st, t) => {
+      const c = contrast(model, row(f.residual!, positions[t], d), st.desired, st.rival);
+      const s = ctx.steer.direction(st.desired, st.rival);
+      const scale = (ctx.margin - st.gap) / dot(s, c);
+      for (let i = 0; i < d; i++) S[t * d + i] = s[i] * scale;
+    });
+    // A = Z W⁻¹ Zᵀ (T × T); X = (A + μI)⁻¹ S; ΔV_j = w_j⁻¹ Σ_t Z[t, j] X[t].
+    const A = new Float64Array(T * T);
+    for (let a = 0; a < T; a++) for (let b = 0; b < T; b++) {
+      let s = 0;
+      for (let i = 0; i < k; i++) s += Z[a * k + i] * winv[i] * Z[b * k + i];
+      A[a * T + b] = s;
+    }
+    const X = solveSymmetric(A, T, S, d, RIDGE);
+    chosen.forEach((n, i) => {
+      let delta: Float64Array = new Float64Array(d);
+      for (let t = 0; t < T; t++) {
+        const w = winv[i] * Z[t * k + i];
+        for (let c = 0; c < d; c++) delta[c] += w * X[t * d + c];
+      }
+      const prior = priorDeltas(ctx.active, n.layer, n.neuron);
+      if (prior.length) delta = orthogonalize(delta, prior);
+      edits = accumulate(edits, n.layer, n.neuron, delta);
+    });
+    ctx.log?.(`round ${rounds + 1}: ${T} failing positions, ${k} neurons in layers ${chosenLayers.join(', ')}`);
+  }
+  const f = await teacherForce(model, target, combine(ctx.base, edits, d));
+  return { edits, fixed: !f.states.some((s) => s.failing), rounds };
+}

@@ -1,0 +1,78 @@
+// The semantic steer: the smallest residual change, measured in logit space, that moves the logits along
+// e_y − e_a:  s = G⁻¹ W̃ᵀ(e_y − e_a),  W̃ = W_U·diag(γ),  G = W̃ᵀW̃ + εI.
+// G depends on the model only; onnxruntime computes it (a V×d by d×V product is no job for a JavaScript loop)
+// and its Cholesky factor is cached beside the instrumented graph.
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { onnx } from 'onnx-proto';
+import { cholesky, choleskySolve } from '../linalg';
+import type { LoadedModel } from '../model/load';
+import { gapDirection } from '../trace/attribution';
+
+/** ε relative to the mean eigenvalue of W̃ᵀW̃: keeps the steer out of directions the unembedding barely reads. */
+const RELATIVE_EPS = 1e-2;
+
+function gramGraph(): Uint8Array {
+  const f = onnx.TensorProto.DataType.FLOAT;
+  const model: onnx.IModelProto = {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 14 }],
+    producerName: 'neuronpatch',
+    graph: {
+      name: 'gram',
+      node: [
+        { opType: 'Transpose', input: ['W'], output: ['Wt'], name: 'transpose' },
+        { opType: 'MatMul', input: ['Wt', 'W'], output: ['G'], name: 'gram' },
+      ],
+      input: [{ name: 'W', type: { tensorType: { elemType: f, shape: { dim: [{ dimParam: 'V' }, { dimParam: 'd' }] } } } }],
+      output: [{ name: 'G', type: { tensorType: { elemType: f, shape: { dim: [{ dimParam: 'd' }, { dimParam: 'd' }] } } } }],
+    },
+  };
+  return onnx.ModelProto.encode(model as onnx.ModelProto).finish();
+}
+
+export async function gram(w: Float32Array, rows: number, cols: number): Promise<Float32Array> {
+  const session = await ort.InferenceSession.create(gramGraph());
+  try {
+    const out = await session.run({ W: new ort.Tensor('float32', w, [rows, cols]) });
+    return out.G.data as Float32Array;
+  } finally {
+    await session.release();
+  }
+}
+
+export class Steer {
+  private constructor(
+    private readonly model: LoadedModel,
+    private readonly factor: Float64Array,
+  ) {}
+
+  static async load(model: LoadedModel): Promise<Steer> {
+    const d = model.info.width;
+    const file = path.join(model.cacheDir, 'steer-cholesky.f64');
+    if (existsSync(file)) {
+      const buf = readFileSync(file);
+      if (buf.length === d * d * 8) return new Steer(model, new Float64Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length)));
+    }
+    const V = model.info.vocab;
+    const wu = model.weights.unembedding();
+    const g = model.weights.finalGain();
+    const wt = new Float32Array(V * d);
+    for (let t = 0; t < V; t++) for (let i = 0; i < d; i++) wt[t * d + i] = wu[t * d + i] * g[i];
+    const G = Float64Array.from(await gram(wt, V, d));
+    let trace = 0;
+    for (let i = 0; i < d; i++) trace += G[i * d + i];
+    for (let i = 0; i < d; i++) G[i * d + i] += (RELATIVE_EPS * trace) / d;
+    const factor = cholesky(G, d);
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, Buffer.from(factor.buffer));
+    renameSync(tmp, file);
+    return new Steer(model, factor);
+  }
+
+  /** s = G⁻¹ γ ⊙ (W_U[y] − W_U[a]). */
+  direction(y: number, a: number): Float64Array {
+    return choleskySolve(this.factor, this.model.info.width, gapDirection(this.model, y, a));
+  }
+}

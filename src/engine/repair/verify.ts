@@ -1,0 +1,69 @@
+// What counts as fixed, and what else changed: greedy completions of regression prompts before and after a patch
+// (batched: they share one patch and one model), the mean next-token KL divergence, and the case's variants.
+import { generate, preparePrompt } from '../generate';
+import { logSoftmax } from '../linalg';
+import type { LoadedModel } from '../model/load';
+import type { LayerEdits } from '../model/session';
+import type { RepairCaseVariant } from '../types';
+
+const BATCH = 16;
+
+export async function completions(model: LoadedModel, prompts: string[], edits?: LayerEdits, signal?: AbortSignal): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < prompts.length; i += BATCH) {
+    const res = await generate(model, prompts.slice(i, i + BATCH), { edits, signal });
+    out.push(...res.map((c) => c.completion));
+  }
+  return out;
+}
+
+/** Mean KL(p_before ‖ p_after) of the next-token distributions at the end of each (healed) prompt. */
+export async function meanNextTokenKl(model: LoadedModel, prompts: string[], before?: LayerEdits, after?: LayerEdits): Promise<number> {
+  const V = model.info.vocab;
+  let total = 0;
+  for (let i = 0; i < prompts.length; i += BATCH) {
+    const rows = prompts.slice(i, i + BATCH).map((p) => preparePrompt(model, p, 1).ids);
+    const width = Math.max(...rows.map((r) => r.length));
+    const ids = rows.map((r) => [...new Array<number>(width - r.length).fill(r[0]), ...r]);
+    const mask = rows.map((r) => [...new Array<number>(width - r.length).fill(0), ...r.map(() => 1)]);
+    const [a, b] = await Promise.all([
+      model.session.forward({ ids, mask, edits: before }),
+      model.session.forward({ ids, mask, edits: after }),
+    ]);
+    for (let r = 0; r < rows.length; r++) {
+      const off = (r * width + width - 1) * V;
+      const p = logSoftmax(a.logits, off, V);
+      const q = logSoftmax(b.logits, off, V);
+      let kl = 0;
+      for (let v = 0; v < V; v++) kl += Math.exp(p[v]) * (p[v] - q[v]);
+      total += Math.max(0, kl);
+    }
+  }
+  return prompts.length ? total / prompts.length : 0;
+}
+
+export interface SideEffects {
+  specificity: number;
+  meanKl: number;
+  changed: { prompt: string; before: string; after: string }[];
+}
+
+export async function sideEffects(
+  model: LoadedModel, prompts: string[], base: LayerEdits | undefined, patched: LayerEdits, before?: string[], signal?: AbortSignal,
+): Promise<SideEffects> {
+  const old = before ?? (await completions(model, prompts, base, signal));
+  const now = await completions(model, prompts, patched, signal);
+  const changed = prompts.flatMap((prompt, i) => (old[i] === now[i] ? [] : [{ prompt, before: old[i], after: now[i] }]));
+  return {
+    specificity: prompts.length ? 1 - changed.length / prompts.length : 1,
+    meanKl: await meanNextTokenKl(model, prompts, base, patched),
+    changed,
+  };
+}
+
+/** Share of the variants whose greedy completion with the patch is their desired text. */
+export async function generalization(model: LoadedModel, variants: RepairCaseVariant[], patched: LayerEdits, signal?: AbortSignal): Promise<number | null> {
+  if (!variants.length) return null;
+  const got = await completions(model, variants.map((v) => v.prompt), patched, signal);
+  return got.filter((g, i) => g === variants[i].desired.replace(/\n$/, '')).length / variants.length;
+}

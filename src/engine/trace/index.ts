@@ -1,0 +1,103 @@
+// Trace a bad completion: failing positions by teacher forcing, then at the first one direct attribution of every
+// neuron, layer occlusion (all layers in one batch) and a causal check of the top candidates (one batch).
+import { generate } from '../generate';
+import { logSoftmax, row, topK } from '../linalg';
+import type { LoadedModel } from '../model/load';
+import type { LayerEdits } from '../model/session';
+import type { LayerOcclusion, NeuronReport, RepairCase, TraceResult } from '../types';
+import { contrast, logitLens, valueProjections } from './attribution';
+import { describePosition, type Forced, type PositionState, repairTarget, teacherForce } from './teacher';
+
+export interface TraceOptions {
+  /** Neurons reported (and checked by ablation). */
+  top?: number;
+  edits?: LayerEdits;
+  signal?: AbortSignal;
+}
+
+export interface NeuronScore {
+  layer: number;
+  neuron: number;
+  activation: number;
+  attribution: number;
+}
+
+/** Direct attribution z_j (v_j · c) of every neuron at input position `pos`. */
+export function attributions(model: LoadedModel, f: Forced, pos: number, c: Float64Array): NeuronScore[] {
+  const { layers, neurons: m } = model.info;
+  const out: NeuronScore[] = [];
+  for (let L = 0; L < layers; L++) {
+    const z = f.activations.get(L)!;
+    const proj = valueProjections(model, L, c);
+    for (let j = 0; j < m; j++) {
+      const a = z[pos * m + j];
+      out.push({ layer: L, neuron: j, activation: a, attribution: a * proj[j] });
+    }
+  }
+  return out;
+}
+
+/** Log-probability of y at the last position of each row, and the gap y − a. */
+function readout(logits: Float32Array, rows: number, seq: number, V: number, y: number, a: number): { logp: number[]; gap: number[] } {
+  const logp: number[] = [];
+  const gap: number[] = [];
+  for (let b = 0; b < rows; b++) {
+    const off = (b * seq + seq - 1) * V;
+    logp.push(logSoftmax(logits, off, V)[y]);
+    gap.push(logits[off + y] - logits[off + a]);
+  }
+  return { logp, gap };
+}
+
+export async function layerOcclusion(model: LoadedModel, ids: number[], y: number, a: number, edits?: LayerEdits): Promise<LayerOcclusion[]> {
+  const L = model.info.layers;
+  const base = await model.session.forward({ ids: [ids], edits });
+  const b = readout(base.logits, 1, ids.length, model.info.vocab, y, a);
+  const res = await model.session.forward({
+    ids: Array.from({ length: L }, () => ids), edits,
+    ablations: Array.from({ length: L }, (_, l) => ({ example: l, layer: l })),
+  });
+  const r = readout(res.logits, L, ids.length, model.info.vocab, y, a);
+  return r.logp.map((lp, layer) => ({ layer, effect: lp - b.logp[0] }));
+}
+
+/** Change of the gap y − a with each neuron ablated alone, in one batch. */
+export async function ablationEffects(model: LoadedModel, ids: number[], y: number, a: number, neurons: { layer: number; neuron: number }[], edits?: LayerEdits): Promise<number[]> {
+  if (!neurons.length) return [];
+  const rows = [ids, ...neurons.map(() => ids)];
+  const res = await model.session.forward({
+    ids: rows, edits, ablations: neurons.map((n, i) => ({ example: i + 1, layer: n.layer, neurons: [n.neuron] })),
+  });
+  const r = readout(res.logits, rows.length, ids.length, model.info.vocab, y, a);
+  return r.gap.slice(1).map((g) => g - r.gap[0]);
+}
+
+export async function trace(model: LoadedModel, c: RepairCase, opts: TraceOptions = {}): Promise<TraceResult> {
+  const started = performance.now();
+  const target = repairTarget(model, c.prompt, c.desired);
+  const [completion] = await generate(model, [c.prompt], { edits: opts.edits, signal: opts.signal });
+  const all = [...Array(model.info.layers).keys()];
+  const f = await teacherForce(model, target, opts.edits, all, true);
+  const failingStates = f.states.filter((s) => s.failing);
+  const failing = failingStates.map((s) => describePosition(model, target, s, f.logits, 0, f.seq));
+  if (!failingStates.length) {
+    return { prompt: c.prompt, desired: c.desired, completion: completion.completion, failing, at: null, ms: performance.now() - started };
+  }
+  const at: PositionState = failingStates[0];
+  const pos = target.first + at.index;
+  const d = model.info.width;
+  const cvec = contrast(model, row(f.residual!, pos, d), at.desired, at.argmax);
+  const scores = attributions(model, f, pos, cvec);
+  const top = topK(scores.map((s) => Math.abs(s.attribution)), opts.top ?? 10).map((i) => scores[i]);
+  const ids = target.input.slice(0, pos + 1);
+  if (opts.signal?.aborted) throw new Error('cancelled');
+  const layers = await layerOcclusion(model, ids, at.desired, at.argmax, opts.edits);
+  const effects = await ablationEffects(model, ids, at.desired, at.argmax, top, opts.edits);
+  const neurons: NeuronReport[] = top.map((s, i) => ({
+    ...s, ablationEffect: effects[i], ...logitLens(model, model.weights.valueVector(s.layer, s.neuron, d)),
+  }));
+  return {
+    prompt: c.prompt, desired: c.desired, completion: completion.completion, failing,
+    at: { position: failing[0], layers, neurons }, ms: performance.now() - started,
+  };
+}

@@ -1,0 +1,122 @@
+// Teacher forcing: feed prompt + desired text, read the argmax at every position of the desired text exactly as
+// greedy decoding would (healing constraint included), and report where the model and the desired text part.
+import { healingMask, preparePrompt, type PreparedPrompt } from '../generate';
+import { logSoftmax } from '../linalg';
+import type { LoadedModel } from '../model/load';
+import type { LayerEdits } from '../model/session';
+import { type FailingPosition, NeuronpatchError } from '../types';
+
+export interface RepairTarget {
+  prepared: PreparedPrompt;
+  /** Desired tokens after the (healed) prompt; the last one ends the line. */
+  targets: number[];
+  /** Index in the input sequence whose logits predict target i: `first + i`. */
+  first: number;
+  /** Input ids: prepared prompt + all targets but the last. */
+  input: number[];
+}
+
+export interface PositionState {
+  index: number;
+  desired: number;
+  argmax: number;
+  /** The strongest token other than the desired one (the argmax where the desired token loses). */
+  rival: number;
+  /** logit(desired) − logit(rival): positive where the desired token wins, by that margin. */
+  gap: number;
+  /** Desired token's log-probability. */
+  logp: number;
+  failing: boolean;
+}
+
+/** Normalizes the desired text and checks what can be repaired. */
+export function checkDesired(desired: string): string {
+  const text = desired.replace(/\r\n/g, '\n').replace(/\n$/, '');
+  if (!text.trim()) throw new NeuronpatchError('The desired text is empty.', 'Give the text the model should produce at the cursor, up to the end of the line.');
+  if (text.includes('\n')) throw new NeuronpatchError('The desired text spans several lines.', 'Repair one line at a time: give the text up to the end of the first line.');
+  return text;
+}
+
+export function repairTarget(model: LoadedModel, prompt: string, desired: string, reserve = 64): RepairTarget {
+  const text = checkDesired(desired);
+  const tok = model.tokenizer;
+  const prepared = preparePrompt(model, prompt, reserve, true);
+  const full = tok.encode(prompt + text + '\n');
+  const own = tok.encode(prompt);
+  // Targets continue the prompt's kept tokens; where the tokenization of prompt + desired text re-segments the
+  // kept part, fall back to spelling the healed text and the desired text on their own.
+  const keep = own.length - countHealed(model, prompt, prepared);
+  const targets = full.slice(0, keep).every((id, i) => id === own[i]) ? full.slice(keep) : tok.encode(prepared.healed + text + '\n');
+  if (targets.length < 1) throw new NeuronpatchError('The desired text tokenizes to nothing.');
+  if (prepared.ids.length + targets.length > model.info.context) {
+    throw new NeuronpatchError(`Prompt and desired text need ${prepared.ids.length + targets.length} tokens; the context window is ${model.info.context}.`);
+  }
+  const input = [...prepared.ids, ...targets.slice(0, -1)];
+  return { prepared, targets, first: prepared.ids.length - 1, input };
+}
+
+/** Number of prompt tokens healing backed off. */
+function countHealed(model: LoadedModel, prompt: string, prepared: PreparedPrompt): number {
+  if (!prepared.healed) return 0;
+  const own = model.tokenizer.encode(prompt);
+  for (let k = 1; k <= own.length; k++) if (model.tokenizer.decode(own.slice(own.length - k)) === prepared.healed) return k;
+  return 0;
+}
+
+/** Argmax at each target position under the healing constraint, and whether it departs from the desired text. */
+export function positionStates(model: LoadedModel, target: RepairTarget, logits: Float32Array, row: number, seq: number): PositionState[] {
+  const V = model.info.vocab;
+  const texts = model.tokenizer.tokenTexts();
+  const eos = new Set(model.info.eosTokenIds);
+  const states: PositionState[] = [];
+  for (let i = 0; i < target.targets.length; i++) {
+    const off = (row * seq + target.first + i) * V;
+    const consumed = model.tokenizer.decode(target.targets.slice(0, i)).length;
+    const rest = target.prepared.healed.slice(consumed);
+    const allowed = rest ? healingMask(texts, rest) : undefined;
+    const y = target.targets[i];
+    let argmax = -1;
+    let rival = -1;
+    for (let v = 0; v < V; v++) {
+      if (allowed && !allowed[v]) continue;
+      if (argmax < 0 || logits[off + v] > logits[off + argmax]) argmax = v;
+      if (v !== y && (rival < 0 || logits[off + v] > logits[off + rival])) rival = v;
+    }
+    const last = i === target.targets.length - 1;
+    // At the end of the line any token that ends it will do: a newline (with indentation after it) or end of text.
+    const failing = last ? !(texts[argmax]?.includes('\n') || eos.has(argmax)) : argmax !== y;
+    const lp = logSoftmax(logits, off, V);
+    states.push({ index: i, desired: y, argmax, rival, gap: logits[off + y] - logits[off + rival], logp: lp[y], failing });
+  }
+  return states;
+}
+
+export function describePosition(model: LoadedModel, target: RepairTarget, s: PositionState, logits: Float32Array, row: number, seq: number): FailingPosition {
+  const V = model.info.vocab;
+  const off = (row * seq + target.first + s.index) * V;
+  const lp = logSoftmax(logits, off, V);
+  let rank = 1;
+  for (let v = 0; v < V; v++) if (lp[v] > lp[s.desired]) rank++;
+  const tok = model.tokenizer;
+  return {
+    index: s.index,
+    prefix: tok.decode(target.targets.slice(0, s.index)),
+    model: { id: s.argmax, text: tok.tokenText(s.argmax), prob: Math.exp(lp[s.argmax]) },
+    desired: { id: s.desired, text: tok.tokenText(s.desired), prob: Math.exp(lp[s.desired]), rank },
+  };
+}
+
+export interface Forced {
+  target: RepairTarget;
+  states: PositionState[];
+  logits: Float32Array;
+  seq: number;
+  activations: Map<number, Float32Array>;
+  residual?: Float32Array;
+}
+
+/** One teacher-forced forward with the given edits; activations of the listed layers and the final residual. */
+export async function teacherForce(model: LoadedModel, target: RepairTarget, edits?: LayerEdits, layers: number[] = [], residual = false): Promise<Forced> {
+  const res = await model.session.forward({ ids: [target.input], edits, activations: layers, residual });
+  return { target, states: positionStates(model, target, res.logits, 0, res.seq), logits: res.logits, seq: res.seq, activations: res.activations, residual: res.residual };
+}
