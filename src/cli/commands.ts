@@ -1,23 +1,10 @@
 // One function per CLI command; each parses its options, calls the engine and prints.
-import { loadModel, type Model } from '../engine';
-import { PatchStore } from '../engine/patches/store';
-import { NeuronpatchError, type Patch } from '../engine/types';
-import { defaultModelDir, float, int, parse, print, readJsonl, readText } from './args';
-
-type Command = (args: string[]) => Promise<number>;
-
-const warn = (msg: string) => process.stderr.write(`neuronpatch: ${msg}\n`);
-
-export async function openModel(dir: string | undefined, threads?: string): Promise<Model> {
-  return loadModel(dir ?? defaultModelDir(), { threads: threads ? int(threads, 'threads', 0) : undefined });
-}
-
-/** Enabled patches of every file given, in order; each file is validated against the model. */
-export async function readPatches(model: Model, files: string[]): Promise<Patch[]> {
-  const out: Patch[] = [];
-  for (const f of files) out.push(...(await PatchStore.open(f, model.info, { mustExist: true })).active());
-  return out;
-}
+import { NeuronpatchError } from '../engine/types';
+import { float, int, parse, print, readJsonl, readText } from './args';
+import { type Command, openModel, readPatches, warn } from './context';
+import { demo } from './demo';
+import { evaluate } from './eval';
+import { exportCommand, repairCommand, traceCommand } from './repair';
 
 const info: Command = async (args) => {
   const { values } = parse(args, {});
@@ -67,4 +54,4 @@ const generate: Command = async (args) => {
   return 0;
 };
 
-export const commands: Record<string, Command> = { info, generate };
+export const commands: Record<string, Command> = { info, generate, trace: traceCommand, repair: repairCommand, eval: evaluate, export: exportCommand, demo };

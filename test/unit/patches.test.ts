@@ -323,6 +323,27 @@ describe('PatchStore', () => {
     assert.deepEqual((await PatchStore.open(file, model)).list(), []);
   });
 
+  it('runs saves one at a time and loses no change made while one is writing', async () => {
+    // Changes land at different points of a save in flight (after 0..7 turns of the event loop).
+    for (let ticks = 0; ticks < 8; ticks++) {
+      fs.rmSync(file, { force: true });
+      const s = await PatchStore.open(file, model);
+      const p1 = s.add(makePatch([{ layer: 0, neuron: 0 }]));
+      const first = s.save();
+      for (let k = 0; k < ticks; k++) await new Promise((r) => setImmediate(r));
+      const p2 = s.add(makePatch([{ layer: 0, neuron: 1 }]));
+      s.setEnabled(p1.id, false);
+      const second = s.save();
+      const results = await Promise.all([first, second]);
+      assert.ok(results.every((r) => !r.merged && r.dropped.length === 0), `ticks ${ticks}`);
+      assert.equal(s.dirty, false);
+      const again = await PatchStore.open(file, model);
+      assert.deepEqual(again.list().map((p) => [p.id, p.enabled]), [[p1.id, false], [p2.id, true]], `ticks ${ticks}`);
+      assert.deepEqual(again.list(), s.list());
+      assert.deepEqual(fs.readdirSync(dir), ['patches.json']);
+    }
+  });
+
   it('does not overwrite a file that became invalid on disk, and keeps the unsaved change', async () => {
     const s = await PatchStore.open(file, model);
     s.add(makePatch([{ layer: 0, neuron: 0 }]));

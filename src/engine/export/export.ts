@@ -9,7 +9,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { syncDirectory } from '../patches/atomic';
 import { isoNow } from '../patches/id';
-import { patchSet } from '../patches/patchset';
+import { editsOf } from '../patches/patchset';
 import type { FfnSite, ModelGraph } from '../model/graph';
 import { findInitializer, loadModel, onnx } from '../onnx/proto';
 import { externalRef, readTensor, tensorDims, writeTensorData } from '../onnx/tensor';
@@ -38,8 +38,9 @@ export interface ExportResult {
 
 interface LayerEdit {
   site: FfnSite;
-  indices: number[];
-  deltas: Float32Array;
+  neuron: number;
+  /** float64: added to the weight before its single rounding to the stored type. */
+  delta: number[];
 }
 
 const refuse = (message: string, hint?: string): never => {
@@ -79,14 +80,11 @@ async function checkOutDir(outDir: string, sourceReal: string): Promise<'absent'
   return 'empty';
 }
 
-/** Adds each edited neuron's delta to its value vector in the stored layout. */
-function addDeltas(values: Float32Array, e: LayerEdit, m: number, d: number): void {
-  const rows = e.site.weight.layout === 'rows';
-  e.indices.forEach((j, k) => {
-    const delta = e.deltas.subarray(k * d, (k + 1) * d);
-    if (rows) for (let i = 0; i < d; i++) values[j * d + i] += delta[i]; // [m, d]: row j
-    else for (let i = 0; i < d; i++) values[i * m + j] += delta[i]; // [d, m]: column j
-  });
+/** Adds the neuron's delta to its value vector in the stored layout. */
+function addDelta(values: Float32Array, e: LayerEdit, m: number, d: number): void {
+  const j = e.neuron;
+  if (e.site.weight.layout === 'rows') for (let i = 0; i < d; i++) values[j * d + i] += e.delta[i]; // [m, d]: row j
+  else for (let i = 0; i < d; i++) values[i * m + j] += e.delta[i]; // [d, m]: column j
 }
 
 /** Groups the combined edits by weight initializer, checking each against the graph and the stored tensor. */
@@ -96,7 +94,9 @@ function planEdits(model: onnx.ModelProto, graph: Pick<ModelGraph, 'sites'>, pat
   const first = graph.sites[0].weight;
   const width = first.layout === 'rows' ? first.dims[1] : first.dims[0];
   const byWeight = new Map<string, LayerEdit[]>();
-  for (const [layer, { indices, deltas }] of patchSet(patches, width)) {
+  for (const { layer, neuron, delta } of editsOf(patches)) {
+    if (delta.length !== width)
+      refuse(`The patches' deltas have ${delta.length} numbers, but the model's residual width is ${width}.`, 'These patches were made for another model.');
     const site = sites.get(layer) ?? refuse(`The patches edit layer ${layer}, but the model has FFN sites only for layers ${[...sites.keys()].join(', ')}.`, 'These patches were made for another model.');
     const name = site.weight.name;
     const t =
@@ -107,9 +107,8 @@ function planEdits(model: onnx.ModelProto, graph: Pick<ModelGraph, 'sites'>, pat
       refuse(`Layer ${layer}'s weight "${name}" has dims [${dims}] in ${onnxName}, but the model graph describes [${site.weight.dims}].`);
     const [m, d] = site.weight.layout === 'rows' ? dims : [dims[1], dims[0]];
     if (d !== width) refuse(`Layer ${layer}'s weight "${name}" has residual width ${d}, the patches ${width}.`);
-    const bad = indices.find((j) => j >= m);
-    if (bad !== undefined) refuse(`The patches edit neuron ${bad} of layer ${layer}, which has ${m} neurons.`, 'These patches were made for another model.');
-    byWeight.set(name, [...(byWeight.get(name) ?? []), { site, indices, deltas }]);
+    if (neuron >= m) refuse(`The patches edit neuron ${neuron} of layer ${layer}, which has ${m} neurons.`, 'These patches were made for another model.');
+    byWeight.set(name, [...(byWeight.get(name) ?? []), { site, neuron, delta }]);
   }
   return byWeight;
 }
@@ -153,10 +152,10 @@ export async function exportPatched(opts: ExportOptions): Promise<ExportResult> 
     let weightType = '';
     for (const [name, edits] of byWeight) {
       const t = findInitializer(model, name)!;
-      weightType = onnx.TensorProto.DataType[t.dataType ?? 0]?.toLowerCase() ?? '';
+      weightType = t.dataType === onnx.TensorProto.DataType.FLOAT16 ? 'fp16' : 'fp32';
       const values = readTensor(t, srcDir);
       const [m, d] = edits[0].site.weight.layout === 'rows' ? tensorDims(t) : tensorDims(t).reverse();
-      for (const e of edits) addDeltas(values, e, m, d);
+      for (const e of edits) addDelta(values, e, m, d);
       const storage = writeTensorData(t, values, tmpOnnxDir);
       // raw_data decoded as a view into `bytes` is now patched inside them; anything else needs an encode.
       if (storage === 'fields' || (storage === 'raw' && t.rawData!.buffer !== bytes.buffer)) reencode = true;

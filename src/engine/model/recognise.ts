@@ -116,8 +116,10 @@ function findUnembedding(ix: Index, logits: string): { node: onnx.INodeProto; re
       const ref: WeightRef = { ...proj.ref, layout: proj.ref.layout === 'rows' ? 'cols' : 'rows' };
       return { node: p, ref, width: proj.inDim, vocab: proj.outDim };
     }
-    if (p.opType === 'Add' || PASS_THROUGH.has(p.opType ?? '')) name = p.input?.[0] ?? '';
-    else break;
+    if (p.opType === 'Add' || PASS_THROUGH.has(p.opType ?? '')) {
+      // A bias add: follow the operand that is computed, not the bias initializer.
+      name = (p.input ?? []).find((i) => i && !ix.init.has(i) && !ix.constants.has(i)) ?? '';
+    } else break;
   }
   throw new NeuronpatchError(
     `Could not find the unembedding (lm_head): the graph output "${logits}" is not produced by a MatMul or Gemm with a weight.`,

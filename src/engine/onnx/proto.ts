@@ -47,7 +47,8 @@ export function decodeModelProto(bytes: Uint8Array, path: string): onnx.ModelPro
   if (bytes.length === 0) throw invalid('the file is empty');
   let model: onnx.ModelProto;
   try {
-    model = onnx.ModelProto.decode(bytes);
+    // A plain Uint8Array view: protobufjs decodes a Buffer through the deprecated Buffer() constructor.
+    model = onnx.ModelProto.decode(Buffer.isBuffer(bytes) ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes);
   } catch (e) {
     throw invalid(`protobuf decoding failed: ${(e as Error).message}`);
   }

@@ -71,6 +71,8 @@ function parseFor(text: string, file: string, model: ModelInfo): PatchFile {
 
 export class PatchStore {
   private changes: Change[] = [];
+  /** The save in flight, so that saves run one after another. */
+  private saving: Promise<unknown> = Promise.resolve();
 
   private constructor(
     /** Path of the patch file. */
@@ -164,10 +166,19 @@ export class PatchStore {
   /**
    * Writes the changes made since the last open or save, atomically. If the file changed on disk meanwhile,
    * re-reads it and replays the changes on top (see the module comment). No changes: writes nothing.
+   * Saves run one at a time; changes made while a save is writing stay pending for the next one.
    */
-  async save(): Promise<SaveResult> {
+  save(): Promise<SaveResult> {
+    const run = this.saving.then(() => this.saveNow());
+    this.saving = run.catch(() => undefined);
+    return run;
+  }
+
+  private async saveNow(): Promise<SaveResult> {
     if (this.changes.length === 0) return { written: false, merged: false, dropped: [] };
     const disk = await readText(this.file);
+    // From here to serialising, nothing awaits: the state and the change list hold still.
+    const n = this.changes.length;
     let next = this.state;
     const dropped: string[] = [];
     const merged = disk !== this.base;
@@ -178,7 +189,7 @@ export class PatchStore {
         const err = e as NeuronpatchError;
         throw new NeuronpatchError(
           `${this.file} changed on disk since it was read, and the new content cannot be used, so your ` +
-            `${this.changes.length} unsaved change(s) were not written:\n${err.message}`,
+            `${n} unsaved change(s) were not written:\n${err.message}`,
           err.hint,
         );
       }
@@ -189,9 +200,11 @@ export class PatchStore {
     }
     const text = serializePatchFile(next);
     await writeFileAtomic(this.file, text);
+    const later = this.changes.slice(n);
+    if (merged) for (const c of later) this.apply(c, next); // made while writing: already in this.state, not in next
     this.state = next;
     this.base = text;
-    this.changes = [];
+    this.changes = later;
     return { written: true, merged, dropped };
   }
 }

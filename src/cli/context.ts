@@ -1,0 +1,21 @@
+// What every command shares: opening the model, reading patch files, warnings on stderr.
+import { loadModel, type Model } from '../engine';
+import { PatchStore } from '../engine/patches/store';
+import type { Patch } from '../engine/types';
+import { defaultModelDir, int } from './args';
+
+export type Command = (args: string[]) => Promise<number>;
+
+export const warn = (msg: string) => process.stderr.write(`neuronpatch: ${msg}\n`);
+
+export async function openModel(dir: string | undefined, threads?: string): Promise<Model> {
+  return loadModel(dir ?? defaultModelDir(), { threads: threads ? int(threads, 'threads', 0) : undefined });
+}
+
+/** Enabled patches of every file given, in order; each file is validated against the model. */
+export async function readPatches(model: Model, files: string[]): Promise<Patch[]> {
+  const out: Patch[] = [];
+  for (const f of files) out.push(...(await PatchStore.open(f, model.info, { mustExist: true })).active());
+  return out;
+}
+

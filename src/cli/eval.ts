@@ -1,0 +1,89 @@
+// `eval`: repair every case of a file from the unpatched model and report the measures of issue 4.
+import { repair } from '../engine';
+import { median } from '../engine/linalg';
+import { completions } from '../engine/repair/index';
+import { NeuronpatchError, type RepairMethod } from '../engine/types';
+import { int, parse, print } from './args';
+import { readCases, readRegression } from './cases';
+import { type Command, openModel, warn } from './context';
+
+interface CaseResult {
+  id: string;
+  alreadyCorrect?: boolean;
+  success: boolean;
+  failingTokens: number;
+  neurons: number;
+  specificity: number | null;
+  meanKl: number | null;
+  generalization: number | null;
+  ms: number;
+  generationMs: number;
+  error?: string;
+}
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
+
+export const evaluate: Command = async (args) => {
+  const { values } = parse(args, {
+    cases: { type: 'string' }, method: { type: 'string' }, regression: { type: 'string' }, limit: { type: 'string' },
+    'regression-limit': { type: 'string' }, verbose: { type: 'boolean' },
+  });
+  if (!values.cases) throw new NeuronpatchError('eval needs --cases FILE.jsonl.');
+  const method = (values.method ?? 'minimal') as RepairMethod;
+  if (method !== 'minimal' && method !== 'joint') throw new NeuronpatchError(`--method must be minimal or joint, got "${values.method}".`);
+  let cases = readCases(values.cases, warn);
+  if (values.limit) cases = cases.slice(0, int(values.limit, 'limit', cases.length));
+  const regression = readRegression(values.regression, warn, values['regression-limit'] ? int(values['regression-limit'], 'regression-limit', 0) : undefined);
+  const model = await openModel(values.model, values.threads);
+  const regressionBefore = regression.length ? await completions(model.loaded, regression) : undefined;
+
+  const results: CaseResult[] = [];
+  for (const [i, c] of cases.entries()) {
+    const id = c.id ?? `case-${i + 1}`;
+    const before = await model.generate(c.prompt);
+    if (before.completion === c.desired.replace(/\n$/, '')) {
+      results.push({ id, alreadyCorrect: true, success: true, failingTokens: 0, neurons: 0, specificity: null, meanKl: null, generalization: null, ms: 0, generationMs: before.ms });
+      continue;
+    }
+    try {
+      const r = await repair(model, c, { method, regression, regressionBefore });
+      results.push({
+        id, success: r.success, failingTokens: r.failingTokens, neurons: r.neurons.length, specificity: r.specificity, meanKl: r.meanKl,
+        generalization: r.generalization, ms: Math.round(r.ms), generationMs: Math.round(r.generationMs),
+      });
+    } catch (e) {
+      if (!(e instanceof NeuronpatchError)) throw e;
+      results.push({ id, success: false, failingTokens: 0, neurons: 0, specificity: null, meanKl: null, generalization: null, ms: 0, generationMs: before.ms, error: e.message });
+    }
+    const last = results[results.length - 1];
+    if (values.verbose) warn(`${id}: ${last.success ? 'fixed' : 'not fixed'}, ${last.neurons} neuron(s), ${last.ms} ms${last.error ? ` (${last.error})` : ''}`);
+  }
+  await model.dispose();
+
+  const attempted = results.filter((r) => !r.alreadyCorrect);
+  const fixed = attempted.filter((r) => r.success);
+  const summary = {
+    method, cases: attempted.length, alreadyCorrect: results.length - attempted.length,
+    successRate: attempted.length ? fixed.length / attempted.length : null,
+    medianNeurons: fixed.length ? median(fixed.map((r) => r.neurons)) : null,
+    neuronsPerFailingToken: fixed.length ? median(fixed.map((r) => r.neurons / Math.max(1, r.failingTokens))) : null,
+    specificity: mean(fixed.flatMap((r) => (r.specificity === null ? [] : [r.specificity]))),
+    meanKl: mean(fixed.flatMap((r) => (r.meanKl === null ? [] : [r.meanKl]))),
+    generalization: mean(fixed.flatMap((r) => (r.generalization === null ? [] : [r.generalization]))),
+    medianMs: attempted.length ? median(attempted.map((r) => r.ms)) : null,
+    medianGenerationMs: attempted.length ? median(attempted.map((r) => r.generationMs)) : null,
+    medianRepairToGeneration: attempted.length ? median(attempted.map((r) => r.ms / Math.max(1, r.generationMs))) : null,
+    regressionPrompts: regression.length,
+    results,
+  };
+  const f = (x: number | null, digits = 1) => (x === null ? 'n/a' : x.toFixed(digits));
+  print(!!values.json, summary, () => [
+    `${method}: ${fixed.length}/${attempted.length} fixed (${f(summary.successRate === null ? null : summary.successRate * 100)} %), ${summary.alreadyCorrect} already correct`,
+    `median neurons ${f(summary.medianNeurons)}, per failing token ${f(summary.neuronsPerFailingToken, 2)}`,
+    `specificity ${f(summary.specificity === null ? null : summary.specificity * 100, 2)} % on ${regression.length} prompts, mean KL ${summary.meanKl?.toExponential(2) ?? 'n/a'}`,
+    `generalization ${f(summary.generalization === null ? null : summary.generalization * 100)} %`,
+    `median repair ${f(summary.medianMs, 0)} ms = ${f(summary.medianRepairToGeneration, 2)}× one generation (${f(summary.medianGenerationMs, 0)} ms)`,
+    '',
+  ].join('\n'));
+  return 0;
+};

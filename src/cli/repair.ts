@@ -1,0 +1,80 @@
+// `trace`, `repair` and `export`: the repair flow from the command line.
+import * as path from 'node:path';
+import { repair, trace } from '../engine';
+import { exportPatched } from '../engine/export/export';
+import { PatchStore } from '../engine/patches/store';
+import { NeuronpatchError, type RepairMethod } from '../engine/types';
+import { int, parse, print, readText } from './args';
+import { readRegression } from './cases';
+import { type Command, openModel, readPatches, warn } from './context';
+import { repairText, traceText } from './report';
+
+function method(value: string | undefined): RepairMethod {
+  if (value === undefined || value === 'minimal' || value === 'joint') return value ?? 'minimal';
+  throw new NeuronpatchError(`--method must be minimal or joint, got "${value}".`);
+}
+
+function promptOf(values: { prompt?: string; 'prompt-file'?: string }): string {
+  if (values.prompt !== undefined) return values.prompt;
+  if (!values['prompt-file']) throw new NeuronpatchError('Give the prompt with --prompt-file FILE (or --prompt TEXT).');
+  return readText(values['prompt-file'], 'prompt file');
+}
+
+export const traceCommand: Command = async (args) => {
+  const { values } = parse(args, {
+    prompt: { type: 'string' }, 'prompt-file': { type: 'string' }, desired: { type: 'string' }, top: { type: 'string' },
+    patches: { type: 'string', multiple: true },
+  });
+  if (values.desired === undefined) throw new NeuronpatchError('trace needs --desired TEXT.');
+  const model = await openModel(values.model, values.threads);
+  const active = await readPatches(model, values.patches ?? []);
+  const t = await trace(model, { prompt: promptOf(values), desired: values.desired }, { top: int(values.top, 'top', 10), active });
+  print(!!values.json, t, () => traceText(t));
+  await model.dispose();
+  return 0;
+};
+
+export const repairCommand: Command = async (args) => {
+  const { values } = parse(args, {
+    prompt: { type: 'string' }, 'prompt-file': { type: 'string' }, desired: { type: 'string' }, method: { type: 'string' },
+    regression: { type: 'string' }, 'regression-limit': { type: 'string' }, out: { type: 'string' }, verbose: { type: 'boolean' },
+  });
+  if (values.desired === undefined) throw new NeuronpatchError('repair needs --desired TEXT.');
+  const model = await openModel(values.model, values.threads);
+  // An existing patch file is read (and validated) before any work, and the new patch is stacked on it.
+  const store = values.out ? await PatchStore.open(values.out, model.info) : undefined;
+  const regression = readRegression(values.regression, warn, values['regression-limit'] ? int(values['regression-limit'], 'regression-limit', 0) : undefined);
+  const r = await repair(model, { prompt: promptOf(values), desired: values.desired }, {
+    method: method(values.method), regression, active: store?.active(), onProgress: values.verbose ? warn : undefined,
+  });
+  let patchPath: string | null = null;
+  if (store && r.success) {
+    store.add(r.patch);
+    await store.save();
+    patchPath = path.resolve(values.out!);
+  } else if (store) {
+    warn(`the repair did not succeed; ${values.out} was left as it was`);
+  }
+  const summary = {
+    success: r.success, before: r.before, after: r.after, failingTokens: r.failingTokens,
+    neurons: r.neurons.map((n) => ({ layer: n.layer, neuron: n.neuron })), specificity: r.specificity, meanKl: r.meanKl,
+    generalization: r.generalization, ms: Math.round(r.ms), generationMs: Math.round(r.generationMs), patch: patchPath, method: r.method,
+  };
+  print(!!values.json, summary, () => repairText(r) + (patchPath ? `patch written to ${patchPath}\n` : ''));
+  await model.dispose();
+  return r.success ? 0 : 3;
+};
+
+export const exportCommand: Command = async (args) => {
+  const { values } = parse(args, { patches: { type: 'string', multiple: true }, out: { type: 'string' } });
+  if (!values.out) throw new NeuronpatchError('export needs --out DIR (a new folder).');
+  if (!values.patches?.length) throw new NeuronpatchError('export needs at least one --patches FILE.');
+  const model = await openModel(values.model, values.threads);
+  const patches = await readPatches(model, values.patches);
+  const res = await exportPatched({
+    sourceFolder: model.info.folder, onnxPath: model.loaded.onnxPath, graph: model.loaded.graph, patches, outDir: path.resolve(values.out),
+  });
+  print(!!values.json, { out: res.outDir, files: res.files, patches: patches.length }, () => `exported ${patches.length} patch(es) into ${res.outDir}\n`);
+  await model.dispose();
+  return 0;
+};

@@ -1,0 +1,82 @@
+// Human-readable renderings of a trace and a repair: terminal text and a Markdown report.
+import type { ModelInfo, RepairResult, TraceResult } from '../engine/types';
+
+const q = (s: string) => JSON.stringify(s);
+const pct = (x: number | null) => (x === null ? 'n/a' : `${(x * 100).toFixed(1)} %`);
+const tokens = (ts: { text: string }[]) => ts.map((t) => q(t.text)).join(' ');
+
+export function traceText(t: TraceResult): string {
+  const lines = [`completion  ${q(t.completion)}`, `desired     ${q(t.desired)}`];
+  if (!t.at) return [...lines, 'The model already produces the desired text.', ''].join('\n');
+  const p = t.at.position;
+  lines.push(
+    `failing     ${t.failing.length} position(s); first at token ${p.index} after ${q(p.prefix)}:`,
+    `            model ${q(p.model.text)} p=${p.model.prob.toFixed(3)}, desired ${q(p.desired.text)} p=${p.desired.prob.toFixed(3)} rank ${p.desired.rank}`,
+    '',
+    'layers by occlusion (change of log p(desired) with the layer\'s FFN silenced):',
+    ...[...t.at.layers].sort((a, b) => Math.abs(b.effect) - Math.abs(a.effect)).map((l) => `  blocks.${l.layer}.mlp  ${l.effect >= 0 ? '+' : ''}${l.effect.toFixed(3)}`),
+    '',
+    'neurons (attribution on logit(desired) − logit(model); ablation effect on the same gap):',
+    ...t.at.neurons.map((n) =>
+      `  ${`${n.layer}.${n.neuron}`.padEnd(8)} z=${n.activation.toFixed(2).padStart(6)}  attr=${n.attribution.toFixed(3).padStart(7)}  ablate=${(n.ablationEffect ?? NaN).toFixed(3).padStart(7)}  promotes ${tokens(n.promotes.slice(0, 3))}  suppresses ${tokens(n.suppresses.slice(0, 3))}`),
+    '',
+  );
+  return lines.join('\n');
+}
+
+export function repairText(r: RepairResult): string {
+  return [
+    `${r.success ? 'fixed' : 'NOT fixed'} (${r.method}) in ${r.ms.toFixed(0)} ms = ${(r.ms / Math.max(1, r.generationMs)).toFixed(1)}× one generation`,
+    `before  ${q(r.before)}`,
+    `after   ${q(r.after)}`,
+    `neurons ${r.neurons.map((n) => `${n.layer}.${n.neuron}`).join(', ')} for ${r.failingTokens} failing token(s)`,
+    `specificity ${pct(r.specificity)}${r.meanKl !== null ? `, mean next-token KL ${r.meanKl.toExponential(2)}` : ''}${r.generalization !== null ? `, generalization ${pct(r.generalization)}` : ''}`,
+    '',
+  ].join('\n');
+}
+
+export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: string | null): string {
+  const t = r.trace;
+  const md = [
+    `# neuronpatch repair report`,
+    '',
+    `Model: \`${model.name}\` (${model.architecture}, ${model.layers} layers × ${model.neurons} neurons, hash \`${model.hash.slice(0, 16)}\`)`,
+    '',
+    '## The case',
+    '',
+    '```python',
+    r.patch.case.prompt.split('\n').slice(-8).join('\n') + '▮',
+    '```',
+    '',
+    '| | completion |',
+    '|---|---|',
+    `| before | \`${r.before}\` |`,
+    `| desired | \`${r.patch.case.desired}\` |`,
+    `| after | \`${r.after}\` |`,
+    '',
+    `**${r.success ? 'Fixed' : 'Not fixed'}** by the ${r.method} method in ${r.ms.toFixed(0)} ms (${(r.ms / Math.max(1, r.generationMs)).toFixed(1)}× the ${r.generationMs.toFixed(0)} ms of one generation), editing ${r.neurons.length} neuron(s) for ${r.failingTokens} failing token(s).`,
+    '',
+    '## Failing positions',
+    '',
+    '| token | p before | rank before | p after | rank after |',
+    '|---|---|---|---|---|',
+    ...r.positions.map((p) => `| \`${JSON.stringify(p.text)}\` | ${p.before.prob.toFixed(4)} | ${p.before.rank} | ${p.after.prob.toFixed(4)} | ${p.after.rank} |`),
+    '',
+  ];
+  if (t.at) {
+    md.push('## Trace at the first failing position', '', '| layer | occlusion effect on log p(desired) |', '|---|---|',
+      ...t.at.layers.map((l) => `| blocks.${l.layer}.mlp | ${l.effect.toFixed(3)} |`), '',
+      '| neuron | activation | attribution | ablation effect | promotes | suppresses |', '|---|---|---|---|---|---|',
+      ...t.at.neurons.map((n) => `| ${n.layer}.${n.neuron} | ${n.activation.toFixed(2)} | ${n.attribution.toFixed(3)} | ${(n.ablationEffect ?? NaN).toFixed(3)} | ${tokens(n.promotes.slice(0, 3))} | ${tokens(n.suppresses.slice(0, 3))} |`), '');
+  }
+  md.push('## Neurons edited', '', '| neuron | attribution | ablation effect | promotes before | promotes after |', '|---|---|---|---|---|',
+    ...r.neurons.map((n) => `| ${n.layer}.${n.neuron} | ${n.attribution?.toFixed(3) ?? 'n/a'} | ${n.ablationEffect?.toFixed(3) ?? 'n/a'} | ${tokens(n.promotesBefore.slice(0, 3))} | ${tokens(n.promotesAfter.slice(0, 3))} |`), '',
+    '## Side effects', '',
+    `Specificity: ${pct(r.specificity)} of regression completions unchanged; mean next-token KL ${r.meanKl?.toExponential(2) ?? 'n/a'}; generalization ${pct(r.generalization)}.`, '');
+  if (r.changed.length) {
+    md.push('| prompt ends with | before | after |', '|---|---|---|',
+      ...r.changed.slice(0, 10).map((c) => `| \`${JSON.stringify(c.prompt.slice(-40))}\` | \`${c.before}\` | \`${c.after}\` |`), '');
+  }
+  if (patchFile) md.push(`Patch file: \`${patchFile}\` (apply with \`neuronpatch generate --patches ${patchFile}\`).`, '');
+  return md.join('\n');
+}

@@ -1,0 +1,311 @@
+// The instrumented graph against the model it was made from, on every model folder present:
+// - with neutral interventions it reproduces a plain onnxruntime session on the ORIGINAL file;
+// - ablating neuron (l, j) takes exactly z_j·v_j out of the FFN output (checked on the final residual for the last
+//   layer, and on the layer's own activations for every layer), per example;
+// - a patch fed through the edit inputs gives the logits of a model file whose W_out was edited;
+// - per-example edits in a batch give what separate runs give.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, describe, test } from 'node:test';
+import type { Model, Patch } from '../../src/engine';
+import { exportPatched } from '../../src/engine/export/export';
+import type { LayerEdits } from '../../src/engine/model/session';
+import { findInitializer, loadModel as loadOnnx, onnx } from '../../src/engine/onnx/proto';
+import { readTensor, tensorDims, writeTensorData } from '../../src/engine/onnx/tensor';
+import { loadModel } from '../../src/engine';
+import {
+  copyModelFolder, gaussian, logitTolerance, maxAbs, maxAbsDiff, MODELS, modelOf, plainLogits, releaseAll, sampleIds,
+  tempDir, testCacheDir, type ModelEntry,
+} from '../helpers/models';
+
+after(releaseAll);
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+const fp16 = (m: Model): boolean => m.info.weightType === 'float16';
+
+/**
+ * Tolerance of a comparison of two computations whose values reach `scale` in magnitude: float32 rounding, or for
+ * an fp16 model a few units in the last place of fp16 at that magnitude (its outputs are rounded to fp16).
+ */
+const tolerance = (m: Model, scale: number, fp16Ulps = 4): number =>
+  fp16(m) ? fp16Ulps * 2 ** (Math.floor(Math.log2(Math.max(scale, 2 ** -14))) - 10) : 1e-5 * Math.max(1, scale);
+/** Tolerance of two logit computations that differ in where a patch is applied (inputs or weights). */
+const patchTolerance = (m: Model, logits: Float32Array): number => (fp16(m) ? tolerance(m, maxAbs(logits), 8) : 1e-4);
+/** Deltas of a few times the weights' own scale move fp32 logits visibly; fp16 ones need more to clear fp16 rounding. */
+const deltaScale = (m: Model): number => (fp16(m) ? 40 : 4);
+
+/** A patch's edits as the session consumes them: per layer, neuron indices and K×d deltas. */
+function layerEdits(width: number, edits: { layer: number; neuron: number; delta: Float32Array }[]): LayerEdits {
+  const out: LayerEdits = new Map();
+  for (const e of edits) {
+    const cur = out.get(e.layer) ?? { indices: [], deltas: new Float32Array(0) };
+    const deltas = new Float32Array(cur.deltas.length + width);
+    deltas.set(cur.deltas);
+    deltas.set(e.delta, cur.deltas.length);
+    out.set(e.layer, { indices: [...cur.indices, e.neuron], deltas });
+  }
+  return out;
+}
+
+/** Root-mean-square of a layer's W_out entries: the scale of a delta that visibly moves the logits. */
+function weightRms(m: Model, layer: number): number {
+  const w = m.loaded.weights.valueVectors(layer);
+  let s = 0;
+  for (const x of w) s += x * x;
+  return Math.sqrt(s / w.length);
+}
+
+/**
+ * Writes a copy of the model folder whose W_out columns carry the edits, through onnx-proto and the tensor
+ * reader/writer only: the stored layout is worked out here from the initializer's dims.
+ */
+async function editedCopy(e: ModelEntry, m: Model, edits: { layer: number; neuron: number; delta: Float32Array }[]): Promise<string> {
+  const dir = copyModelFolder(e, 'edited');
+  const file = path.join(dir, path.relative(e.dir, m.loaded.onnxPath));
+  const { model, bytes } = await loadOnnx(file);
+  const { neurons, width } = m.info;
+  let reencode = false;
+  for (const layer of new Set(edits.map((x) => x.layer))) {
+    const site = m.loaded.graph.sites[layer];
+    const t = findInitializer(model, site.weight.name);
+    assert.ok(t, `layer ${layer}: initializer ${site.weight.name} is in the graph`);
+    const dims = tensorDims(t);
+    const rows = dims[0] === neurons && dims[1] === width;
+    assert.ok(rows || (dims[0] === width && dims[1] === neurons), `layer ${layer}: W_out dims [${dims}] fit ${neurons}×${width}`);
+    assert.equal(site.weight.layout, rows ? 'rows' : 'cols', `layer ${layer}: the engine's W_out layout`);
+    const values = readTensor(t, path.dirname(file));
+    for (const x of edits.filter((y) => y.layer === layer)) {
+      for (let i = 0; i < width; i++) values[rows ? x.neuron * width + i : i * neurons + x.neuron] += x.delta[i];
+    }
+    const storage = writeTensorData(t, values, path.dirname(file));
+    if (storage === 'fields' || (storage === 'raw' && t.rawData!.buffer !== bytes.buffer)) reencode = true;
+  }
+  fs.writeFileSync(file, reencode ? onnx.ModelProto.encode(model).finish() : bytes);
+  return dir;
+}
+
+/** Two edits, in the first and the last layer, on strongly active neurons, with deltas of the weights' own scale. */
+function chosenEdits(m: Model, z: Map<number, Float32Array>, seed: number): { layer: number; neuron: number; delta: Float32Array }[] {
+  const { layers, width, neurons } = m.info;
+  return [...new Set([0, layers - 1])].map((layer, k) => {
+    const act = z.get(layer)!;
+    let neuron = 0;
+    for (let i = 0; i < act.length; i++) if (Math.abs(act[i]) > Math.abs(act[neuron])) neuron = i;
+    neuron %= neurons;
+    return { layer, neuron, delta: gaussian(width, seed + k, deltaScale(m) * weightRms(m, layer)) };
+  });
+}
+
+for (const e of MODELS) {
+  describe(e.name, () => {
+    test('neutral instrumentation reproduces the plain model\'s logits', async (t) => {
+      const m = await modelOf(t, e);
+      if (!m) return;
+      const s = m.loaded.session;
+      const { layers, neurons, width, vocab } = m.info;
+      const ids = [sampleIds(m, 16, 1), sampleIds(m, 16, 7)];
+      const res = await s.forward({ ids, residual: true, activations: range(layers) });
+      assert.equal(res.logits.length, 2 * 16 * vocab);
+      assert.equal(res.residual?.length, 2 * 16 * width);
+      for (const L of range(layers)) assert.equal(res.activations.get(L)?.length, 2 * 16 * neurons, `blocks.${L}.mlp.post`);
+      const plain = await plainLogits(m.loaded.onnxPath, ids);
+      const diff = maxAbsDiff(res.logits, plain);
+
+      // Left-padded rows of different lengths, as batched generation feeds them.
+      const short = sampleIds(m, 9, 3);
+      const padded = [sampleIds(m, 16, 1), [...new Array<number>(7).fill(short[0]), ...short]];
+      const mask = [new Array<number>(16).fill(1), [...new Array<number>(7).fill(0), ...new Array<number>(9).fill(1)]];
+      const resPad = await s.forward({ ids: padded, mask });
+      const plainPad = await plainLogits(m.loaded.onnxPath, padded, mask);
+      // Only the real positions of the padded row mean anything.
+      const real = (a: Float32Array) => Float32Array.from([...a.subarray(0, 16 * vocab), ...a.subarray((16 + 7) * vocab)]);
+      const diffPad = maxAbsDiff(real(resPad.logits), real(plainPad));
+      t.diagnostic(`${e.name}: max |logit(instrumented) − logit(plain)| = ${diff.toExponential(2)} (batch 2×16), ` +
+        `${diffPad.toExponential(2)} (left-padded batch); logits reach ${maxAbs(plain).toFixed(2)}`);
+      const tol = logitTolerance(m);
+      assert.ok(diff < tol, `max abs diff ${diff} ≥ ${tol}`);
+      assert.ok(diffPad < tol, `left-padded: max abs diff ${diffPad} ≥ ${tol}`);
+    });
+
+    test('ablating a last-layer neuron takes exactly z_j·v_j out of the final residual, in its example only', async (t) => {
+      const m = await modelOf(t, e);
+      if (!m) return;
+      const s = m.loaded.session;
+      const { layers, neurons, width } = m.info;
+      const L = layers - 1;
+      const T = 12;
+      const ids = [sampleIds(m, T, 2), sampleIds(m, T, 2)];
+      const base = await s.forward({ ids, residual: true, activations: [L] });
+      const z = base.activations.get(L)!;
+      const r = base.residual!;
+      // The neuron that writes the most into the residual of example 0.
+      let j = 0;
+      let best = -1;
+      for (let n = 0; n < neurons; n++) {
+        const v = maxAbs(m.loaded.weights.valueVector(L, n, width));
+        for (let p = 0; p < T; p++) {
+          const w = Math.abs(z[p * neurons + n]) * v;
+          if (w > best) [best, j] = [w, n];
+        }
+      }
+      const v = m.loaded.weights.valueVector(L, j, width);
+      const tol = tolerance(m, maxAbs(r));
+      // Scale 0 is the ablation; 2 and 50 check the same linear term where it stands far above rounding (an fp16
+      // model's small writes are at the resolution of its fp16 residual).
+      const scales = [0, 2, 50];
+      assert.ok(49 * best > 20 * tol, `the chosen neuron's write (${best}) is well above the tolerance ${tol}`);
+
+      for (const scale of scales) {
+        const abl = await s.forward({ ids, residual: true, activations: [L], ablations: [{ example: 0, layer: L, neurons: [j], scale }] });
+        let err = 0;
+        for (let p = 0; p < T; p++) {
+          const zj = z[p * neurons + j];
+          for (let i = 0; i < width; i++) {
+            const expected = r[p * width + i] + (scale - 1) * zj * v[i];
+            err = Math.max(err, Math.abs(abl.residual![p * width + i] - expected));
+          }
+        }
+        const other = maxAbsDiff(abl.residual!.subarray(T * width), r.subarray(T * width));
+        const post = abl.activations.get(L)!;
+        t.diagnostic(`${e.name}: layer ${L} neuron ${j} scaled by ${scale}: max |Δr − (${scale}−1)·z_j·v_j| = ${err.toExponential(2)} ` +
+          `(|z_j·v_j| up to ${best.toFixed(3)}, tolerance ${tol.toExponential(1)}); other example moved ${other.toExponential(2)}`);
+        assert.ok(err < tol, `residual differs from r + (s−1)·z_j·v_j by ${err}`);
+        assert.ok(other <= tol / 10, `the other example's residual moved by ${other}`);
+        // z·0 and z·2 are exact in fp32 and fp16 alike: the exposed activation is exactly the scaled one.
+        if (scale === 0 || scale === 2) {
+          for (let p = 0; p < T; p++) assert.equal(post[p * neurons + j] + 0, scale * z[p * neurons + j] + 0, `post at position ${p}`);
+        }
+      }
+    });
+
+    test('an ablation silences its own neuron (or layer) and nothing upstream, per example, in every layer', async (t) => {
+      const m = await modelOf(t, e);
+      if (!m) return;
+      const s = m.loaded.session;
+      const { layers, neurons } = m.info;
+      const T = 8;
+      const ids = [sampleIds(m, T, 4), sampleIds(m, T, 5), sampleIds(m, T, 6)];
+      const all = range(layers);
+      const base = await s.forward({ ids, activations: all });
+      const per = T * neurons;
+      for (const L of all) {
+        const j = (17 * L + 5) % neurons;
+        const res = await s.forward({
+          ids, activations: all,
+          ablations: [{ example: 0, layer: L, neurons: [j] }, { example: 1, layer: L }],
+        });
+        for (const K of all.filter((k) => k < L)) {
+          assert.deepEqual(res.activations.get(K), base.activations.get(K), `layer ${K} < ${L} unchanged`);
+        }
+        const got = res.activations.get(L)!;
+        const want = base.activations.get(L)!;
+        for (let p = 0; p < T; p++) {
+          for (let n = 0; n < neurons; n++) {
+            const i = p * neurons + n;
+            assert.equal(got[i] + 0, n === j ? 0 : want[i] + 0, `layer ${L}, example 0, position ${p}, neuron ${n}`);
+            assert.equal(got[per + i] + 0, 0, `layer ${L}, example 1 (whole layer ablated), position ${p}, neuron ${n}`);
+            assert.equal(got[2 * per + i], want[2 * per + i], `layer ${L}, example 2 (not ablated), position ${p}, neuron ${n}`);
+          }
+        }
+      }
+    });
+
+    test('a patch through the edit inputs gives the logits of a model file whose W_out was edited', async (t) => {
+      const m = await modelOf(t, e);
+      if (!m) return;
+      const s = m.loaded.session;
+      const { layers, width } = m.info;
+      const ids = [sampleIds(m, 12, 3)];
+      const base = await s.forward({ ids, activations: range(layers) });
+      const edits = chosenEdits(m, base.activations, 11);
+      const patched = await s.forward({ ids, edits: layerEdits(width, edits) });
+      const moved = maxAbsDiff(patched.logits, base.logits);
+
+      const dir = await editedCopy(e, m, edits);
+      const edited = await loadModel(dir, { cacheDir: testCacheDir() });
+      try {
+        assert.notEqual(edited.info.hash, m.info.hash, 'the edited file has another hash (and cache entry)');
+        const fromFile = await edited.loaded.session.forward({ ids });
+        const diff = maxAbsDiff(patched.logits, fromFile.logits);
+        const tol = patchTolerance(m, patched.logits);
+        t.diagnostic(`${e.name}: edits ${edits.map((x) => `(${x.layer}, ${x.neuron})`).join(' ')}: the patch moves logits by up to ` +
+          `${moved.toFixed(3)}; max |logit(patch inputs) − logit(edited file)| = ${diff.toExponential(2)} (tolerance ${tol})`);
+        assert.ok(moved > 20 * tol, `the patch must visibly move the logits (moved ${moved})`);
+        assert.ok(diff <= tol, `patched logits differ from the edited file's by ${diff}`);
+      } finally {
+        await edited.dispose();
+      }
+      assert.ok(fs.existsSync(m.loaded.onnxPath), 'the source model is untouched');
+    });
+
+    test('export bakes a patch into a folder that reproduces the patched logits', async (t) => {
+      const m = await modelOf(t, e);
+      if (!m) return;
+      const s = m.loaded.session;
+      const { layers, width } = m.info;
+      const ids = [sampleIds(m, 12, 3)];
+      const base = await s.forward({ ids, activations: range(layers) });
+      const edits = chosenEdits(m, base.activations, 21);
+      const patched = await s.forward({ ids, edits: layerEdits(width, edits) });
+      const patch: Patch = {
+        id: 'p1', createdAt: new Date(0).toISOString(), enabled: true, method: 'minimal',
+        case: { prompt: 'p', desired: 'd', before: 'b', after: 'd' },
+        edits: edits.map((x) => ({ layer: x.layer, neuron: x.neuron, delta: Array.from(x.delta) })),
+        metrics: { success: true, failingTokens: 1, specificity: null, meanKl: null, generalization: null, repairMs: 0 },
+      };
+      const outDir = path.join(tempDir('export'), 'patched');
+      await exportPatched({ sourceFolder: e.dir, onnxPath: m.loaded.onnxPath, graph: m.loaded.graph, patches: [patch], outDir });
+      const exported = await loadModel(outDir, { cacheDir: testCacheDir() });
+      try {
+        const diff = maxAbsDiff(patched.logits, (await exported.loaded.session.forward({ ids })).logits);
+        const tol = patchTolerance(m, patched.logits);
+        t.diagnostic(`${e.name}: max |logit(patch inputs) − logit(exported folder)| = ${diff.toExponential(2)} (tolerance ${tol})`);
+        assert.ok(diff <= tol, `exported logits differ by ${diff}`);
+      } finally {
+        await exported.dispose();
+      }
+    });
+
+    test('per-example edits in a batch equal separate runs', async (t) => {
+      const m = await modelOf(t, e);
+      if (!m) return;
+      const s = m.loaded.session;
+      const { layers, width, neurons } = m.info;
+      const T = 10;
+      const ids = [sampleIds(m, T, 1), sampleIds(m, T, 8), sampleIds(m, T, 9)];
+      const rms0 = deltaScale(m) * weightRms(m, 0);
+      const rmsL = deltaScale(m) * weightRms(m, layers - 1);
+      // Example 0 and 1 share neuron 3 of layer 0 with different deltas; each also edits a neuron the other does not.
+      const a = layerEdits(width, [
+        { layer: 0, neuron: 3, delta: gaussian(width, 1, rms0) },
+        { layer: 0, neuron: neurons - 1, delta: gaussian(width, 2, rms0) },
+      ]);
+      const b = layerEdits(width, [
+        { layer: 0, neuron: 3, delta: gaussian(width, 3, rms0) },
+        { layer: layers - 1, neuron: 7 % neurons, delta: gaussian(width, 4, rmsL) },
+      ]);
+      const none: LayerEdits = new Map();
+      const batched = await s.forward({ ids, edits: [a, b, none] });
+      const V = m.info.vocab;
+      let worst = 0;
+      for (const [i, ed] of [a, b, none].entries()) {
+        const alone = await s.forward({ ids: [ids[i]], edits: ed });
+        worst = Math.max(worst, maxAbsDiff(batched.logits.subarray(i * T * V, (i + 1) * T * V), alone.logits));
+      }
+      const plain = await s.forward({ ids });
+      const movedA = maxAbsDiff(batched.logits.subarray(0, T * V), plain.logits.subarray(0, T * V));
+      // One edit set for the whole batch is the same as that set repeated per example.
+      const shared = await s.forward({ ids, edits: a });
+      const repeated = await s.forward({ ids, edits: [a, a, a] });
+      const sharedDiff = maxAbsDiff(shared.logits, repeated.logits);
+      const tol = logitTolerance(m);
+      t.diagnostic(`${e.name}: max |logit(batched, per-example edits) − logit(separate run)| = ${worst.toExponential(2)}; ` +
+        `shared vs repeated edits ${sharedDiff.toExponential(2)}; example 0's edits move its logits by ${movedA.toFixed(3)}`);
+      assert.ok(movedA > 10 * tol, `the edits visibly move the logits (moved ${movedA})`);
+      assert.ok(worst < tol, `batched per-example edits differ from separate runs by ${worst}`);
+      assert.ok(sharedDiff < tol, `shared edits differ from the same edits per example by ${sharedDiff}`);
+      assert.ok(maxAbsDiff(batched.logits.subarray(2 * T * V), plain.logits.subarray(2 * T * V)) < tol, 'the unedited example is the plain model');
+    });
+  });
+}
