@@ -47,7 +47,7 @@ function diffLine(parts: DiffPart[], testId: string): HTMLElement {
   return el;
 }
 
-const pct = (x: number): string => `${(100 * x).toFixed(x < 0.001 ? 2 : 1)}%`;
+const pct = (x: number): string => (x > 0 && x < 1e-4 ? `${(100 * x).toExponential(1)}%` : `${(100 * x).toFixed(x < 0.01 ? 2 : 1)}%`);
 const num = (x: number | null, digits = 3): string => (x === null ? 'n/a' : x.toFixed(digits));
 
 function scores(list: TokenScore[]): HTMLElement {

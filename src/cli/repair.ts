@@ -29,6 +29,7 @@ export const traceCommand: Command = async (args) => {
   const model = await openModel(values.model, values.threads);
   const active = await readPatches(model, values.patches ?? []);
   const t = await trace(model, { prompt: promptOf(values), desired: values.desired }, { top: int(values.top, 'top', 10), active });
+  if (t.notice) warn(t.notice);
   print(!!values.json, t, () => traceText(t));
   await model.dispose();
   return 0;
@@ -47,6 +48,7 @@ export const repairCommand: Command = async (args) => {
   const r = await repair(model, { prompt: promptOf(values), desired: values.desired }, {
     method: method(values.method), regression, active: store?.active(), onProgress: values.verbose ? warn : undefined,
   });
+  if (r.notice) warn(r.notice);
   let patchPath: string | null = null;
   if (store && r.success) {
     store.add(r.patch);

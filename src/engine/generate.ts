@@ -105,12 +105,20 @@ interface Row {
 
 /** The visible completion: generated text minus the healed prefix, cut at the end of the line unless multiline. */
 function visible(model: LoadedModel, row: Row, multiline: boolean): { text: string; ended: boolean } {
-  const full = model.tokenizer.decode(row.out);
+  // Decoded after the prompt's last token: tokenizers that drop a leading space at the start of a text
+  // (SentencePiece's ▁) then keep it, as they should in the middle of one.
+  const anchor = row.prepared.ids.slice(-1);
+  const full = model.tokenizer.decode([...anchor, ...row.out]).slice(model.tokenizer.decode(anchor).length);
   if (full.length < row.prepared.healed.length) return { text: '', ended: false };
   const text = full.slice(row.prepared.healed.length);
   const nl = text.indexOf('\n');
   if (!multiline && nl >= 0) return { text: text.slice(0, nl), ended: true };
   return { text, ended: false };
+}
+
+function visibleLength(model: LoadedModel, row: Row): number {
+  const anchor = row.prepared.ids.slice(-1);
+  return model.tokenizer.decode([...anchor, ...row.out]).length - model.tokenizer.decode(anchor).length;
 }
 
 export async function generate(model: LoadedModel, prompts: string[], opts: GenerateOptions = {}): Promise<Completion[]> {
@@ -146,7 +154,7 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
       }
       const probs = Float64Array.from(logits);
       softmaxInPlace(probs);
-      const consumed = model.tokenizer.decode(row.out).length;
+      const consumed = row.out.length ? visibleLength(model, row) : 0;
       const rest = row.prepared.healed.slice(consumed);
       const allowed = rest ? healingMask(texts, rest) : undefined;
       let id = -1;

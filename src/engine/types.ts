@@ -50,6 +50,11 @@ export interface RepairCase {
   id?: string;
   prompt: string;
   desired: string;
+  /**
+   * The desired text is the whole rest of the line (default): the line must end after it. False: only the start
+   * of the completion is prescribed, whatever follows it.
+   */
+  lineEnd?: boolean;
   variants?: RepairCaseVariant[];
 }
 
@@ -157,6 +162,8 @@ export interface TraceResult {
     neurons: NeuronReport[];
   } | null;
   ms: number;
+  /** Set when the prompt was cut from the left to fit the context window. */
+  notice?: string;
 }
 
 export interface RepairResult {
@@ -179,4 +186,6 @@ export interface RepairResult {
   /** Milliseconds of one generation of the bad completion, for the repair-time ratio. */
   generationMs: number;
   trace: TraceResult;
+  /** Set when the prompt was cut from the left to fit the context window. */
+  notice?: string;
 }

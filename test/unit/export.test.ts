@@ -133,6 +133,7 @@ describe('exportPatched on the fp16 LLaMA with external data', { skip: skipFixtu
     assert.match(md, /1 neuronpatch patch written into/);
     assert.match(md, /Neurons edited: layer 0: 48\./);
     assert.doesNotMatch(md, /L1 N3/, 'the disabled patch is not baked in');
+    assert.doesNotMatch(md, /MODEL_CARD/, 'the source has no model card');
   });
 
   it('removes its temp folder when the source turns out to be truncated', async () => {
@@ -340,7 +341,10 @@ describe('exportPatched on a model with typed-field weights', () => {
       const { files } = await exportPatched({ sourceFolder: dir, onnxPath: 'onnx/model.onnx', graph: { sites }, patches: [patch([{ layer: 0, neuron: j, delta }])], outDir: out });
       assert.deepEqual(files, ['PATCHES.md', 'config.json', path.join('onnx', 'model.onnx'), path.join('sub', 'vocab.txt'), 'tokenizer.json']);
       assert.deepEqual(hashes(dir), before);
-      assert.match(fs.readFileSync(path.join(out, 'PATCHES.md'), 'utf8'), /its PATCHES\.md follows\.\n\n# Patches baked into this model\n\nan earlier export\n$/);
+      const md = fs.readFileSync(path.join(out, 'PATCHES.md'), 'utf8');
+      assert.match(md, /its PATCHES\.md follows\.\n\n# Patches baked into this model\n\nan earlier export\n$/);
+      assert.match(md, /The source MODEL_CARD\.md was not copied/);
+      assert.match(md, /FFN output weights of `onnx\/model\.onnx` \(fp(16|32)\)/);
 
       const exported = await loadModelProto(path.join(out, 'onnx', 'model.onnx'));
       const t = findInitializer(exported, 'W')!;

@@ -225,7 +225,9 @@ def greedy_lines(model, tok, cfg, prompts, max_new=DEFAULT_MAX_NEW_TOKENS, batch
         ids = torch.tensor([[pad] * (width - len(i)) + i for i, _ in prepared])
         mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i, _ in prepared])
         past = empty_past(cfg, b)
-        rows = [{"out": [], "done": False, "text": "", "healed": h} for _, h in prepared]
+        # Text is decoded after the prompt's last token (the anchor), as the engine does.
+        rows = [{"out": [], "done": False, "text": "", "healed": h, "anchor": i[-1:], "anchor_len": len(tok.decode(i[-1:]))}
+                for i, h in prepared]
         for step in range(max_new):
             if all(r["done"] for r in rows):
                 break
@@ -239,7 +241,8 @@ def greedy_lines(model, tok, cfg, prompts, max_new=DEFAULT_MAX_NEW_TOKENS, batch
                 if row["done"]:
                     nxt.append(pad)
                     continue
-                rest = row["healed"][len(tok.decode(row["out"])):]
+                consumed = len(tok.decode(row["anchor"] + row["out"])) - row["anchor_len"] if row["out"] else 0
+                rest = row["healed"][consumed:]
                 lg = logits[bi]
                 if rest:
                     allowed = tok.healing_mask(rest)
@@ -250,7 +253,7 @@ def greedy_lines(model, tok, cfg, prompts, max_new=DEFAULT_MAX_NEW_TOKENS, batch
                     lg = lg.masked_fill(~allowed, float("-inf"))
                 tid = int(lg.argmax())
                 row["out"].append(tid)
-                full = tok.decode(row["out"])
+                full = tok.decode(row["anchor"] + row["out"])[row["anchor_len"]:]
                 ended = False
                 if len(full) >= len(row["healed"]):
                     text = full[len(row["healed"]):]
@@ -258,6 +261,8 @@ def greedy_lines(model, tok, cfg, prompts, max_new=DEFAULT_MAX_NEW_TOKENS, batch
                     if nl >= 0:
                         text, ended = text[:nl], True
                     row["text"] = text
+                else:
+                    row["text"] = ""
                 if tid in eos or ended:
                     row["done"] = True
                 nxt.append(tid)
@@ -378,7 +383,7 @@ def main():
             s0 = time.perf_counter()
             reg_after, first_after = greedy_lines(model, tok, cfg, regression, want_first=True)
             r["specificity"] = sum(a == b for a, b in zip(reg_after, reg_before)) / len(regression)
-            r["meanKl"] = float(statistics.fmean(float((p.exp() * (p - q)).sum()) for p, q in zip(reg_first, first_after)))
+            r["meanKl"] = float(statistics.fmean(max(0.0, float((p.exp() * (p - q)).sum())) for p, q in zip(reg_first, first_after)))
             r["sideEffectMs"] = (time.perf_counter() - s0) * 1000
         else:
             r["specificity"] = None
@@ -410,13 +415,15 @@ def main():
         "successRate": len(fixed) / len(tried) if tried else None,
         "medianNeurons": med([r["neurons"] for r in fixed]),
         "neuronsPerFailingToken": med([r["neurons"] / max(r["failingTokens"], 1) for r in fixed]),
-        "specificity": mean([r["specificity"] for r in tried]),
-        "meanKl": mean([r.get("meanKl") for r in tried]),
-        "generalization": mean([r["generalization"] for r in tried]),
+        # As `neuronpatch eval` aggregates them: side effects and generalization over the fixed cases.
+        "specificity": mean([r["specificity"] for r in fixed]),
+        "meanKl": mean([r.get("meanKl") for r in fixed]),
+        "generalization": mean([r["generalization"] for r in fixed]),
+        "specificityAllTried": mean([r["specificity"] for r in tried]),
         "medianMs": med([r["ms"] for r in tried]),
         "medianSteps": med([r["steps"] for r in tried]),
         "medianGenerationMs": med([r["generationMs"] for r in tried]),
-        "repairToGeneration": med([r["ms"] / r["generationMs"] for r in tried]),
+        "medianRepairToGeneration": med([r["ms"] / r["generationMs"] for r in tried]),
         "lr": args.lr, "maxSteps": args.max_steps, "weights": source, "reference": reference,
         "threads": args.threads, "regressionPrompts": len(regression),
         # The twin's greedy line before any step against the engine's, where the case file records it.

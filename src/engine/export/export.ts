@@ -165,7 +165,8 @@ export async function exportPatched(opts: ExportOptions): Promise<ExportResult> 
     await fs.writeFile(onnxOut, reencode ? onnx.ModelProto.encode(model).finish() : bytes);
 
     const earlier = await fs.readFile(path.join(source, 'PATCHES.md'), 'utf8').catch(() => undefined);
-    const report = patchesMarkdown({ sourceName: path.basename(source), onnxFile: onnxRel, weightType, patches, exportedAt: isoNow(), earlier });
+    const hadModelCard = (await fs.readdir(source)).some((f) => f.toLowerCase() === 'model_card.md');
+    const report = patchesMarkdown({ sourceName: path.basename(source), onnxFile: onnxRel, weightType, patches, exportedAt: isoNow(), earlier, hadModelCard });
     await fs.writeFile(path.join(temp, 'PATCHES.md'), report);
 
     const files = await listFiles(temp);

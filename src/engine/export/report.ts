@@ -29,6 +29,8 @@ export interface ReportInput {
   exportedAt: string;
   /** PATCHES.md of the source folder, when it was itself an export. */
   earlier?: string;
+  /** The source had a MODEL_CARD.md, which was left out. */
+  hadModelCard: boolean;
 }
 
 export function patchesMarkdown(r: ReportInput): string {
@@ -44,8 +46,8 @@ export function patchesMarkdown(r: ReportInput): string {
     'the deltas of patches that share a neuron summed.',
     '',
     'The patches are part of the weights now: do not apply their patch file to this model again (neuronpatch',
-    'refuses it anyway, since these weights have another hash). The source model card was not copied: it',
-    'describes the unpatched weights.',
+    'refuses it anyway, since these weights have another hash).' +
+      (r.hadModelCard ? ' The source MODEL_CARD.md was not copied: it describes the unpatched weights.' : ''),
     '',
     `Neurons edited: ${[...byLayer].map(([l, ns]) => `layer ${l}: ${ns.join(', ')}`).join('; ')}.`,
   ];

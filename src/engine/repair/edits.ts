@@ -68,5 +68,5 @@ export function orthogonalize(v: Float64Array, basis: number[][]): Float64Array 
 }
 
 export function toNeuronEdits(edits: Edit[]): NeuronEdit[] {
-  return edits.map((e) => ({ layer: e.layer, neuron: e.neuron, delta: Array.from(e.delta, (x) => Math.fround(x)) }));
+  return edits.map((e) => ({ layer: e.layer, neuron: e.neuron, delta: Array.from(e.delta) }));
 }

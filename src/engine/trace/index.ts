@@ -74,14 +74,14 @@ export async function ablationEffects(model: LoadedModel, ids: number[], y: numb
 
 export async function trace(model: LoadedModel, c: RepairCase, opts: TraceOptions = {}): Promise<TraceResult> {
   const started = performance.now();
-  const target = repairTarget(model, c.prompt, c.desired);
+  const target = repairTarget(model, c.prompt, c.desired, c.lineEnd ?? true);
   const [completion] = await generate(model, [c.prompt], { edits: opts.edits, signal: opts.signal });
   const all = [...Array(model.info.layers).keys()];
   const f = await teacherForce(model, target, opts.edits, all, true);
   const failingStates = f.states.filter((s) => s.failing);
   const failing = failingStates.map((s) => describePosition(model, target, s, f.logits, 0, f.seq));
   if (!failingStates.length) {
-    return { prompt: c.prompt, desired: c.desired, completion: completion.completion, failing, at: null, ms: performance.now() - started };
+    return { prompt: c.prompt, desired: c.desired, completion: completion.completion, failing, at: null, ms: performance.now() - started, notice: target.prepared.notice };
   }
   const at: PositionState = failingStates[0];
   const pos = target.first + at.index;
@@ -98,6 +98,6 @@ export async function trace(model: LoadedModel, c: RepairCase, opts: TraceOption
   }));
   return {
     prompt: c.prompt, desired: c.desired, completion: completion.completion, failing,
-    at: { position: failing[0], layers, neurons }, ms: performance.now() - started,
+    at: { position: failing[0], layers, neurons }, ms: performance.now() - started, notice: target.prepared.notice,
   };
 }

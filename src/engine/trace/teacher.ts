@@ -14,6 +14,8 @@ export interface RepairTarget {
   first: number;
   /** Input ids: prepared prompt + all targets but the last. */
   input: number[];
+  /** The last target ends the line (any token holding a newline will do there). */
+  lineEnd: boolean;
 }
 
 export interface PositionState {
@@ -37,22 +39,23 @@ export function checkDesired(desired: string): string {
   return text;
 }
 
-export function repairTarget(model: LoadedModel, prompt: string, desired: string, reserve = 64): RepairTarget {
+export function repairTarget(model: LoadedModel, prompt: string, desired: string, lineEnd = true, reserve = 64): RepairTarget {
   const text = checkDesired(desired);
   const tok = model.tokenizer;
   const prepared = preparePrompt(model, prompt, reserve, true);
-  const full = tok.encode(prompt + text + '\n');
+  const end = lineEnd ? '\n' : '';
+  const full = tok.encode(prompt + text + end);
   const own = tok.encode(prompt);
   // Targets continue the prompt's kept tokens; where the tokenization of prompt + desired text re-segments the
   // kept part, fall back to spelling the healed text and the desired text on their own.
   const keep = own.length - countHealed(model, prompt, prepared);
-  const targets = full.slice(0, keep).every((id, i) => id === own[i]) ? full.slice(keep) : tok.encode(prepared.healed + text + '\n');
+  const targets = full.slice(0, keep).every((id, i) => id === own[i]) ? full.slice(keep) : tok.encode(prepared.healed + text + end);
   if (targets.length < 1) throw new NeuronpatchError('The desired text tokenizes to nothing.');
   if (prepared.ids.length + targets.length > model.info.context) {
     throw new NeuronpatchError(`Prompt and desired text need ${prepared.ids.length + targets.length} tokens; the context window is ${model.info.context}.`);
   }
   const input = [...prepared.ids, ...targets.slice(0, -1)];
-  return { prepared, targets, first: prepared.ids.length - 1, input };
+  return { prepared, targets, first: prepared.ids.length - 1, input, lineEnd };
 }
 
 /** Number of prompt tokens healing backed off. */
@@ -82,7 +85,7 @@ export function positionStates(model: LoadedModel, target: RepairTarget, logits:
       if (argmax < 0 || logits[off + v] > logits[off + argmax]) argmax = v;
       if (v !== y && (rival < 0 || logits[off + v] > logits[off + rival])) rival = v;
     }
-    const last = i === target.targets.length - 1;
+    const last = target.lineEnd && i === target.targets.length - 1;
     // At the end of the line any token that ends it will do: a newline (with indentation after it) or end of text.
     const failing = last ? !(texts[argmax]?.includes('\n') || eos.has(argmax)) : argmax !== y;
     const lp = logSoftmax(logits, off, V);

@@ -1,0 +1,127 @@
+// Trace and repair on real models: a repair succeeds by generation, its patch file reproduces it, sequential
+// patches keep earlier fixes, and bad input gets a clear error. Random-weight fixtures repair a chosen next token
+// (the algebra holds without training); the trained demo model repairs real failures of its own.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { repair, trace, type Model } from '../../src/engine';
+import { PatchStore } from '../../src/engine/patches/store';
+import { NeuronpatchError, type Patch, type RepairCase } from '../../src/engine/types';
+import { entry, MODELS, modelOf, present, releaseAll, root, tempDir } from '../helpers/models';
+
+after(releaseAll);
+
+const devCases = path.join(root, 'bench', 'cases', 'dev.jsonl');
+const regressionFile = path.join(root, 'bench', 'cases', 'regression.jsonl');
+
+function readJsonl<T>(file: string): T[] {
+  return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as T);
+}
+
+/** A prompt the model's tokenizer keeps inside its vocabulary, and the model's second choice after it. */
+async function chosenNextToken(model: Model): Promise<RepairCase> {
+  const prompt = 'a = 1\nb =';
+  const ids = model.tokenizer.encode(prompt);
+  assert.ok(ids.every((id) => id < model.info.vocab), 'the prompt must tokenize inside the model vocabulary');
+  const res = await model.loaded.session.forward({ ids: [ids] });
+  const V = model.info.vocab;
+  const last = res.logits.subarray((ids.length - 1) * V, ids.length * V);
+  const order = [...last.keys()].sort((a, b) => last[b] - last[a]);
+  const texts = model.tokenizer.tokenTexts();
+  const second = order.slice(1).find((id) => /^[ -~]+$/.test(texts[id]) && !/\n/.test(texts[id]));
+  assert.ok(second !== undefined);
+  return { prompt, desired: texts[second], lineEnd: false };
+}
+
+describe('repair of a chosen next token on random-weight models', () => {
+  for (const e of MODELS.filter((m) => m.source !== 'demo')) {
+    test(e.name, async (t) => {
+      const model = await modelOf(t, e);
+      if (!model) return;
+      const c = await chosenNextToken(model);
+      const tr = await trace(model, c, { top: 5 });
+      assert.ok(tr.at, 'the chosen token is not the model\'s first choice');
+      assert.equal(tr.at.neurons.length, 5);
+      assert.equal(tr.at.layers.length, model.info.layers);
+      for (const n of tr.at.neurons) assert.ok(Number.isFinite(n.attribution) && n.ablationEffect !== null && n.promotes.length === 5);
+      const r = await repair(model, c, { method: 'minimal' });
+      t.diagnostic(`${e.name}: desired ${JSON.stringify(c.desired)}, ${r.neurons.length} neuron(s), ${r.ms.toFixed(0)} ms`);
+      assert.ok(r.success, `not fixed: ${JSON.stringify(r.after)}`);
+      assert.ok(r.after.startsWith(c.desired));
+      const again = await model.generate(c.prompt, { patches: [r.patch] });
+      assert.equal(again.completion, r.after, 'the patch alone reproduces the repaired completion');
+    });
+  }
+});
+
+const demo = entry('demo');
+
+describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(devCases) ? 'models/demo or bench/cases/dev.jsonl absent' : false }, () => {
+  const cases = () => readJsonl<RepairCase>(devCases);
+  const regression = () => readJsonl<{ prompt: string }>(regressionFile).slice(0, 24).map((r) => r.prompt);
+
+  for (const method of ['minimal', 'joint'] as const) {
+    test(`${method}: a real failure is fixed, the patch file reproduces it`, async (t) => {
+      const model = (await modelOf(t, demo))!;
+      let done = 0;
+      for (const c of cases().slice(0, 12)) {
+        const before = await model.generate(c.prompt);
+        if (before.completion === c.desired) continue;
+        const r = await repair(model, c, { method, regression: regression() });
+        if (!r.success) continue;
+        assert.equal(r.after, c.desired);
+        assert.ok(r.neurons.length >= 1);
+        assert.ok(r.specificity !== null && r.specificity >= 0 && r.specificity <= 1);
+        const file = path.join(tempDir('patches'), 'patches.json');
+        const store = await PatchStore.open(file, model.info);
+        store.add(r.patch);
+        await store.save();
+        const reread = await PatchStore.open(file, model.info, { mustExist: true });
+        const got = await model.generate(c.prompt, { patches: reread.active() });
+        assert.equal(got.completion, c.desired, 'generate with the saved patch file gives the repaired completion');
+        const plain = await model.generate(c.prompt);
+        assert.equal(plain.completion, before.completion, 'without patches the model is unchanged');
+        t.diagnostic(`${c.id}: ${r.neurons.length} neuron(s), specificity ${r.specificity}, ${r.ms.toFixed(0)} ms`);
+        if (++done === 2) break;
+      }
+      assert.equal(done, 2, `${method} fixed fewer than 2 of the first 12 dev cases`);
+    });
+  }
+
+  test('ten sequential repairs: earlier fixes still hold', async (t) => {
+    const model = (await modelOf(t, demo))!;
+    const active: Patch[] = [];
+    const fixed: RepairCase[] = [];
+    for (const c of cases().slice(12, 40)) {
+      if (fixed.length === 10) break;
+      if ((await model.generate(c.prompt, { patches: active })).completion === c.desired) continue;
+      const r = await repair(model, c, { method: 'minimal', active });
+      if (!r.success) continue;
+      active.push(r.patch);
+      fixed.push(c);
+    }
+    assert.equal(fixed.length, 10, 'ten cases repaired one after another');
+    const now = await model.generateMany(fixed.map((c) => c.prompt), { patches: active });
+    const held = now.filter((g, i) => g.completion === fixed[i].desired).length;
+    t.diagnostic(`${held}/10 earlier fixes hold with all ten patches active`);
+    assert.equal(held, 10);
+  });
+
+  test('bad input: empty desired text, one the model already produces, several lines', async (t) => {
+    const model = (await modelOf(t, demo))!;
+    const c = cases()[0];
+    await assert.rejects(repair(model, { prompt: c.prompt, desired: '   ' }), (e: unknown) => e instanceof NeuronpatchError && /empty/.test(e.message));
+    const own = (await model.generate(c.prompt)).completion;
+    await assert.rejects(repair(model, { prompt: c.prompt, desired: own }), (e: unknown) => e instanceof NeuronpatchError && /already/.test(e.message));
+    await assert.rejects(repair(model, { prompt: c.prompt, desired: 'a\nb' }), (e: unknown) => e instanceof NeuronpatchError && /several lines/.test(e.message));
+  });
+
+  test('a prompt beyond the context window is cut with a notice', async (t) => {
+    const model = (await modelOf(t, demo))!;
+    const c = cases()[0];
+    const long = c.prompt.repeat(Math.ceil((model.info.context * 8) / c.prompt.length));
+    const tr = await trace(model, { prompt: long, desired: c.desired });
+    assert.match(tr.notice ?? '', /context window/);
+  });
+});
