@@ -195,3 +195,10 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
   const ms = performance.now() - started;
   return rows.map((r) => ({ completion: r.text, tokens: r.tokens, ms, ...(r.prepared.notice ? { notice: r.prepared.notice } : {}) }));
 }
+
+/** Many prompts in batches of `batch` rows: one KV cache and one set of edits per batch. */
+export async function generateBatched(model: LoadedModel, prompts: string[], opts: GenerateOptions = {}, batch = 16): Promise<Completion[]> {
+  const out: Completion[] = [];
+  for (let i = 0; i < prompts.length; i += batch) out.push(...(await generate(model, prompts.slice(i, i + batch), opts)));
+  return out;
+}

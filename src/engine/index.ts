@@ -1,5 +1,5 @@
 // The engine's front door for the CLI, the extension and the tests.
-import { generate, type GenerateOptions } from './generate';
+import { generateBatched, type GenerateOptions } from './generate';
 import { type LoadedModel, type LoadOptions, loadModel as loadInstrumented } from './model/load';
 import { patchSet } from './patches/patchset';
 import { repair as repairCase, type RepairOptions } from './repair/index';
@@ -27,10 +27,11 @@ export class Model {
     return (await this.generateMany([prompt], opts))[0];
   }
 
-  generateMany(prompts: string[], opts: ModelGenerateOptions = {}): Promise<Completion[]> {
-    const { patches, ...rest } = opts;
+  /** Many prompts, decoded together in batches of `batch` rows (left-padded, one KV cache per batch). */
+  async generateMany(prompts: string[], opts: ModelGenerateOptions & { batch?: number } = {}): Promise<Completion[]> {
+    const { patches, batch = 16, ...rest } = opts;
     const edits = patches?.length ? patchSet(patches, this.info.width) : undefined;
-    return generate(this.loaded, prompts, { ...rest, edits });
+    return generateBatched(this.loaded, prompts, { ...rest, edits }, batch);
   }
 
   dispose(): Promise<void> {

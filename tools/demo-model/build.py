@@ -34,7 +34,7 @@ PRESETS = {
     "llama": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=6, intermediate_size=512,
                   steps=800, batch=32, lr=3e-3),
     "gpt2": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
-                 steps=300, batch=32, lr=3e-3),
+                 steps=200, batch=32, lr=3e-3),
 }
 
 

@@ -7,7 +7,7 @@
 // and renamed at the end, so a failed export leaves nothing behind; the source folder is only read.
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { syncDirectory } from '../patches/atomic';
+import { syncDirectory } from '../atomic';
 import { isoNow } from '../patches/id';
 import { editsOf } from '../patches/patchset';
 import type { FfnSite, ModelGraph } from '../model/graph';

@@ -65,9 +65,21 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
 
   const finalNorm = { ...graph.finalNorm };
   const nodes: onnx.INodeProto[] = [];
+  const graphOutputs = new Set((src.output ?? []).map((o) => o.name));
+  const castTo = (n: onnx.INodeProto | undefined) => (n?.opType === 'Cast' ? Number(n.attribute?.find((a) => a.name === 'to')?.i ?? -1) : -1);
+  const producers = new Map<string, onnx.INodeProto>();
+  for (const n of src.node ?? []) for (const o of n.output ?? []) producers.set(o, n);
   const siteByOutput = new Map(graph.sites.map((s) => [s.output, s]));
   let residualSeen = false;
   for (const original of src.node ?? []) {
+    // A Cast to the type its input already has (a Cast of a Cast to the same type) is dropped and its users read
+    // the first Cast: onnxruntime's optimizer rejects graphs where such a chain feeds two branches.
+    const to = castTo(original);
+    const input0 = original.input?.[0] ?? '';
+    if (to >= 0 && castTo(producers.get(input0)) === to && !graphOutputs.has(original.output?.[0])) {
+      renamed.set(original.output![0], renamed.get(input0) ?? input0);
+      continue;
+    }
     const n: onnx.INodeProto = { ...original, input: [...(original.input ?? [])], output: [...(original.output ?? [])] };
     const out0 = n.output![0] ?? '';
     const site = siteByOutput.get(out0);

@@ -1,9 +1,10 @@
 // Model folder → recognised, instrumented, running model. The instrumented graph is cached on disk, keyed by the
 // source model's hash, so the surgery runs once per model version.
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
+import { writeFileAtomic } from '../atomic';
 import { loadModelProto } from '../onnx/proto';
 import { CodeTokenizer } from '../tokenizer';
 import { type ModelInfo, NeuronpatchError } from '../types';
@@ -15,7 +16,7 @@ import { InstrumentedSession } from './session';
 import { Weights } from './weights';
 
 /** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
-const INSTRUMENT_VERSION = 2;
+const INSTRUMENT_VERSION = 3;
 
 export interface LoadOptions {
   cacheDir?: string;
@@ -48,12 +49,6 @@ function externalFiles(model: onnx.IModelProto): string[] {
     }
   }
   return [...files];
-}
-
-function writeAtomic(file: string, data: Uint8Array | string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, file);
 }
 
 export async function loadModel(folder: string, opts: LoadOptions = {}): Promise<LoadedModel> {
@@ -96,8 +91,8 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
         copyFileSync(path.join(baseDir, f), target);
       }
     }
-    writeAtomic(file, onnx.ModelProto.encode(out.model as onnx.ModelProto).finish());
-    writeAtomic(metaFile, JSON.stringify({ version: INSTRUMENT_VERSION, source: mf.onnxPath, hash, graph: out.graph }, null, 1));
+    await writeFileAtomic(file, onnx.ModelProto.encode(out.model as onnx.ModelProto).finish());
+    await writeFileAtomic(metaFile, JSON.stringify({ version: INSTRUMENT_VERSION, source: mf.onnxPath, hash, graph: out.graph }, null, 1));
     graph = out.graph;
   }
 

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs/promises';
 import { onnx } from 'onnx-proto';
 import { NeuronpatchError } from '../types';
-import { writeFileAtomic } from '../patches/atomic';
+import { writeFileAtomic } from '../atomic';
 
 export { onnx };
 

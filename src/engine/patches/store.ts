@@ -9,7 +9,7 @@
 // program in the milliseconds between them is not seen. No lock file: editors and git do not honour one either.)
 import * as fs from 'node:fs/promises';
 import { NeuronpatchError, PATCH_FORMAT, type ModelInfo, type Patch, type PatchFile } from '../types';
-import { writeFileAtomic } from './atomic';
+import { writeFileAtomic } from '../atomic';
 import { parseJson, roundDelta, serializePatchFile } from './format';
 import { checkPatchFile, formatProblems, validatePatch } from './validate';
 

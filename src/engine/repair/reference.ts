@@ -1,8 +1,9 @@
 // Reference statistics: the mean square activation E_ref[z_j²] of every neuron on reference code. A neuron that is
 // rarely active elsewhere can carry a change without disturbing other completions; these numbers say which.
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { writeFileAtomic } from '../atomic';
 import { preparePrompt } from '../generate';
 import type { LoadedModel } from '../model/load';
 
@@ -41,8 +42,6 @@ export async function referenceStats(model: LoadedModel, prompts: string[]): Pro
     }
   }
   const stats = Float32Array.from(sums, (s) => s / Math.max(1, count));
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, Buffer.from(stats.buffer));
-  renameSync(tmp, file);
+  await writeFileAtomic(file, Buffer.from(stats.buffer));
   return Array.from({ length: layers }, (_, L) => stats.subarray(L * m, (L + 1) * m));
 }

@@ -2,8 +2,9 @@
 // e_y − e_a:  s = G⁻¹ W̃ᵀ(e_y − e_a),  W̃ = W_U·diag(γ),  G = W̃ᵀW̃ + εI.
 // G depends on the model only; onnxruntime computes it (a V×d by d×V product is no job for a JavaScript loop)
 // and its Cholesky factor is cached beside the instrumented graph.
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { writeFileAtomic } from '../atomic';
 import * as ort from 'onnxruntime-node';
 import { onnx } from 'onnx-proto';
 import { cholesky, choleskySolve } from '../linalg';
@@ -65,9 +66,7 @@ export class Steer {
     for (let i = 0; i < d; i++) trace += G[i * d + i];
     for (let i = 0; i < d; i++) G[i * d + i] += (RELATIVE_EPS * trace) / d;
     const factor = cholesky(G, d);
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, Buffer.from(factor.buffer));
-    renameSync(tmp, file);
+    await writeFileAtomic(file, Buffer.from(factor.buffer));
     return new Steer(model, factor);
   }
 

@@ -1,6 +1,6 @@
 // What counts as fixed, and what else changed: greedy completions of regression prompts before and after a patch
 // (batched: they share one patch and one model), the mean next-token KL divergence, and the case's variants.
-import { generate, preparePrompt } from '../generate';
+import { generateBatched, preparePrompt } from '../generate';
 import { logSoftmax } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import type { LayerEdits } from '../model/session';
@@ -9,12 +9,7 @@ import type { RepairCaseVariant } from '../types';
 const BATCH = 16;
 
 export async function completions(model: LoadedModel, prompts: string[], edits?: LayerEdits, signal?: AbortSignal): Promise<string[]> {
-  const out: string[] = [];
-  for (let i = 0; i < prompts.length; i += BATCH) {
-    const res = await generate(model, prompts.slice(i, i + BATCH), { edits, signal });
-    out.push(...res.map((c) => c.completion));
-  }
-  return out;
+  return (await generateBatched(model, prompts, { edits, signal }, BATCH)).map((c) => c.completion);
 }
 
 /** Mean KL(p_before ‖ p_after) of the next-token distributions at the end of each (healed) prompt. */

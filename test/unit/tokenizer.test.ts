@@ -1,0 +1,128 @@
+// Tokenizers through @huggingface/tokenizers: real code round-trips exactly (whitespace, tabs, indentation,
+// line endings, unicode), and the demo models' tokenizer gives the very ids that the training pipeline's own
+// encoder (tools/demo-model/bpe.py, run with Debian's /usr/bin/python3) gave the training data.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, test } from 'node:test';
+import { CodeTokenizer } from '../../src/engine/tokenizer';
+import { absence, MODELS, root, type ModelEntry } from '../helpers/models';
+
+/** The standard library of the python3 first on PATH (the demo model's corpus), or why it is not there. */
+function stdlib(): { dir?: string; why?: string } {
+  try {
+    const dir = execFileSync('python3', ['-c', "import sysconfig; print(sysconfig.get_paths()['stdlib'])"], { encoding: 'utf8' }).trim();
+    return fs.existsSync(path.join(dir, 'textwrap.py')) ? { dir } : { why: `no textwrap.py in ${dir}` };
+  } catch (e) {
+    return { why: `python3 is not available: ${(e as Error).message.split('\n')[0]}` };
+  }
+}
+
+const STDLIB_FILES = ['textwrap.py', 'json/__init__.py', 'getopt.py', 'heapq.py',
+  'test/tokenizedata/tokenize_tests-no-coding-cookie-and-utf8-bom-sig-only.txt'];
+
+/** Code as it is written, and the whitespace and characters that tokenizers get wrong. */
+const SNIPPETS = [
+  'def f(x):\n\tif x:\n\t\treturn x  # tab-indented\n\treturn None\n',
+  'class A:\n    def m(self):   \n        pass\n\n\n\n    \n',
+  'mixed \t \t tabs  and   spaces\t\n',
+  'line one\r\nline two\r\n\r\n',
+  '    leading indentation and trailing newlines\n\n',
+  ' single leading space',
+  's = "café naïve 日本語 😀 👍🏽 e\u0301 שלום \u200b\u00a0nbsp"\n',
+  '\ufeffBOM at the start\n',
+  'x = 1;y=2\n#!/usr/bin/env python3\n# -*- coding: utf-8 -*-\n',
+  'é',
+  '',
+];
+
+function texts(): { name: string; text: string }[] {
+  const lib = stdlib();
+  const files = lib.dir
+    ? STDLIB_FILES.filter((f) => fs.existsSync(path.join(lib.dir!, f))).map((f) => ({ name: f, text: fs.readFileSync(path.join(lib.dir!, f), 'utf8') }))
+    : [];
+  return [...files, ...SNIPPETS.map((text, i) => ({ name: `snippet ${i}`, text }))];
+}
+
+function tokenizerOf(e: ModelEntry): CodeTokenizer {
+  const cfg = path.join(e.dir, 'tokenizer_config.json');
+  const json = JSON.parse(fs.readFileSync(path.join(e.dir, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> | unknown[] } };
+  const v = json.model.vocab;
+  const size = Array.isArray(v) ? v.length : Math.max(...Object.values(v)) + 1;
+  return CodeTokenizer.fromFiles(path.join(e.dir, 'tokenizer.json'), fs.existsSync(cfg) ? cfg : undefined, size);
+}
+
+const byteLevel = (e: ModelEntry): boolean => /"ByteLevel"/.test(fs.readFileSync(path.join(e.dir, 'tokenizer.json'), 'utf8'));
+
+for (const e of MODELS) {
+  describe(e.name, () => {
+    test('decode(encode(text)) is the text: real code, whitespace, tabs, line endings, unicode', (t) => {
+      const why = absence(e);
+      if (why) {
+        t.skip(why);
+        return;
+      }
+      const lib = stdlib();
+      if (!lib.dir) t.diagnostic(`stdlib files not used: ${lib.why}`);
+      const tok = tokenizerOf(e);
+      let tokens = 0;
+      let chars = 0;
+      for (const { name, text } of texts()) {
+        const ids = tok.encode(text);
+        assert.equal(tok.decode(ids), text, `${name} round-trips`);
+        tokens += ids.length;
+        chars += text.length;
+      }
+      // A text is also the concatenation of its tokens' texts where each token is whole UTF-8 (byte-level BPE).
+      if (byteLevel(e)) {
+        const code = 'def f(x):\n\tif x:\n        return x\n';
+        assert.equal(tok.encode(code).map((id) => tok.tokenText(id)).join(''), code, 'token texts concatenate to the text');
+      }
+      t.diagnostic(`${e.name}: ${chars} characters in ${tokens} tokens round-trip exactly (${(chars / tokens).toFixed(2)} chars/token)`);
+    });
+  });
+}
+
+const PYTHON = '/usr/bin/python3';
+const ENCODE = `
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import bpe
+tj = json.load(open(sys.argv[2], encoding="utf-8"))
+vocab = tj["model"]["vocab"]
+symbols = sorted(vocab, key=vocab.get)
+merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in tj["model"]["merges"]]
+enc = bpe.Encoder(symbols, merges)
+texts = json.load(sys.stdin)
+json.dump([enc.encode(t) for t in texts], sys.stdout)
+`;
+
+describe('the demo models\' tokenizer = the training pipeline\'s encoder', () => {
+  for (const e of MODELS.filter((x) => x.source === 'demo')) {
+    test(`${e.name}: ids identical to tools/demo-model/bpe.py's Encoder`, (t) => {
+      const why = absence(e);
+      if (why) {
+        t.skip(why);
+        return;
+      }
+      if (!fs.existsSync(PYTHON)) {
+        t.skip(`${PYTHON} is absent (Debian's python3 runs tools/demo-model)`);
+        return;
+      }
+      const samples = texts();
+      const file = path.join(e.dir, 'tokenizer.json');
+      const out = execFileSync(PYTHON, ['-c', ENCODE, path.join(root, 'tools', 'demo-model'), file], {
+        input: JSON.stringify(samples.map((s) => s.text)), encoding: 'utf8', maxBuffer: 64 << 20,
+      });
+      const expected = JSON.parse(out) as number[][];
+      const tok = tokenizerOf(e);
+      let n = 0;
+      samples.forEach(({ name, text }, i) => {
+        assert.deepEqual(tok.encode(text), expected[i], `${name}: ids`);
+        n += expected[i].length;
+      });
+      t.diagnostic(`${e.name}: ${samples.length} texts, ${n} tokens, identical ids in Node and in bpe.py`);
+    });
+  }
+});
