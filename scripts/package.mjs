@@ -1,9 +1,10 @@
 // Builds one platform-specific .vsix per target onnxruntime-node ships binaries for:
 //   node scripts/package.mjs [--target linux-x64]... [--out DIR]
-// Each package carries only its own platform's onnxruntime binaries (.vscodeignore plus the other
-// platforms' bin folders). Uses @vscode/vsce from node_modules, or from .e2e/ (installed by .ci/e2e-setup.sh).
+// Each package carries only its own platform's onnxruntime binaries: .vscodeignore names linux/x64's folder,
+// and that line is rewritten for each target. Uses @vscode/vsce from node_modules, or from .e2e/ (installed by .ci/e2e-setup.sh).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 const ALL = { 'linux-x64': 'linux/x64', 'linux-arm64': 'linux/arm64', 'darwin-arm64': 'darwin/arm64', 'win32-x64': 'win32/x64', 'win32-arm64': 'win32/arm64' };
@@ -21,11 +22,12 @@ execFileSync(process.execPath, ['scripts/build.mjs', '--no-tsc'], { stdio: 'inhe
 const { name, version } = JSON.parse(readFileSync('package.json', 'utf8'));
 const base = readFileSync('.vscodeignore', 'utf8');
 mkdirSync(outDir, { recursive: true });
-const ignoreFile = path.resolve('.vscodeignore.target');
+const ignoreFile = path.join(os.tmpdir(), `neuronpatch-vscodeignore-${process.pid}`);
 try {
   for (const t of targets.length ? targets : Object.keys(ALL)) {
-    const others = Object.entries(ALL).filter(([k]) => k !== t).map(([, dir]) => `node_modules/onnxruntime-node/bin/napi-v6/${dir}/**`);
-    writeFileSync(ignoreFile, `${base}\n# other platforms than ${t}\n${others.join('\n')}\n`);
+    const line = '!node_modules/onnxruntime-node/bin/napi-v6/linux/x64/**';
+    if (!base.includes(line)) throw new Error(`.vscodeignore must name ${line}`);
+    writeFileSync(ignoreFile, base.replace(line, `!node_modules/onnxruntime-node/bin/napi-v6/${ALL[t]}/**`));
     const out = path.join(outDir, `${name}-${version}-${t}.vsix`);
     execFileSync(vsce, ['package', '--target', t, '--ignoreFile', ignoreFile, '--out', out, '--skip-license', '--allow-missing-repository'], { stdio: 'inherit' });
   }

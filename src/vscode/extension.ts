@@ -32,8 +32,9 @@ export function activate(context: vscode.ExtensionContext): Api {
   ctx.registerCommand('reloadModel', reloadModel);
   ctx.registerCommand('showLog', showLog);
 
-  ctx.own(vscode.languages.registerInlineCompletionItemProvider({ pattern: '**' }, ctx.completions));
-  ctx.own(vscode.languages.registerCodeLensProvider({ pattern: '**' }, ctx.edits));
+  const documents = [{ scheme: 'file' }, { scheme: 'untitled' }, { scheme: 'vscode-remote' }];
+  ctx.own(vscode.languages.registerInlineCompletionItemProvider(documents, ctx.completions));
+  ctx.own(vscode.languages.registerCodeLensProvider(documents, ctx.edits));
   ctx.own(new PatchTree(ctx));
   activateStatusBar(ctx);
 

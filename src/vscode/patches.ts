@@ -117,9 +117,12 @@ export class PatchHost implements vscode.Disposable {
     this.watcher?.dispose();
     this.watcher = undefined;
     if (!file) return;
-    const w = vscode.workspace.createFileSystemWatcher(
-      new vscode.RelativePattern(vscode.Uri.file(path.dirname(file)), path.basename(file)),
-    );
+    // Watch from the workspace folder when the file is inside it: its own folder may not exist yet.
+    const folder = vscode.workspace.getWorkspaceFolder(vscode.Uri.file(file));
+    const pattern = folder
+      ? new vscode.RelativePattern(folder, path.relative(folder.uri.fsPath, file).split(path.sep).join('/'))
+      : new vscode.RelativePattern(vscode.Uri.file(path.dirname(file)), path.basename(file));
+    const w = vscode.workspace.createFileSystemWatcher(pattern);
     const onChange = async (): Promise<void> => {
       const text = await readOrUndefined(file);
       if (text !== undefined && text === this.lastWritten && this.state.kind === 'ready') return;

@@ -19,8 +19,11 @@ export interface RepairRequest {
   source: string;
 }
 
-/** Runs the repair; undefined when the user cancelled it. Errors are thrown. */
-export async function runRepair(ctx: Ctx, req: RepairRequest): Promise<RepairResult | undefined> {
+/**
+ * Runs the repair; undefined when the user cancelled it (the notification's Cancel, or `cancel` from the
+ * caller). Errors are thrown.
+ */
+export async function runRepair(ctx: Ctx, req: RepairRequest, cancel?: vscode.CancellationToken, onProgress?: (message: string) => void): Promise<RepairResult | undefined> {
   const model = await ctx.models.require();
   await ctx.patches.settled();
   return vscode.window.withProgress(
@@ -32,9 +35,12 @@ export async function runRepair(ctx: Ctx, req: RepairRequest): Promise<RepairRes
     async (progress, token) => {
       const ac = new AbortController();
       const sub = token.onCancellationRequested(() => ac.abort());
+      const sub2 = cancel?.onCancellationRequested(() => ac.abort());
+      if (cancel?.isCancellationRequested) ac.abort();
       const say = (message: string): void => {
         ctx.log.info(`repair: ${message}`);
         progress.report({ message });
+        onProgress?.(message);
       };
       try {
         say('sampling regression prompts from the workspace…');
@@ -53,7 +59,7 @@ export async function runRepair(ctx: Ctx, req: RepairRequest): Promise<RepairRes
         );
         return result;
       } catch (e) {
-        if (ac.signal.aborted || token.isCancellationRequested) {
+        if (ac.signal.aborted) {
           ctx.log.info('repair cancelled: nothing was changed');
           void vscode.window.showInformationMessage('Neuron Patch: repair cancelled; nothing was changed.');
           return undefined;
@@ -61,15 +67,21 @@ export async function runRepair(ctx: Ctx, req: RepairRequest): Promise<RepairRes
         throw new Error(`The repair failed: ${errorMessage(e)}`);
       } finally {
         sub.dispose();
+        sub2?.dispose();
       }
     },
   );
 }
 
 /** Runs the repair and shows it in the panel. */
-export async function repairAndShow(ctx: Ctx, req: RepairRequest): Promise<void> {
+export async function repairAndShow(
+  ctx: Ctx,
+  req: RepairRequest,
+  cancel?: vscode.CancellationToken,
+  onProgress?: (message: string) => void,
+): Promise<void> {
   if (req.desired === '') throw new Error('The desired text is empty.');
-  const result = await runRepair(ctx, req);
+  const result = await runRepair(ctx, req, cancel, onProgress);
   if (!result) return;
   if (result.failingTokens === 0) {
     void vscode.window.showInformationMessage(

@@ -185,6 +185,43 @@ export async function run(): Promise<void> {
       },
     },
     {
+      name: 'a repair cancelled midway leaves nothing behind',
+      timeoutMs: 180_000,
+      fn: async () => {
+        await openSample();
+        const file = ctx.config.patchFile!;
+        const text = fs.readFileSync(file, 'utf8');
+        const cts = new vscode.CancellationTokenSource();
+        const seen: string[] = [];
+        await vscode.commands.executeCommand('neuronpatch.repairAtCursor', {
+          desired: `${kase.desired} # another`,
+          cancel: cts.token,
+          onProgress: (m: string) => {
+            seen.push(m);
+            if (/^tracing/.test(m)) cts.cancel();
+          },
+        });
+        assert(seen.some((m) => /^tracing/.test(m)), `the repair got as far as tracing (${JSON.stringify(seen)})`);
+        assert(!seen.some((m) => /^confirming/.test(m)), 'and stopped before confirming');
+        assertEqual(ctx.panel, undefined, 'no panel after a cancelled repair');
+        assertEqual(fs.readFileSync(file, 'utf8'), text, 'patch file after a cancelled repair');
+        assertEqual(ctx.patches.active().map((p) => p.id), [patchId], 'active patches after a cancelled repair');
+      },
+    },
+    {
+      name: 'exports the patched model into a new folder',
+      timeoutMs: 120_000,
+      fn: async () => {
+        const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'neuronpatch-export-')), 'patched');
+        const written = await vscode.commands.executeCommand<string>('neuronpatch.exportModel', { outDir: out });
+        assertEqual(written, out, 'the folder exported to');
+        const files = fs.readdirSync(out);
+        for (const f of ['config.json', 'tokenizer.json']) assert(files.includes(f), `${f} in the export (${files.join(', ')})`);
+        assert(files.some((f) => f.endsWith('.onnx')) || fs.existsSync(path.join(out, 'onnx')), 'an ONNX file in the export');
+        fs.rmSync(path.dirname(out), { recursive: true, force: true });
+      },
+    },
+    {
       name: 'disables and enables the patch live through the commands',
       timeoutMs: 120_000,
       fn: async () => {

@@ -19,8 +19,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bpe  # noqa: E402
 import corpus  # noqa: E402
+try:
+    import bpe  # noqa: E402
+except ImportError:  # a lent GPU machine without python3-regex: it only trains (--train-only)
+    bpe = None
 from model import Config, build, empty_past, forward_full  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -120,8 +123,9 @@ def unlike_docs(limit_bytes=3_000_000):
     return docs
 
 
-def train(model, train_ids, steps, batch, lr, threads):
+def train(model, train_ids, steps, batch, lr, device="cpu"):
     torch.manual_seed(0)
+    model.to(device)
     rng = np.random.default_rng(0)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -134,8 +138,8 @@ def train(model, train_ids, steps, batch, lr, threads):
         for g in opt.param_groups:
             g["lr"] = lr * (0.1 + 0.9 * frac) if step >= warmup else lr * frac
         starts = rng.integers(0, len(train_ids) - CONTEXT - 1, size=batch)
-        w = torch.from_numpy(np.stack([train_ids[s:s + CONTEXT + 1] for s in starts]))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        w = torch.from_numpy(np.stack([train_ids[s:s + CONTEXT + 1] for s in starts])).to(device)
+        with torch.autocast(device, dtype=torch.bfloat16):
             logits = forward_full(model, w[:, :-1])
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -260,8 +264,7 @@ def model_card(args, cfg, n_params, stats):
         f"{cfg.hidden_size}, FFN width {cfg.intermediate_size}, {cfg.num_attention_heads} heads, context "
         f"{cfg.max_position_embeddings}; {n_params:,} parameters; fp32 ONNX (opset 14) with a KV cache.",
         f"- Training: {args.steps} steps of {args.batch} x {CONTEXT} tokens ({args.steps * args.batch * CONTEXT:,} "
-        f"tokens), AdamW, bf16 autocast on CPU; {s['train_seconds'] / 60:.1f} minutes on "
-        f"{torch.get_num_threads()} threads.",
+        f"tokens), AdamW, bf16 autocast; {s['train_seconds'] / 60:.1f} minutes on {s['trained_on']}.",
         "",
         "## Held-out quality (next token, teacher forced)",
         "| data | loss (nats/token) | top-1 | top-5 | tokens |",
@@ -288,6 +291,11 @@ def main():
     ap.add_argument("--steps", type=int)
     ap.add_argument("--batch", type=int)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu (the documented rebuild) or cuda")
+    ap.add_argument("--train-only", metavar="NPZ",
+                    help="train, then save the weights and training facts to NPZ and stop (for a lent GPU)")
+    ap.add_argument("--from-weights", metavar="NPZ",
+                    help="skip training: evaluate, export and describe the weights a --train-only run saved")
     ap.add_argument("--export-only", action="store_true",
                     help="re-export model.onnx from the weights saved in .build/ by an earlier full run")
     args = ap.parse_args()
@@ -300,7 +308,13 @@ def main():
     torch.set_num_threads(args.threads)
     random.seed(0)
 
-    tj, enc, train_ids, held_files, root = prepare_tokens()
+    if args.train_only and os.path.exists(os.path.join(CACHE, "train_ids.npy")):
+        # On a lent machine the corpus is not there: the tokenized training stream travels in .build/.
+        with open(os.path.join(CACHE, "tokenizer.json")) as f:
+            tj = json.load(f)
+        train_ids = np.load(os.path.join(CACHE, "train_ids.npy")).astype(np.int64)
+    else:
+        tj, enc, train_ids, held_files, root = prepare_tokens()
     cfg = Config(arch=args.arch, vocab_size=len(tj["model"]["vocab"]), max_position_embeddings=CONTEXT, **preset)
     model = build(cfg)
     if args.export_only:
@@ -310,10 +324,24 @@ def main():
         return
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     log(f"{args.arch}: {n_params:,} parameters, {args.steps} steps x {args.batch} x {CONTEXT}")
-    secs = train(model, train_ids, args.steps, args.batch, lr, args.threads)
+    trained_on = f"{args.device}, {torch.get_num_threads()} threads" if args.device == "cpu" else args.device
+    if args.from_weights:
+        saved = np.load(args.from_weights)
+        model.load_state_dict({k: torch.from_numpy(saved[k]) for k in model.state_dict()})
+        secs, trained_on = float(saved["__train_seconds"]), str(saved["__trained_on"])
+        log(f"weights from {args.from_weights}: trained {secs / 60:.1f} min on {trained_on}")
+    else:
+        secs = train(model, train_ids, args.steps, args.batch, lr, args.device)
+        model.to("cpu")
+    if args.train_only:
+        arrays = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
+        np.savez(args.train_only, __train_seconds=np.array(secs), __trained_on=np.array(trained_on
+                 + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")), **arrays)
+        log(f"saved {args.train_only}")
+        return
 
     stats = {"corpus_root": root, "train_files": None, "train_tokens": int(len(train_ids)),
-             "held_files": len(held_files), "train_seconds": secs}
+             "held_files": len(held_files), "train_seconds": secs, "trained_on": trained_on}
     stats["train_files"] = len(corpus.load_corpus(root)[1])
     stats["held_out"] = evaluate(model, eval_windows(enc, held_files, 96, seed=1))
     unlike = unlike_docs()

@@ -276,7 +276,9 @@ def empty_past(cfg, batch, dtype=torch.float32):
 def forward_full(model, input_ids):
     """Training/eval forward on unpadded [B, T] tokens with no past."""
     b, t = input_ids.shape
-    mask = torch.ones(b, t, dtype=torch.long)
-    pos = torch.arange(t).unsqueeze(0).expand(b, t)
-    logits, _ = model(input_ids, mask, pos, empty_past(model.cfg, b))
+    dev = input_ids.device
+    mask = torch.ones(b, t, dtype=torch.long, device=dev)
+    pos = torch.arange(t, device=dev).unsqueeze(0).expand(b, t)
+    past = [(k.to(dev), v.to(dev)) for k, v in empty_past(model.cfg, b)]
+    logits, _ = model(input_ids, mask, pos, past)
     return logits

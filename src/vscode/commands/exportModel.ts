@@ -4,20 +4,24 @@ import { exportPatched } from '../../engine/export/export';
 import type { Patch } from '../../engine/types';
 import type { CommandFactory, Ctx } from '../ctx';
 
-/** Asks for a folder and exports into it; returns the folder, or undefined when the user cancelled. */
-export async function exportPatchedModel(ctx: Ctx, extra: Patch[] = []): Promise<string | undefined> {
+/**
+ * Asks for a folder (unless `outDir` is given) and exports into it; returns the folder, or undefined when the
+ * user cancelled.
+ */
+export async function exportPatchedModel(ctx: Ctx, extra: Patch[] = [], outDir?: string): Promise<string | undefined> {
   const model = await ctx.models.require();
   const patches = [...ctx.patches.active(), ...extra.map((p) => ({ ...p, enabled: true }))];
   if (patches.length === 0) throw new Error('There is no active patch to export.');
-  const picked = await vscode.window.showOpenDialog({
-    title: `Neuron Patch: export ${model.info.name} with ${patches.length} patch(es) into a folder`,
-    canSelectFiles: false,
-    canSelectFolders: true,
-    canSelectMany: false,
-    openLabel: 'Export Here',
-  });
-  if (!picked?.[0]) return undefined;
-  const out = picked[0].fsPath;
+  const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
+  const picked = outDir
+    ? vscode.Uri.file(outDir)
+    : await vscode.window.showSaveDialog({
+        title: `Neuron Patch: export ${model.info.name} with ${patches.length} patch(es) as a new model folder`,
+        defaultUri: ws ? vscode.Uri.joinPath(ws, `${model.info.name}-patched`) : undefined,
+        saveLabel: 'Export Here',
+      });
+  if (!picked) return undefined;
+  const out = picked.fsPath;
   await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: `Neuron Patch: exporting to ${out}…` },
     () =>
@@ -34,4 +38,5 @@ export async function exportPatchedModel(ctx: Ctx, extra: Patch[] = []): Promise
   return out;
 }
 
-export const exportModel: CommandFactory = (ctx) => () => exportPatchedModel(ctx);
+/** `outDir` (for tests and other extensions): export there without asking. */
+export const exportModel: CommandFactory = (ctx) => (args?: { outDir?: string }) => exportPatchedModel(ctx, [], args?.outDir);

@@ -5,10 +5,16 @@ import type { CommandFactory } from '../ctx';
 import { abortSignal, describePosition, promptAt } from '../prompt';
 import { repairAndShow } from '../repairFlow';
 
-/** Optional arguments, for keybindings and tests: the desired text (skips the input box), the method. */
+/**
+ * Optional arguments, for keybindings, other extensions and tests: the desired text (skips the input box), the
+ * method, and a token that cancels the repair like the notification's Cancel button.
+ */
 export interface RepairArgs {
   desired?: string;
   method?: 'minimal' | 'joint';
+  cancel?: vscode.CancellationToken;
+  /** Called with each progress message of the repair (what the notification shows). */
+  onProgress?: (message: string) => void;
 }
 
 export const repairAtCursor: CommandFactory = (ctx) => async (args?: RepairArgs) => {
@@ -58,7 +64,7 @@ export const repairAtCursor: CommandFactory = (ctx) => async (args?: RepairArgs)
     desired,
     method: args?.method ?? ctx.config.repairMethod,
     source: describePosition(doc, pos),
-  });
+  }, args?.cancel, args?.onProgress);
 };
 
 export const repairFromEdit: CommandFactory = (ctx) => async () => {
