@@ -46,7 +46,7 @@ export const evaluate: Command = async (args) => {
       continue;
     }
     try {
-      const r = await repair(model, c, { method, regression, regressionBefore });
+      const r = await repair(model, c, { method, regression, regressionBefore, analyse: false });
       results.push({
         id, success: r.success, failingTokens: r.failingTokens, neurons: r.neurons.length, specificity: r.specificity, meanKl: r.meanKl,
         generalization: r.generalization, ms: Math.round(r.ms), generationMs: Math.round(r.generationMs),

@@ -305,6 +305,8 @@ async function waitForValue(probe, what, timeoutMs = 30_000) {
 }
 
 let currentPage;
+/** Console messages of the page and its frames (webviews included) that report a CSP violation. */
+const cspViolations = [];
 let failureShots = 0;
 
 async function step(name, fn) {
@@ -332,6 +334,11 @@ async function withCodeServer(tag, extraEnv, fn) {
     browser = await launchBrowser(dir, server.env);
     const page = browser.pages()[0] ?? (await browser.newPage());
     currentPage = page;
+    page.on('console', (m) => {
+      const t = m.text();
+      if (m.type() === 'error' || m.type() === 'warning') fs.appendFileSync(path.join(dir, 'console.log'), `[${m.type()}] ${t}\n`);
+      if (/Content Security Policy|Refused to (load|apply|execute|connect)/i.test(t)) cspViolations.push(t);
+    });
     page.on('pageerror', (e) => fs.appendFileSync(path.join(dir, 'page-errors.log'), `${e.message}\n`));
     await fn({ dir, server, page });
   } catch (e) {
@@ -349,7 +356,8 @@ function copyLogs(dir, tag) {
     const out = path.join(RESULTS, `logs-${tag}`);
     fs.rmSync(out, { recursive: true, force: true });
     fs.mkdirSync(out, { recursive: true });
-    if (fs.existsSync(path.join(dir, 'code-server.log'))) fs.copyFileSync(path.join(dir, 'code-server.log'), path.join(out, 'code-server.log'));
+    for (const f of ['code-server.log', 'console.log', 'page-errors.log'])
+      if (fs.existsSync(path.join(dir, f))) fs.copyFileSync(path.join(dir, f), path.join(out, f));
     const logs = path.join(dir, 'ud', 'logs');
     if (fs.existsSync(logs)) fs.cpSync(logs, path.join(out, 'vscode'), { recursive: true });
   } catch {
@@ -460,6 +468,8 @@ async function uiPhase() {
       const positions = await view.locator('table[data-test="positions"] tbody tr').count();
       if (positions < 1) throw new Error('no failing positions listed');
       const bars = await view.locator('[data-test="layers"] .row').count();
+      const ours = cspViolations.filter((v) => /webview|vscode-resource|vscode-cdn|main\.js|panel\.css|codicon/.test(v));
+      if (ours.length) throw new Error(`the panel broke its Content-Security-Policy: ${ours[0]}`);
       const diff = await view.locator('[data-test="after"] .added').count();
       await screenshot(page, 'panel.png');
       await view.locator('#neurons').scrollIntoViewIfNeeded();

@@ -163,9 +163,11 @@ for (const e of MODELS) {
       const prepared = preparePrompt(m.loaded, long, maxNewTokens, true);
       assert.ok(prepared.ids.length + maxNewTokens <= context, 'prompt and completion fit the window');
       t.diagnostic(`${e.name}: ${n} tokens → ${prepared.ids.length} kept (context ${context}); notice: ${c.notice}`);
-      // A prompt that fits exactly gets no notice.
-      const fits = await m.generate(m.tokenizer.decode(m.tokenizer.encode(long).slice(-(context - maxNewTokens - 8))), { maxNewTokens, heal: false });
-      assert.equal(fits.notice, undefined);
+      // A prompt that just fits gets no notice (checked where the window is small enough to be quick).
+      if (context <= 512) {
+        const fits = await m.generate(m.tokenizer.decode(m.tokenizer.encode(long).slice(-(context - maxNewTokens - 8))), { maxNewTokens, heal: false });
+        assert.equal(fits.notice, undefined);
+      }
       await assert.rejects(m.generate(unit, { maxNewTokens: context }), NeuronpatchError, 'no room left for the prompt');
     });
 

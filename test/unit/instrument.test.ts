@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import type { Model, Patch } from '../../src/engine';
+import { type Model, NeuronpatchError, type Patch } from '../../src/engine';
 import { exportPatched } from '../../src/engine/export/export';
 import type { LayerEdits } from '../../src/engine/model/session';
 import { findInitializer, loadModel as loadOnnx, onnx } from '../../src/engine/onnx/proto';
@@ -239,6 +239,30 @@ for (const e of MODELS) {
       assert.ok(fs.existsSync(m.loaded.onnxPath), 'the source model is untouched');
     });
 
+    test('ablating neurons in early and late layers gives the logits of a model file whose v_j are zero', async (t) => {
+      const m = await modelOf(t, e);
+      if (!m) return;
+      const s = m.loaded.session;
+      const { layers, width } = m.info;
+      const ids = [sampleIds(m, 12, 5)];
+      const base = await s.forward({ ids, activations: range(layers) });
+      const chosen = chosenEdits(m, base.activations, 31);
+      const zeroed = chosen.map((x) => ({ ...x, delta: Float32Array.from(m.loaded.weights.valueVector(x.layer, x.neuron, width), (v) => -v) }));
+      const ablated = await s.forward({ ids, ablations: chosen.map((x) => ({ example: 0, layer: x.layer, neurons: [x.neuron] })) });
+      const moved = maxAbsDiff(ablated.logits, base.logits);
+      const edited = await loadModel(await editedCopy(e, m, zeroed), { cacheDir: testCacheDir() });
+      try {
+        const diff = maxAbsDiff(ablated.logits, (await edited.loaded.session.forward({ ids })).logits);
+        const tol = patchTolerance(m, ablated.logits);
+        t.diagnostic(`${e.name}: ablating ${chosen.map((x) => `(${x.layer}, ${x.neuron})`).join(' ')} moves logits by up to ${moved.toExponential(2)}; ` +
+          `max |logit(ablated) − logit(file with v_j = 0)| = ${diff.toExponential(2)} (tolerance ${tol.toExponential(1)})`);
+        assert.ok(moved > 0, 'the ablation changes the logits');
+        assert.ok(diff <= tol, `ablated logits differ from the zeroed file's by ${diff}`);
+      } finally {
+        await edited.dispose();
+      }
+    });
+
     test('export bakes a patch into a folder that reproduces the patched logits', async (t) => {
       const m = await modelOf(t, e);
       if (!m) return;
@@ -265,6 +289,35 @@ for (const e of MODELS) {
       } finally {
         await exported.dispose();
       }
+    });
+
+    test('ablations and edits outside the model are refused, not applied to another neuron or example', async (t) => {
+      const m = await modelOf(t, e);
+      if (!m) return;
+      const s = m.loaded.session;
+      const { layers, neurons, width } = m.info;
+      const ids = [sampleIds(m, 4, 1), sampleIds(m, 4, 1)];
+      const edit = (layer: number, neuron: number, n = width): LayerEdits => new Map([[layer, { indices: [neuron], deltas: new Float32Array(n).fill(1) }]]);
+      const cases: [string, Parameters<typeof s.forward>[0]][] = [
+        [`ablation of neuron ${neurons} (of ${neurons})`, { ids, ablations: [{ example: 0, layer: 0, neurons: [neurons] }] }],
+        ['ablation of neuron -1', { ids, ablations: [{ example: 0, layer: 0, neurons: [-1] }] }],
+        ['ablation of neuron 1.5', { ids, ablations: [{ example: 0, layer: 0, neurons: [1.5] }] }],
+        [`ablation in layer ${layers} (of ${layers})`, { ids, ablations: [{ example: 0, layer: layers }] }],
+        [`edit of neuron ${neurons}`, { ids, edits: edit(0, neurons) }],
+        ['edit of neuron -1', { ids, edits: edit(0, -1) }],
+        [`edit in layer ${layers}`, { ids, edits: edit(layers, 0) }],
+        [`edit with a delta of ${width - 1} numbers`, { ids, edits: edit(0, 1, width - 1) }],
+      ];
+      const accepted: string[] = [];
+      for (const [what, req] of cases) {
+        try {
+          await s.forward(req);
+          accepted.push(what);
+        } catch (err) {
+          assert.ok(err instanceof NeuronpatchError, `${what}: a NeuronpatchError, not ${(err as Error).name}`);
+        }
+      }
+      assert.deepEqual(accepted, [], `refused with a NeuronpatchError: ${accepted.join('; ')}`);
     });
 
     test('per-example edits in a batch equal separate runs', async (t) => {

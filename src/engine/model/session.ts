@@ -75,7 +75,7 @@ export class InstrumentedSession {
   static async create(file: string, graph: ModelGraph, shape: Shape, threads?: number): Promise<InstrumentedSession> {
     const session = await ort.InferenceSession.create(file, {
       graphOptimizationLevel: 'all',
-      intraOpNumThreads: threads ?? 0,
+      intraOpNumThreads: threads ?? Number(process.env.NEURONPATCH_THREADS ?? 0),
       executionMode: 'sequential',
     });
     return new InstrumentedSession(session, graph, shape);

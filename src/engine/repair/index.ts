@@ -10,7 +10,7 @@ import { patchSet } from '../patches/patchset';
 import { contrast, logitLens } from '../trace/attribution';
 import { ablationEffects, trace } from '../trace/index';
 import { describePosition, repairTarget, teacherForce } from '../trace/teacher';
-import { NeuronpatchError, type Patch, type RepairCase, type RepairMethod, type RepairResult } from '../types';
+import { NeuronpatchError, type Patch, type RepairCase, type RepairMethod, type RepairResult, type TraceResult } from '../types';
 import { combine, type Edit, toNeuronEdits } from './edits';
 import { solveJoint } from './joint';
 import { Cancelled, solveMinimal } from './minimal';
@@ -30,6 +30,8 @@ export interface RepairOptions {
   active?: Patch[];
   margin?: number;
   maxNeurons?: number;
+  /** Run the full trace (occlusion, causal checks, logit lens) for the report; eval turns it off. Default true. */
+  analyse?: boolean;
   signal?: AbortSignal;
   onProgress?: (line: string) => void;
 }
@@ -53,11 +55,14 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     throw new NeuronpatchError('The model already completes this prompt with the desired text: there is nothing to repair.');
   }
 
-  progress('tracing the neurons behind the completion');
-  const traced = await trace(model, c, { edits: base, signal: opts.signal });
   const all = [...Array(model.info.layers).keys()];
   const f0 = await teacherForce(model, target, base, all, true);
   const failing0 = f0.states.filter((s) => s.failing);
+  progress('tracing the neurons behind the completion');
+  const traced: TraceResult = opts.analyse === false
+    ? { prompt: c.prompt, desired: c.desired, completion: beforeGen.completion, at: null, ms: 0,
+      failing: failing0.map((s) => describePosition(model, target, s, f0.logits, 0, f0.seq)) }
+    : await trace(model, c, { edits: base, signal: opts.signal });
 
   // Per-model caches (computed on the first repair, then read from disk).
   const steer = await Steer.load(model);

@@ -96,16 +96,22 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
     }).filter((cand) => Number.isFinite(cand.alpha)).sort((a, b) => a.cost - b.cost).slice(0, CANDIDATES);
     if (!candidates.length) break;
 
-    // Batched line search: every candidate at every step size, one forward.
-    const trials = candidates.flatMap((cand) => STEPS.map((k) => ({ cand, k, delta: cand.dir.map((v) => v * cand.alpha * k) })));
-    const res = await model.session.forward({
-      ids: trials.map(() => target.input),
-      edits: trials.map((t) => combine(ctx.base, accumulate(edits, t.cand.layer, t.cand.neuron, t.delta), d)),
-    });
-    const outcomes = trials.map((t, r) => {
-      const st = positionStates(model, target, res.logits, r, res.seq);
-      return { t, here: st[at.index], failing: st.filter((x) => x.failing).length, cost: t.cand.cost * t.k };
-    });
+    // Batched line search over step sizes: the cheapest candidate first, the others only if it cannot win.
+    const tryCandidates = async (group: typeof candidates) => {
+      const trials = group.flatMap((cand) => STEPS.map((k) => ({ cand, k, delta: cand.dir.map((v) => v * cand.alpha * k) })));
+      const res = await model.session.forward({
+        ids: trials.map(() => target.input),
+        edits: trials.map((t) => combine(ctx.base, accumulate(edits, t.cand.layer, t.cand.neuron, t.delta), d)),
+      });
+      return trials.map((t, r) => {
+        const st = positionStates(model, target, res.logits, r, res.seq);
+        return { t, here: st[at.index], failing: st.filter((x) => x.failing).length, cost: t.cand.cost * t.k };
+      });
+    };
+    let outcomes = await tryCandidates(candidates.slice(0, 1));
+    if (!outcomes.some((o) => !o.here.failing && o.here.gap >= ctx.margin / 2) && candidates.length > 1) {
+      outcomes = outcomes.concat(await tryCandidates(candidates.slice(1)));
+    }
     const winners = outcomes.filter((o) => !o.here.failing);
     const confident = winners.filter((o) => o.here.gap >= ctx.margin / 2);
     const pick = confident.length
