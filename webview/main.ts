@@ -111,26 +111,57 @@ function positionsSection(r: RepairResult): HTMLElement {
 }
 
 function neuronsSection(r: RepairResult): HTMLElement {
-  const traced = new Map((r.trace.at?.neurons ?? []).map((n) => [`${n.layer}.${n.neuron}`, n]));
-  const rows = r.neurons.map((n) => {
-    const t = traced.get(`${n.layer}.${n.neuron}`);
-    return [
-      h('code', {}, `L${n.layer}.N${n.neuron}`),
-      num(n.attribution),
-      num(n.ablationEffect),
-      scores(n.promotesBefore),
-      scores(n.promotesAfter),
-      t ? scores(t.suppresses) : h('span', { class: 'muted' }, '—'),
-    ];
-  });
+  const rows = r.neurons.map((n) => [
+    h('code', {}, `L${n.layer}.N${n.neuron}`),
+    num(n.attribution),
+    num(n.ablationEffect),
+    scores(n.promotesBefore),
+    scores(n.promotesAfter),
+  ]);
   return section(
     `Edited neurons (${r.neurons.length})`,
     'neurons',
     true,
     table(
       'neurons',
-      'Neurons edited by the patch: direct attribution on the logit gap, ablation effect, and the logit lens of the value vector (tokens promoted before and after the edit; tokens it suppressed)',
-      ['Neuron', 'Attribution', 'Ablation effect', 'Promotes (before)', 'Promotes (after)', 'Suppresses'],
+      'Neurons edited by the patch: direct attribution on the logit gap (desired − model), ablation effect, and the logit lens of the value vector: the tokens it promotes before and after the edit',
+      ['Neuron', 'Attribution', 'Ablation effect', 'Promotes (before)', 'Promotes (after)'],
+      rows,
+    ),
+  );
+}
+
+function tracedSection(r: RepairResult): HTMLElement | null {
+  const at = r.trace.at;
+  if (!at?.neurons.length) return null;
+  const edited = new Set(r.neurons.map((n) => `${n.layer}.${n.neuron}`));
+  const rows = at.neurons.map((n) => [
+    h('code', {}, `L${n.layer}.N${n.neuron}`, edited.has(`${n.layer}.${n.neuron}`) ? ' ✎' : ''),
+    num(n.activation),
+    num(n.attribution),
+    num(n.ablationEffect),
+    scores(n.promotes),
+    scores(n.suppresses),
+  ]);
+  return section(
+    `Traced neurons at the first failing position (${at.neurons.length})`,
+    'traced',
+    false,
+    h(
+      'p',
+      { class: 'muted' },
+      'At ',
+      tok(at.position.prefix.slice(-24)),
+      ' the model prefers ',
+      tok(at.position.model.text),
+      ` (${pct(at.position.model.prob)}) to `,
+      tok(at.position.desired.text),
+      ` (${pct(at.position.desired.prob)}, rank ${at.position.desired.rank}). ✎ marks the neurons the patch edits.`,
+    ),
+    table(
+      'traced',
+      'Neurons ranked by their direct attribution on the logit gap, with the logit lens of their value vectors',
+      ['Neuron', 'Activation', 'Attribution', 'Ablation effect', 'Promotes', 'Suppresses'],
       rows,
     ),
   );
@@ -179,7 +210,7 @@ function sideEffectsSection(r: RepairResult): HTMLElement {
       h('li', {}, 'Specificity: ', h('strong', {}, r.specificity === null ? 'n/a' : pct(r.specificity))),
       h('li', {}, 'Mean KL on regression prompts: ', h('strong', {}, r.meanKl === null ? 'n/a' : r.meanKl.toExponential(2))),
       h('li', {}, 'Generalization: ', h('strong', {}, r.generalization === null ? 'n/a' : pct(r.generalization))),
-      h('li', {}, `Repair time: ${r.ms} ms (one generation: ${r.generationMs} ms)`),
+      h('li', {}, `Repair time: ${Math.round(r.ms)} ms (one generation: ${Math.round(r.generationMs)} ms)`),
     ),
     rows.length
       ? table('changed', 'Regression completions that changed', ['Prompt (last line)', 'Before', 'After'], rows)
@@ -241,14 +272,15 @@ function render(s: PanelState): void {
   state = s;
   vscode.setState(s);
   const r = s.result;
-  const layers = layersSection(r);
+  const optional = (e: HTMLElement | null): HTMLElement[] => (e ? [e] : []);
   app.replaceChildren(
     header(s),
     toolbar(s),
     completionSection(r),
     positionsSection(r),
     neuronsSection(r),
-    ...(layers ? [layers] : []),
+    ...optional(tracedSection(r)),
+    ...optional(layersSection(r)),
     sideEffectsSection(r),
   );
   app.dataset.status = s.status;

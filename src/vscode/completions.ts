@@ -48,7 +48,7 @@ export class CompletionProvider implements vscode.InlineCompletionItemProvider {
         text = out.completion;
         log.info(
           `completion ${vscode.workspace.asRelativePath(doc.uri)}:${pos.line + 1}:${pos.character + 1} ` +
-            `(${patches.active().length} patches, ${out.ms} ms): ${JSON.stringify(text)}`,
+            `(${patches.active().length} patches, ${Math.round(out.ms)} ms): ${JSON.stringify(text)}`,
         );
         if (out.notice) log.info(out.notice);
         this.remember(key, text);

@@ -28,7 +28,7 @@ export class PatchItem extends vscode.TreeItem {
     md.appendMarkdown(
       `Neurons: ${patch.edits.map((e) => `L${e.layer}.N${e.neuron}`).join(', ')}  \n` +
         `Failing tokens: ${m.failingTokens} · specificity ${m.specificity === null ? 'n/a' : pct(m.specificity)} · ` +
-        `mean KL ${m.meanKl === null ? 'n/a' : m.meanKl.toExponential(2)} · repair ${m.repairMs} ms`,
+        `mean KL ${m.meanKl === null ? 'n/a' : m.meanKl.toExponential(2)} · repair ${Math.round(m.repairMs)} ms`,
     );
     this.tooltip = md;
   }

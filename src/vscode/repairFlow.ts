@@ -53,7 +53,7 @@ export async function runRepair(ctx: Ctx, req: RepairRequest, cancel?: vscode.Ca
           { method: req.method, regression, active: ctx.patches.active(), signal: ac.signal, onProgress: say },
         );
         ctx.log.info(
-          `repair ${result.success ? 'succeeded' : 'failed'} (${result.method}) in ${result.ms} ms: ` +
+          `repair ${result.success ? 'succeeded' : 'failed'} (${result.method}) in ${Math.round(result.ms)} ms: ` +
             `${JSON.stringify(result.before)} → ${JSON.stringify(result.after)}, ${result.neurons.length} neurons, ` +
             `specificity ${result.specificity ?? 'n/a'}`,
         );

@@ -472,11 +472,12 @@ async function uiPhase() {
       if (ours.length) throw new Error(`the panel broke its Content-Security-Policy: ${ours[0]}`);
       const diff = await view.locator('[data-test="after"] .added').count();
       await screenshot(page, 'panel.png');
-      await view.locator('#neurons').scrollIntoViewIfNeeded();
+      const scrollTo = (id) => view.locator(`#${id}`).evaluate((e) => e.scrollIntoView({ block: 'start' }));
+      await scrollTo('neurons');
       await screenshot(page, 'panel-neurons.png');
-      await view.locator('#side-effects').scrollIntoViewIfNeeded();
+      await scrollTo('side-effects');
       await screenshot(page, 'panel-side-effects.png');
-      await view.locator('#completion').scrollIntoViewIfNeeded();
+      await scrollTo('completion');
       return `${neurons} neurons, ${positions} failing positions, ${bars} layer bars, ${diff} highlighted insertions`;
     }))) return;
 
@@ -520,6 +521,26 @@ async function uiPhase() {
       const text = await suggestionAtCursor(page, 60_000, before);
       if (!same(text, before)) throw new Error(`ghost text ${JSON.stringify(text)}, expected ${JSON.stringify(before)}`);
       return JSON.stringify(text);
+    });
+
+    // The path users hit most: accept the suggestion, fix it by hand, and repair from the CodeLens.
+    if (!(await step('ui: editing an accepted suggestion offers "Repair the model from this edit"', async () => {
+      await page.keyboard.press('Tab');
+      await waitForValue(async () => !(await ghostText(page)), 'the suggestion to be accepted', 10_000);
+      for (let i = 0; i < before.length; i++) await page.keyboard.press('Shift+ArrowLeft');
+      await page.keyboard.insertText(kase.desired);
+      await page.keyboard.press('Escape');
+      const lens = page.locator('.codelens-decoration a', { hasText: 'Repair the model from this edit' }).first();
+      await lens.waitFor({ timeout: 20_000 });
+      await screenshot(page, 'edit-codelens.png');
+      await lens.click();
+    }))) return;
+
+    await step('ui: the repair from the edit shows in the panel', async () => {
+      await view.locator('[data-test="status"]', { hasText: 'Ready to apply' }).waitFor({ timeout: 10 * 60_000 });
+      const a = await view.locator('[data-test="after"]').innerText();
+      if (!same(a, kase.desired)) throw new Error(`panel after ${JSON.stringify(a)}, desired ${JSON.stringify(kase.desired)}`);
+      await screenshot(page, 'panel-from-edit.png');
     });
   });
 }

@@ -11,33 +11,40 @@ const ROOT = path.resolve(HERE, '../..');
 let cached;
 
 /**
- * The repair case of test/e2e/case.json: { file, prompt, desired }, plus `before`, the demo model's completion of
- * the prompt as the CLI gives it (greedy, healed, 24 new tokens, to the end of the line, like the extension),
- * when the model and dist/cli.js are there.
+ * The repair case: the first of test/e2e/case.json's cases that the model completes wrongly, as
+ * { file, prompt, desired, before }, `before` being the model's completion as the CLI gives it (greedy, healed,
+ * 24 new tokens, to the end of the line, like the extension). Without dist/cli.js or the model (the smoke
+ * phase), the first case, without `before`.
  */
 export function readCase(modelFolder) {
   if (cached) return cached;
-  const kase = JSON.parse(fs.readFileSync(path.join(HERE, 'case.json'), 'utf8'));
-  for (const k of ['file', 'prompt', 'desired']) if (typeof kase[k] !== 'string' || !kase[k]) throw new Error(`test/e2e/case.json: "${k}" missing`);
+  const spec = JSON.parse(fs.readFileSync(path.join(HERE, 'case.json'), 'utf8'));
+  const cases = spec.cases ?? [];
+  if (!spec.file || !cases.length) throw new Error('test/e2e/case.json: needs "file" and "cases"');
+  for (const c of cases)
+    if (typeof c.prompt !== 'string' || typeof c.desired !== 'string' || !c.prompt || !c.desired)
+      throw new Error(`test/e2e/case.json: a case needs "prompt" and "desired": ${JSON.stringify(c)}`);
   const cli = path.join(ROOT, 'dist', 'cli.js');
   const model = modelFolder ?? path.join(ROOT, 'models', 'demo');
-  if (fs.existsSync(cli) && fs.existsSync(model)) {
-    fs.mkdirSync(path.join(ROOT, '.e2e'), { recursive: true });
-    const tmp = fs.mkdtempSync(path.join(ROOT, '.e2e', 'case-'));
-    try {
-      const promptFile = path.join(tmp, 'prompt.txt');
-      fs.writeFileSync(promptFile, kase.prompt);
-      const out = execFileSync(process.execPath, [cli, 'generate', '--model', model, '--prompt-file', promptFile, '--max-new-tokens', '24', '--json'], {
-        encoding: 'utf8',
-        env: { ...process.env, NEURONPATCH_CACHE: process.env.NEURONPATCH_CACHE || path.join(ROOT, '.e2e', 'cache') },
-      });
-      kase.before = JSON.parse(out).completion;
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
+  if (!fs.existsSync(cli) || !fs.existsSync(model)) return (cached = { file: spec.file, ...cases[0] });
+  fs.mkdirSync(path.join(ROOT, '.e2e'), { recursive: true });
+  const tmp = fs.mkdtempSync(path.join(ROOT, '.e2e', 'case-'));
+  try {
+    const prompts = path.join(tmp, 'prompts.jsonl');
+    fs.writeFileSync(prompts, cases.map((c) => JSON.stringify({ prompt: c.prompt })).join('\n') + '\n');
+    const out = execFileSync(process.execPath, [cli, 'generate', '--model', model, '--prompts', prompts, '--max-new-tokens', '24', '--json'], {
+      encoding: 'utf8',
+      env: { ...process.env, NEURONPATCH_CACHE: process.env.NEURONPATCH_CACHE || path.join(ROOT, '.e2e', 'cache') },
+    });
+    const completions = out.trim().split('\n').map((l) => JSON.parse(l).completion);
+    const i = cases.findIndex((c, k) => completions[k] !== c.desired);
+    if (i < 0) throw new Error(`the model completes every case of test/e2e/case.json correctly: add one it gets wrong`);
+    cached = { file: spec.file, ...cases[i], before: completions[i] };
+    console.log(`e2e: case ${i + 1} of ${cases.length}: ${JSON.stringify(cached.prompt.split('\n').pop())} → model ${JSON.stringify(cached.before)}, desired ${JSON.stringify(cached.desired)}`);
+    return cached;
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
-  cached = kase;
-  return kase;
 }
 
 /**

@@ -152,12 +152,28 @@ export async function modelOf(t: TestContext, e: ModelEntry): Promise<Model | un
 }
 
 const plain = new Map<string, Promise<ort.InferenceSession>>();
+const plainErrors = new Map<string, string>();
 
-/** A plain onnxruntime session on a model's original file (default options, no instrumentation). */
+/**
+ * A plain onnxruntime session on a model's original file (default options, no instrumentation). A file that
+ * onnxruntime's default graph optimizer rejects is opened with optimizations disabled instead, so that the engine
+ * can still be compared with it; `plainLoadError` then says why (reference.test fails on it).
+ */
 export function plainSession(file: string): Promise<ort.InferenceSession> {
   let p = plain.get(file);
-  if (!p) plain.set(file, (p = ort.InferenceSession.create(file)));
+  if (!p) {
+    p = ort.InferenceSession.create(file).catch((e: Error) => {
+      plainErrors.set(file, e.message);
+      return ort.InferenceSession.create(file, { graphOptimizationLevel: 'disabled' });
+    });
+    plain.set(file, p);
+  }
   return p;
+}
+
+/** Why onnxruntime could not open the file with its default options (after `plainSession`), if it could not. */
+export function plainLoadError(file: string): string | undefined {
+  return plainErrors.get(file);
 }
 
 /** Releases every session this file opened: call from `after()`. */

@@ -163,6 +163,9 @@ for (const e of MODELS) {
       const prepared = preparePrompt(m.loaded, long, maxNewTokens, true);
       assert.ok(prepared.ids.length + maxNewTokens <= context, 'prompt and completion fit the window');
       t.diagnostic(`${e.name}: ${n} tokens → ${prepared.ids.length} kept (context ${context}); notice: ${c.notice}`);
+      // A tokenizer that starts every prompt with BOS (LLaMA's) starts a cut one with it too: the cut is after it.
+      const bos = preparePrompt(m.loaded, unit, maxNewTokens, true).ids[0];
+      if (m.tokenizer.addBos) assert.equal(prepared.ids[0], bos, `the cut prompt keeps the BOS token ${bos} first`);
       // A prompt that just fits gets no notice (checked where the window is small enough to be quick).
       if (context <= 512) {
         const fits = await m.generate(m.tokenizer.decode(m.tokenizer.encode(long).slice(-(context - maxNewTokens - 8))), { maxNewTokens, heal: false });

@@ -15,7 +15,7 @@ import { findInitializer, loadModel as loadOnnx, onnx } from '../../src/engine/o
 import { readTensor, tensorDims, writeTensorData } from '../../src/engine/onnx/tensor';
 import { loadModel } from '../../src/engine';
 import {
-  copyModelFolder, gaussian, logitTolerance, maxAbs, maxAbsDiff, MODELS, modelOf, plainLogits, releaseAll, sampleIds,
+  copyModelFolder, gaussian, logitTolerance, maxAbs, maxAbsDiff, MODELS, modelOf, plainLoadError, plainLogits, releaseAll, sampleIds,
   tempDir, testCacheDir, type ModelEntry,
 } from '../helpers/models';
 
@@ -122,7 +122,8 @@ for (const e of MODELS) {
       const real = (a: Float32Array) => Float32Array.from([...a.subarray(0, 16 * vocab), ...a.subarray((16 + 7) * vocab)]);
       const diffPad = maxAbsDiff(real(resPad.logits), real(plainPad));
       t.diagnostic(`${e.name}: max |logit(instrumented) − logit(plain)| = ${diff.toExponential(2)} (batch 2×16), ` +
-        `${diffPad.toExponential(2)} (left-padded batch); logits reach ${maxAbs(plain).toFixed(2)}`);
+        `${diffPad.toExponential(2)} (left-padded batch); logits reach ${maxAbs(plain).toFixed(2)}` +
+        (plainLoadError(m.loaded.onnxPath) ? `; the plain session runs unoptimized: ${plainLoadError(m.loaded.onnxPath)}` : ''));
       const tol = logitTolerance(m);
       assert.ok(diff < tol, `max abs diff ${diff} ≥ ${tol}`);
       assert.ok(diffPad < tol, `left-padded: max abs diff ${diffPad} ≥ ${tol}`);

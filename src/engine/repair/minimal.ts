@@ -3,10 +3,10 @@
 // sizes, and repeat at the next failing position until the whole desired text is produced.
 import { dot, norm, row } from '../linalg';
 import type { LoadedModel } from '../model/load';
-import type { LayerEdits } from '../model/session';
+import type { ForwardResult, LayerEdits } from '../model/session';
 import type { Patch } from '../types';
 import { contrast } from '../trace/attribution';
-import { positionStates, type RepairTarget, teacherForce } from '../trace/teacher';
+import { type Forced, type PositionState, positionStates, type RepairTarget, teacherForce } from '../trace/teacher';
 import { accumulate, combine, type Edit, orthogonalize, priorDeltas } from './edits';
 import type { Steer } from './steer';
 
@@ -56,9 +56,10 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
   const floor = refFloor(ctx.ref);
   let edits: Edit[] = [];
   let rounds = 0;
+  // The teacher-forced state under the current edits; after the first round it is the line search's chosen row.
+  let f: Forced = await teacherForce(model, target, combine(ctx.base, edits, d), all, true);
   for (; rounds < ctx.maxRounds; rounds++) {
     if (ctx.signal?.aborted) throw new Cancelled();
-    const f = await teacherForce(model, target, combine(ctx.base, edits, d), all, true);
     const at = f.states.find((s) => s.failing);
     if (!at) return { edits, fixed: true, rounds };
     const distinct = new Set(edits.map((e) => `${e.layer}:${e.neuron}`)).size;
@@ -102,10 +103,11 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
       const res = await model.session.forward({
         ids: trials.map(() => target.input),
         edits: trials.map((t) => combine(ctx.base, accumulate(edits, t.cand.layer, t.cand.neuron, t.delta), d)),
+        activations: all, residual: true,
       });
       return trials.map((t, r) => {
         const st = positionStates(model, target, res.logits, r, res.seq);
-        return { t, here: st[at.index], failing: st.filter((x) => x.failing).length, cost: t.cand.cost * t.k };
+        return { t, here: st[at.index], failing: st.filter((x) => x.failing).length, cost: t.cand.cost * t.k, row: () => rowOf(res, r, st, target) };
       });
     };
     let outcomes = await tryCandidates(candidates.slice(0, 1));
@@ -121,8 +123,17 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
         : outcomes.reduce((a, b) => (b.here.gap > a.here.gap ? b : a));
     if (!winners.length && pick.here.gap <= at.gap) break;  // nothing moves this position: give up honestly
     edits = accumulate(edits, pick.t.cand.layer, pick.t.cand.neuron, pick.t.delta);
+    f = pick.row();
     ctx.log?.(`round ${rounds + 1}: position ${at.index}, neuron ${pick.t.cand.layer}.${pick.t.cand.neuron} × ${pick.t.k}, gap ${at.gap.toFixed(2)} → ${pick.here.gap.toFixed(2)}`);
   }
-  const f = await teacherForce(model, target, combine(ctx.base, edits, d));
   return { edits, fixed: !f.states.some((s) => s.failing), rounds };
+}
+
+/** One row of a batched forward, as a teacher-forced state of its own. */
+function rowOf(res: ForwardResult, r: number, states: PositionState[], target: RepairTarget): Forced {
+  const slice = (a: Float32Array) => a.subarray((a.length / res.batch) * r, (a.length / res.batch) * (r + 1));
+  return {
+    target, states, seq: res.seq, logits: slice(res.logits), residual: res.residual && slice(res.residual),
+    activations: new Map([...res.activations].map(([L, z]) => [L, slice(z)])),
+  };
 }
