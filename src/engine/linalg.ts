@@ -41,11 +41,28 @@ export function logSoftmax(logits: Float32Array, offset: number, n: number): Flo
   return out;
 }
 
-/** Indices of the k largest values (or smallest with `ascending`). */
+/** log Σ exp over a slice, without allocating. */
+export function logSumExp(x: ArrayLike<number>, offset: number, n: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (x[offset + i] > max) max = x[offset + i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(x[offset + i] - max);
+  return max + Math.log(sum);
+}
+
+/** Indices of the k largest values (or smallest with `ascending`), best first: one pass, O(n·k). */
 export function topK(values: ArrayLike<number>, k: number, ascending = false): number[] {
-  const idx = Array.from({ length: values.length }, (_, i) => i);
-  idx.sort((a, b) => (ascending ? values[a] - values[b] : values[b] - values[a]));
-  return idx.slice(0, k);
+  const better = (a: number, b: number) => (ascending ? a < b : a > b);
+  const best: number[] = [];
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (best.length === k && !better(v, values[best[k - 1]])) continue;
+    let at = best.length === k ? k - 1 : best.length;
+    while (at > 0 && better(v, values[best[at - 1]])) at--;
+    best.splice(at, 0, i);
+    if (best.length > k) best.pop();
+  }
+  return best;
 }
 
 /** Cholesky factor L (lower, row-major) of a symmetric positive definite n×n matrix. */

@@ -2,7 +2,7 @@
 // repair under a cancellable progress notification, then the result in the panel, not applied. Nothing is written
 // before the user presses Apply, so a cancelled repair leaves nothing behind.
 import * as vscode from 'vscode';
-import { repair } from '../engine/repair';
+import { repair } from '../engine';
 import type { RepairMethod, RepairResult } from '../engine/types';
 import type { Ctx } from './ctx';
 import { errorMessage } from './model';
@@ -48,9 +48,9 @@ export async function runRepair(ctx: Ctx, req: RepairRequest, cancel?: vscode.Ca
         if (ac.signal.aborted) throw new Error('cancelled');
         say(`tracing and solving (${regression.length} regression prompts)…`);
         const result = await repair(
-          model.loaded,
+          model,
           { prompt: req.prompt, desired: req.desired },
-          { method: req.method, regression, active: ctx.patches.active(), signal: ac.signal, onProgress: say },
+          { method: req.method, regression, active: ctx.patches.active(), signal: ac.signal, onProgress: say, maxNewTokens: ctx.config.maxNewTokens },
         );
         ctx.log.info(
           `repair ${result.success ? 'succeeded' : 'failed'} (${result.method}) in ${Math.round(result.ms)} ms: ` +

@@ -210,14 +210,17 @@ def prepare_prompt(tok, prompt, max_new, context, bos=None, heal=True):
 
 
 @torch.no_grad()
-def greedy_lines(model, tok, cfg, prompts, max_new=DEFAULT_MAX_NEW_TOKENS, batch_size=32, want_first=False):
+def greedy_lines(model, tok, cfg, prompts, max_new=DEFAULT_MAX_NEW_TOKENS, batch_size=32, want_first=False, expect=None):
     """Greedy lines for a list of prompts, left-padded batches with the KV cache, as the engine decodes them.
-    With want_first, also returns each prompt's next-token log-probabilities at the first step."""
+    With want_first, also returns each prompt's next-token log-probabilities at the first step. With expect (a
+    line per prompt), only the question "is the line exactly this?" is answered: a row stops as soon as its text
+    is no longer a prefix of its expected line, and returns the text so far (which then differs from it)."""
     lines, firsts = [], []
     eos = {cfg.eos_token_id}
     context = cfg.max_position_embeddings
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
+        expected = expect[start:start + batch_size] if expect is not None else None
         prepared = [prepare_prompt(tok, p, max_new, context, cfg.bos_token_id) for p in chunk]
         b = len(prepared)
         width = max(len(ids) for ids, _ in prepared)
@@ -265,6 +268,8 @@ def greedy_lines(model, tok, cfg, prompts, max_new=DEFAULT_MAX_NEW_TOKENS, batch
                     row["text"] = ""
                 if tid in eos or ended:
                     row["done"] = True
+                elif expected is not None and not expected[bi].startswith(row["text"]):
+                    row["done"] = True  # diverged: cannot equal the expected line any more
                 nxt.append(tid)
             if mask.shape[1] + 1 > context:
                 break
@@ -284,7 +289,7 @@ def teacher_forcing(tok, cfg, prompt, desired):
     return ids, target
 
 
-def case_loss(model, cfg, ids, target, newline_ids):
+def case_loss(model, cfg, ids, target, newline_ids, reduction="mean"):
     seq = torch.tensor([ids + target])
     t = seq.shape[1]
     logits, _ = model(seq, torch.ones(1, t, dtype=torch.long), torch.arange(t).unsqueeze(0), empty_past(cfg, 1))
@@ -292,7 +297,8 @@ def case_loss(model, cfg, ids, target, newline_ids):
     tgt = torch.tensor(target)
     token_nll = -logp[:-1].gather(1, tgt.unsqueeze(1)).squeeze(1)
     eol_nll = -torch.logsumexp(logp[-1, newline_ids], 0)
-    loss = torch.cat([token_nll, eol_nll.unsqueeze(0)]).mean()
+    nll = torch.cat([token_nll, eol_nll.unsqueeze(0)])
+    loss = nll.sum() if reduction == "sum" else nll.mean()
     am = logp.argmax(-1)
     failing = int((am[:-1] != tgt).sum()) + int(not bool((newline_ids == am[-1]).any()))
     return loss, failing
@@ -309,7 +315,10 @@ def main():
     ap.add_argument("--regression-limit", type=int)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--max-steps", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: batch-1 decoding gains nothing from more, and loses much on a busy machine)")
+    ap.add_argument("--reduction", choices=["mean", "sum"], default="mean",
+                    help="cross-entropy over the target positions: their mean (torch's default) or their sum")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -364,24 +373,26 @@ def main():
         success, steps, after, losses = False, 0, before, []
         for steps in range(1, args.max_steps + 1):
             opt.zero_grad(set_to_none=True)
-            loss, _ = case_loss(model, cfg, ids, target, newline_ids)
+            loss, _ = case_loss(model, cfg, ids, target, newline_ids, args.reduction)
             loss.backward()
             opt.step()
             losses.append(float(loss))
-            after = greedy_lines(model, tok, cfg, [c["prompt"]])[0]
+            after = greedy_lines(model, tok, cfg, [c["prompt"]], expect=[c["desired"]])[0]
             if after == c["desired"]:
                 success = True
                 break
         ms = (time.perf_counter() - start) * 1000
         for w in downs:
             w.requires_grad_(False)
+        if not success:
+            after = greedy_lines(model, tok, cfg, [c["prompt"]])[0]  # the whole line, for the record
         with torch.no_grad():
             neurons = sum(int(((w - w0).norm(dim=0) > 1e-6).sum()) for w, w0 in zip(downs, original))
         r.update(success=success, steps=steps, after=after, failingTokens=failing, neurons=neurons, ms=ms,
                  firstLoss=losses[0], lastLoss=losses[-1])
         if regression:
             s0 = time.perf_counter()
-            reg_after, first_after = greedy_lines(model, tok, cfg, regression, want_first=True)
+            reg_after, first_after = greedy_lines(model, tok, cfg, regression, want_first=True, expect=reg_before)
             r["specificity"] = sum(a == b for a, b in zip(reg_after, reg_before)) / len(regression)
             r["meanKl"] = float(statistics.fmean(max(0.0, float((p.exp() * (p - q)).sum())) for p, q in zip(reg_first, first_after)))
             r["sideEffectMs"] = (time.perf_counter() - s0) * 1000
@@ -389,7 +400,7 @@ def main():
             r["specificity"] = None
         variants = c.get("variants") or []
         if variants:
-            got = greedy_lines(model, tok, cfg, [v["prompt"] for v in variants])
+            got = greedy_lines(model, tok, cfg, [v["prompt"] for v in variants], expect=[v["desired"] for v in variants])
             r["generalization"] = sum(g == v["desired"] for g, v in zip(got, variants)) / len(variants)
         else:
             r["generalization"] = None
@@ -424,7 +435,7 @@ def main():
         "medianSteps": med([r["steps"] for r in tried]),
         "medianGenerationMs": med([r["generationMs"] for r in tried]),
         "medianRepairToGeneration": med([r["ms"] / r["generationMs"] for r in tried]),
-        "lr": args.lr, "maxSteps": args.max_steps, "weights": source, "reference": reference,
+        "lr": args.lr, "reduction": args.reduction, "maxSteps": args.max_steps, "weights": source, "reference": reference,
         "threads": args.threads, "regressionPrompts": len(regression),
         # The twin's greedy line before any step against the engine's, where the case file records it.
         "beforeAgreesWithEngine": sum(r["before"] == c["before"] for r, c in zip(results, cases) if "before" in c),

@@ -30,6 +30,8 @@ export interface RepairOptions {
   active?: Patch[];
   margin?: number;
   maxNeurons?: number;
+  /** Token budget of the before/after generations (the caller's completion length). */
+  maxNewTokens?: number;
   /** Run the full trace (occlusion, causal checks, logit lens) for the report; eval turns it off. Default true. */
   analyse?: boolean;
   signal?: AbortSignal;
@@ -46,7 +48,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const progress = opts.onProgress ?? (() => undefined);
 
   progress('generating the current completion');
-  const [beforeGen] = await generate(model, [c.prompt], { edits: base, signal: opts.signal });
+  const [beforeGen] = await generate(model, [c.prompt], { edits: base, signal: opts.signal, maxNewTokens: opts.maxNewTokens });
   const generationMs = beforeGen.ms;
   const target = repairTarget(model, c.prompt, c.desired, c.lineEnd ?? true);
   const desired = c.desired.replace(/\r\n/g, '\n').replace(/\n$/, '');
@@ -83,7 +85,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const patched = combine(base, edits, d);
 
   progress('confirming by greedy generation');
-  const [afterGen] = await generate(model, [c.prompt], { edits: patched, signal: opts.signal });
+  const [afterGen] = await generate(model, [c.prompt], { edits: patched, signal: opts.signal, maxNewTokens: opts.maxNewTokens });
   const success = produces(afterGen.completion);
   const ms = performance.now() - started;
 

@@ -1,7 +1,7 @@
 // Teacher forcing: feed prompt + desired text, read the argmax at every position of the desired text exactly as
 // greedy decoding would (healing constraint included), and report where the model and the desired text part.
 import { healingMask, preparePrompt, type PreparedPrompt } from '../generate';
-import { logSoftmax } from '../linalg';
+import { logSoftmax, logSumExp } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import type { LayerEdits } from '../model/session';
 import { type FailingPosition, NeuronpatchError } from '../types';
@@ -88,8 +88,8 @@ export function positionStates(model: LoadedModel, target: RepairTarget, logits:
     const last = target.lineEnd && i === target.targets.length - 1;
     // At the end of the line any token that ends it will do: a newline (with indentation after it) or end of text.
     const failing = last ? !(texts[argmax]?.includes('\n') || eos.has(argmax)) : argmax !== y;
-    const lp = logSoftmax(logits, off, V);
-    states.push({ index: i, desired: y, argmax, rival, gap: logits[off + y] - logits[off + rival], logp: lp[y], failing });
+    const logp = logits[off + y] - logSumExp(logits, off, V);
+    states.push({ index: i, desired: y, argmax, rival, gap: logits[off + y] - logits[off + rival], logp, failing });
   }
   return states;
 }
