@@ -52,14 +52,15 @@ export function preparePrompt(model: LoadedModel, prompt: string, maxNewTokens: 
     if (prompt.startsWith(tok.decode(ids.slice(0, keep)))) ids = ids.slice(0, keep);
     else healed = '';
   }
-  if (tok.addBos && tok.bosTokenId !== undefined) ids = [tok.bosTokenId, ...ids];
+  const bos = tok.addBos && tok.bosTokenId !== undefined ? [tok.bosTokenId] : [];
   let notice: string | undefined;
-  const budget = model.info.context - maxNewTokens;
+  const budget = model.info.context - maxNewTokens - bos.length;
   if (budget < 1) throw new NeuronpatchError(`maxNewTokens ${maxNewTokens} leaves no room in the context window of ${model.info.context}.`);
   if (ids.length > budget) {
     notice = `The prompt has ${ids.length} tokens; the model's context window is ${model.info.context} with ${maxNewTokens} kept for the completion, so the first ${ids.length - budget} tokens were cut.`;
     ids = ids.slice(ids.length - budget);
   }
+  ids = [...bos, ...ids];
   if (!ids.length) {
     if (model.tokenizer.bosTokenId === undefined && !model.info.eosTokenIds.length) throw new NeuronpatchError('Empty prompt and no BOS/EOS token to start from.');
     ids = [model.tokenizer.bosTokenId ?? model.info.eosTokenIds[0]];
@@ -142,11 +143,11 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
   const logits = new Float64Array(V);
   for (let step = 0; step < maxNew && rows.some((r) => !r.done); step++) {
     if (opts.signal?.aborted) throw new NeuronpatchError('Generation was cancelled.');
-    const res = await model.session.forward({ ids, mask, past: cache, edits: opts.edits, cache: true });
+    const res = await model.session.forward({ ids, mask, past: cache, edits: opts.edits, cache: true, lastOnly: true });
     cache = res.cache;
     const next: number[] = [];
     rows.forEach((row, b) => {
-      const base = (b * res.seq + res.seq - 1) * V;
+      const base = b * V;
       for (let i = 0; i < V; i++) logits[i] = res.logits[base + i];
       if (row.done) {
         next.push(pad);

@@ -6,12 +6,17 @@ import { NeuronpatchError } from './types';
 
 export class CodeTokenizer {
   private readonly tokenizer: Tokenizer;
+  /** The same tokenizer without its special added tokens: text that spells `<|endoftext|>` stays text. */
+  private readonly encoder: Tokenizer;
   private texts: string[] | undefined;
   readonly addBos: boolean;
   readonly bosTokenId: number | undefined;
 
   constructor(tokenizerJson: unknown, config: Record<string, unknown>, readonly vocabSize: number, bosTokenId?: number) {
-    this.tokenizer = new Tokenizer(tokenizerJson as object, { clean_up_tokenization_spaces: false, ...config });
+    const cfg = { clean_up_tokenization_spaces: false, ...config };
+    this.tokenizer = new Tokenizer(tokenizerJson as object, cfg);
+    const json = tokenizerJson as { added_tokens?: { special?: boolean }[] };
+    this.encoder = new Tokenizer({ ...json, added_tokens: (json.added_tokens ?? []).filter((t) => !t.special) }, cfg);
     this.addBos = config.add_bos_token === true;
     this.bosTokenId = bosTokenId;
   }
@@ -38,7 +43,7 @@ export class CodeTokenizer {
 
   /** Token ids of the text exactly as written: no special tokens added. */
   encode(text: string): number[] {
-    return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+    return this.encoder.encode(text, { add_special_tokens: false }).ids;
   }
 
   decode(ids: number[]): string {
@@ -46,10 +51,16 @@ export class CodeTokenizer {
     return this.tokenizer.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false });
   }
 
-  /** Text of every token id the model can produce, decoded alone (partial UTF-8 bytes show as U+FFFD). */
+  /**
+   * Text of every token id the model can produce, as it reads in the middle of a text: decoded after an anchor
+   * token, so SentencePiece's ▁ keeps its space (partial UTF-8 bytes show as U+FFFD).
+   */
   tokenTexts(): string[] {
     if (!this.texts) {
-      this.texts = Array.from({ length: this.vocabSize }, (_, id) => this.tokenizer.decode([id], { skip_special_tokens: false, clean_up_tokenization_spaces: false }));
+      const anchor = this.encode('a').slice(-1);
+      const opts = { skip_special_tokens: false, clean_up_tokenization_spaces: false };
+      const base = this.tokenizer.decode(anchor, opts).length;
+      this.texts = Array.from({ length: this.vocabSize }, (_, id) => this.tokenizer.decode([...anchor, id], opts).slice(base));
     }
     return this.texts;
   }

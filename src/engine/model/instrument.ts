@@ -17,6 +17,8 @@ export const interventionNames = {
 };
 
 const T = onnx.TensorProto.DataType;
+export const LAST_LOGITS = 'logits.last';
+const LAST_INDEX = 'neuronpatch.last_index';
 
 function valueInfo(name: string, elemType: number, dims: (number | string)[]): onnx.IValueInfoProto {
   return {
@@ -106,10 +108,19 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
     nodes.push(node('Identity', [finalNorm.residual], [hooks.finalResid], 'neuronpatch/final/resid'));
   }
   outputs.push(valueInfo(hooks.finalResid, floatEnum, ['batch_size', 'sequence_length', d]));
+  // The last position's logits on their own: decoding needs no more, and a long prompt's full logits are large.
+  const V = graph.unembedding.layout === 'rows' ? graph.unembedding.dims[0] : graph.unembedding.dims[1];
+  nodes.push(node('Gather', [graph.logits, LAST_INDEX], [LAST_LOGITS], 'neuronpatch/logits/last',
+    [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 1 }]));
+  outputs.push(valueInfo(LAST_LOGITS, floatEnum, ['batch_size', V]));
+  const lastIndex: onnx.ITensorProto = { name: LAST_INDEX, dataType: T.INT64, dims: [], int64Data: [-1] };
 
   const out: onnx.IModelProto = {
     ...model,
-    graph: { ...src, node: nodes, input: [...(src.input ?? []), ...inputs], output: [...(src.output ?? []), ...outputs] },
+    graph: {
+      ...src, node: nodes, input: [...(src.input ?? []), ...inputs], output: [...(src.output ?? []), ...outputs],
+      initializer: [...(src.initializer ?? []), lastIndex],
+    },
   };
   return { model: out, graph: { ...graph, finalNorm } };
 }

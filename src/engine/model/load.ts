@@ -1,11 +1,12 @@
 // Model folder → recognised, instrumented, running model. The instrumented graph is cached on disk, keyed by the
 // source model's hash, so the surgery runs once per model version.
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
 import { writeFileAtomic } from '../atomic';
 import { loadModelProto } from '../onnx/proto';
+import { externalRef } from '../onnx/tensor';
 import { CodeTokenizer } from '../tokenizer';
 import { type ModelInfo, NeuronpatchError } from '../types';
 import type { ModelGraph } from './graph';
@@ -16,7 +17,7 @@ import { InstrumentedSession } from './session';
 import { Weights } from './weights';
 
 /** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
-const INSTRUMENT_VERSION = 3;
+const INSTRUMENT_VERSION = 4;
 
 export interface LoadOptions {
   cacheDir?: string;
@@ -51,6 +52,23 @@ function externalFiles(model: onnx.IModelProto): string[] {
   return [...files];
 }
 
+/** Every external initializer's byte range must lie inside its file: a truncated copy is named, not crashed on. */
+function checkExternalSizes(model: onnx.IModelProto, baseDir: string): void {
+  const sizes = new Map<string, number>();
+  for (const t of model.graph?.initializer ?? []) {
+    const ref = externalRef(t, baseDir);
+    if (!ref || !ref.length) continue;
+    const size = sizes.get(ref.file) ?? statSync(ref.file).size;
+    sizes.set(ref.file, size);
+    if (ref.offset + ref.length > size) {
+      throw new NeuronpatchError(
+        `${ref.file} is truncated: ${size} bytes, but initializer ${t.name} needs bytes ${ref.offset}–${ref.offset + ref.length}.`,
+        'Copy or download the external weights file again.',
+      );
+    }
+  }
+}
+
 export async function loadModel(folder: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const log = opts.log ?? (() => undefined);
   const mf = openFolder(folder);
@@ -62,11 +80,20 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
       throw new NeuronpatchError(`External weights file ${path.join(baseDir, f)} is missing.`, `${path.basename(mf.onnxPath)} stores its weights there.`);
     }
   }
+  checkExternalSizes(proto, baseDir);
   const hash = await hashFiles([mf.onnxPath, ...external.map((f) => path.join(baseDir, f))]);
   const c = mf.config;
   const recognised = recognise(proto, {
     hidden: c.hidden, layers: c.layers, cacheNames: c.cacheNames, inputNames: c.inputNames, logitsName: c.logitsName,
   });
+
+  const u = recognised.unembedding;
+  const graphVocab = u.layout === 'rows' ? u.dims[0] : u.dims[1];
+  if (c.vocab !== undefined && c.vocab < graphVocab) {
+    throw new NeuronpatchError(`The config's vocab_size (${c.vocab}) is smaller than the graph's lm_head (${graphVocab} tokens).`, 'The config does not belong to this model.');
+  }
+  // The tokenizer is checked before anything is written to the cache.
+  const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, graphVocab, c.bosTokenId);
 
   const cacheDir = path.join(opts.cacheDir ?? defaultCacheDir(), hash.slice(0, 24));
   const file = path.join(cacheDir, 'model.instrumented.onnx');
@@ -99,15 +126,11 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   const site = graph.sites[0];
   const neurons = site.weight.layout === 'rows' ? site.weight.dims[0] : site.weight.dims[1];
   const [vocab, width] = graph.unembedding.layout === 'rows' ? graph.unembedding.dims : [graph.unembedding.dims[1], graph.unembedding.dims[0]];
-  if (c.vocab !== undefined && c.vocab < vocab) {
-    throw new NeuronpatchError(`The config's vocab_size (${c.vocab}) is smaller than the graph's lm_head (${vocab} tokens).`, 'The config does not belong to this model.');
-  }
   const info: ModelInfo = {
     name: c.name, folder: mf.folder, architecture: c.modelType, gated: site.gated, layers: graph.sites.length, neurons, width, vocab,
     context: c.context ?? 2048, finalNorm: graph.finalNorm.kind, tiedUnembedding: c.tied ?? graph.tied,
     weightType: graph.floatType, hash, eosTokenIds: c.eosTokenIds,
   };
-  const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, vocab, c.bosTokenId);
   let session: InstrumentedSession;
   try {
     session = await InstrumentedSession.create(file, graph, { layers: info.layers, neurons, width, vocab }, opts.threads);

@@ -4,7 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { f16ToF32, f32ToF16 } from '../onnx/float16';
 import { hooks, NeuronpatchError } from '../types';
 import type { ModelGraph } from './graph';
-import { interventionNames } from './instrument';
+import { interventionNames, LAST_LOGITS } from './instrument';
 
 /** Per-layer patch edits in the form the graph consumes: neuron indices and their value-vector deltas (K×d). */
 export type LayerEdits = Map<number, { indices: number[]; deltas: Float32Array }>;
@@ -40,13 +40,17 @@ export interface ForwardRequest {
   activations?: number[];
   residual?: boolean;
   cache?: boolean;
+  /** Only the last position's logits (decoding). */
+  lastOnly?: boolean;
 }
 
 export interface ForwardResult {
   batch: number;
   seq: number;
-  /** [batch, seq, vocab]. */
+  /** [batch, logitPositions, vocab]. */
   logits: Float32Array;
+  /** seq, or 1 with `lastOnly`. */
+  logitPositions: number;
   /** `blocks.L.mlp.post`, [batch, seq, m] each. */
   activations: Map<number, Float32Array>;
   /** `final.resid`, [batch, seq, d]. */
@@ -149,10 +153,14 @@ export class InstrumentedSession {
       let s = scales.get(a.layer);
       if (!s) scales.set(a.layer, (s = new Float32Array(b * shape.neurons).fill(1)));
       const row = a.example * shape.neurons;
-      for (const j of a.neurons ?? range(shape.neurons)) s[row + j] = a.scale ?? 0;
+      for (const j of a.neurons ?? range(shape.neurons)) {
+        if (!Number.isInteger(j) || j < 0 || j >= shape.neurons) throw new NeuronpatchError(`Ablation of neuron ${j} in layer ${a.layer}: layers have ${shape.neurons} neurons.`);
+        s[row + j] = a.scale ?? 0;
+      }
     }
     const perExample = Array.isArray(req.edits) ? req.edits : undefined;
     if (perExample && perExample.length !== b) throw new NeuronpatchError(`forward: ${perExample.length} edit sets for ${b} examples.`);
+    for (const set of perExample ?? (req.edits ? [req.edits as LayerEdits] : [])) checkEdits(set, shape);
     for (let L = 0; L < shape.layers; L++) {
       feeds[interventionNames.scale(L)] = this.floats(scales.get(L) ?? ones(b * shape.neurons), [b, 1, shape.neurons]);
       const [index, delta, rows] = perExample
@@ -163,7 +171,8 @@ export class InstrumentedSession {
     }
 
     const cacheOutputs = graph.cache.kind === 'pairs' ? graph.cache.outputs.flatMap((p) => [p.key, p.value]) : graph.cache.outputs;
-    const fetches = [graph.logits, ...(req.activations ?? []).map((L) => hooks.mlpPost(L))];
+    const logitsName = req.lastOnly ? LAST_LOGITS : graph.logits;
+    const fetches = [logitsName, ...(req.activations ?? []).map((L) => hooks.mlpPost(L))];
     if (req.residual) fetches.push(hooks.finalResid);
     if (req.cache) fetches.push(...cacheOutputs);
     let out: ort.InferenceSession.ReturnType;
@@ -176,11 +185,25 @@ export class InstrumentedSession {
     for (const L of req.activations ?? []) activations.set(L, this.toF32(out[hooks.mlpPost(L)]));
     return {
       batch: b, seq: t,
-      logits: this.toF32(out[graph.logits]),
+      logits: this.toF32(out[logitsName]),
+      logitPositions: req.lastOnly ? 1 : t,
       activations,
       residual: req.residual ? this.toF32(out[hooks.finalResid]) : undefined,
       cache: req.cache ? { tensors: cacheOutputs.map((n) => out[n]), length: total, batch: b } : undefined,
     };
+  }
+}
+
+/** Edits must name layers and neurons the model has, with one delta of the residual width per neuron. */
+function checkEdits(edits: LayerEdits, shape: Shape): void {
+  for (const [layer, e] of edits) {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= shape.layers) throw new NeuronpatchError(`An edit names layer ${layer}; the model has ${shape.layers} layers.`);
+    for (const j of e.indices) {
+      if (!Number.isInteger(j) || j < 0 || j >= shape.neurons) throw new NeuronpatchError(`An edit names neuron ${j} of layer ${layer}; layers have ${shape.neurons} neurons.`);
+    }
+    if (e.deltas.length !== e.indices.length * shape.width) {
+      throw new NeuronpatchError(`Layer ${layer}'s edit deltas hold ${e.deltas.length} numbers; ${e.indices.length} neuron(s) × width ${shape.width} expected.`);
+    }
   }
 }
 

@@ -1,7 +1,8 @@
 // Joint repair (ASTRA-style, gradient-free): one weighted minimum-norm least-squares solve over all failing
 // positions for a budget of neurons in the layers that matter most, re-linearized for a bounded number of rounds.
-//   minimize Σ_j w_j ‖ΔV_j‖²  subject to  Z ΔV ≈ S,   w_j = E_ref[z_j²] + λ
-//   ΔV = W⁻¹ Zᵀ (Z W⁻¹ Zᵀ + μI)⁻¹ S
+//   minimize E_ref‖Σ_j z_j ΔV_j‖² = tr(ΔVᵀ C ΔV)  subject to  Z ΔV ≈ S,   C = E_ref[z zᵀ] + λI
+//   ΔV = C⁻¹ Zᵀ (Z C⁻¹ Zᵀ + μI)⁻¹ S
+// (with C diagonal this is ASTRA's weighting by 1 / (E_ref[z_j²] + λ)).
 // Z: activations of the chosen neurons at the failing positions (T × k); S: the steers, scaled to reach the margin.
 import { dot, row, solveSymmetric, topK } from '../linalg';
 import { contrast } from '../trace/attribution';
@@ -42,7 +43,7 @@ export async function solveJoint(ctx: SolveContext): Promise<SolveResult> {
       const scores: { layer: number; neuron: number; score: number }[] = [];
       for (const L of chosenLayers) {
         const z = f.activations.get(L)!;
-        for (let j = 0; j < m; j++) scores.push({ layer: L, neuron: j, score: Math.abs(z[pos * m + j]) / Math.sqrt(ctx.ref[L][j] + floor[L]) });
+        for (let j = 0; j < m; j++) scores.push({ layer: L, neuron: j, score: Math.abs(z[pos * m + j]) / Math.sqrt(ctx.ref.meanSquare[L][j] + floor[L]) });
       }
       scores.sort((a, b) => b.score - a.score);
       let added = 0;
@@ -59,7 +60,6 @@ export async function solveJoint(ctx: SolveContext): Promise<SolveResult> {
     // Z (T × k), weights, and S (T × d): each row the steer scaled so the gap reaches the margin.
     const Z = new Float64Array(T * k);
     positions.forEach((pos, t) => chosen.forEach((n, i) => (Z[t * k + i] = f.activations.get(n.layer)![pos * m + n.neuron])));
-    const winv = chosen.map((n) => 1 / (ctx.ref[n.layer][n.neuron] + floor[n.layer]));
     const S = new Float64Array(T * d);
     failing.forEach((st, t) => {
       const c = contrast(model, row(f.residual!, positions[t], d), st.desired, st.rival);
@@ -67,18 +67,26 @@ export async function solveJoint(ctx: SolveContext): Promise<SolveResult> {
       const scale = (ctx.margin - st.gap) / dot(s, c);
       for (let i = 0; i < d; i++) S[t * d + i] = s[i] * scale;
     });
-    // A = Z W⁻¹ Zᵀ (T × T); X = (A + μI)⁻¹ S; ΔV_j = w_j⁻¹ Σ_t Z[t, j] X[t].
+    // C: second moments of the chosen neurons on reference code (within a layer; none across layers), floored.
+    const C = new Float64Array(k * k);
+    chosen.forEach((a, i) => chosen.forEach((b, j) => {
+      if (a.layer === b.layer) C[i * k + j] = ctx.ref.second[a.layer][a.neuron * m + b.neuron] + (i === j ? floor[a.layer] : 0);
+    }));
+    // P = C⁻¹ Zᵀ (k × T); A = Z P (T × T); X = (A + μI)⁻¹ S; ΔV = P X (k × d).
+    const Zt = new Float64Array(k * T);
+    for (let t = 0; t < T; t++) for (let i = 0; i < k; i++) Zt[i * T + t] = Z[t * k + i];
+    const P = solveSymmetric(C, k, Zt, T, 1e-6);
     const A = new Float64Array(T * T);
     for (let a = 0; a < T; a++) for (let b = 0; b < T; b++) {
-      let s = 0;
-      for (let i = 0; i < k; i++) s += Z[a * k + i] * winv[i] * Z[b * k + i];
-      A[a * T + b] = s;
+      let acc = 0;
+      for (let i = 0; i < k; i++) acc += Z[a * k + i] * P[i * T + b];
+      A[a * T + b] = acc;
     }
     const X = solveSymmetric(A, T, S, d, RIDGE);
     chosen.forEach((n, i) => {
       let delta: Float64Array = new Float64Array(d);
       for (let t = 0; t < T; t++) {
-        const w = winv[i] * Z[t * k + i];
+        const w = P[i * T + t];
         for (let c = 0; c < d; c++) delta[c] += w * X[t * d + c];
       }
       const prior = priorDeltas(ctx.active, n.layer, n.neuron);

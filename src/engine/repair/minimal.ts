@@ -8,6 +8,7 @@ import type { Patch } from '../types';
 import { contrast } from '../trace/attribution';
 import { type Forced, type PositionState, positionStates, type RepairTarget, teacherForce } from '../trace/teacher';
 import { accumulate, combine, type Edit, orthogonalize, priorDeltas } from './edits';
+import type { ReferenceStats } from './reference';
 import type { Steer } from './steer';
 
 export interface SolveContext {
@@ -17,8 +18,8 @@ export interface SolveContext {
   base?: LayerEdits;
   active: readonly Patch[];
   steer: Steer;
-  /** E_ref[z²] per layer. */
-  ref: Float32Array[];
+  /** Second moments of the neurons on reference code. */
+  ref: ReferenceStats;
   /** Logits by which the desired token should win. */
   margin: number;
   maxNeurons: number;
@@ -39,8 +40,60 @@ const CANDIDATES = 6;
 const STEPS = [0.5, 1, 2, 4];
 
 /** Floor of E_ref[z²] per layer, so a neuron silent on reference code does not look infinitely specific. */
-export function refFloor(ref: Float32Array[]): number[] {
-  return ref.map((r) => 0.05 * (r.reduce((s, v) => s + v, 0) / Math.max(1, r.length)) + 1e-8);
+export function refFloor(ref: ReferenceStats): number[] {
+  return ref.meanSquare.map((r) => 0.05 * (r.reduce((acc, v) => acc + v, 0) / Math.max(1, r.length)) + 1e-8);
+}
+
+/** Part of a candidate change: Δv = w · step · direction, with Σ z_i w_i = 1 at the failing position. */
+interface Part {
+  layer: number;
+  neuron: number;
+  w: number;
+}
+
+interface Candidate {
+  parts: Part[];
+  /** Expected size of the change on reference code, relative: 1 / sqrt(zᵀ C⁻¹ z). */
+  cost: number;
+}
+
+const SHORTLIST = 24;
+/** A pair of neurons must cut the expected side effect by this factor to be worth its second neuron. */
+const PAIR_GAIN = 2;
+
+/**
+ * The cheapest changes at one position, by their expected effect on reference code: single neurons (cost
+ * sqrt(E[z_j²]) / |z_j|) and pairs of neurons of one layer, whose changes can cancel where the two are
+ * correlated (cost 1 / sqrt(zᵀ C⁻¹ z) over the 2×2 second moments).
+ */
+export function candidates(f: Forced, pos: number, ref: ReferenceStats, floor: number[], m: number): Candidate[] {
+  const out: Candidate[] = [];
+  for (const [L, acts] of f.activations) {
+    const C = ref.second[L];
+    const z = acts.subarray(pos * m, (pos + 1) * m);
+    const singles: { j: number; v: number }[] = [];
+    for (let j = 0; j < m; j++) {
+      if (Math.abs(z[j]) < 1e-6) continue;
+      singles.push({ j, v: (z[j] * z[j]) / (C[j * m + j] + floor[L]) });
+    }
+    singles.sort((a, b) => b.v - a.v);
+    const short = singles.slice(0, SHORTLIST);
+    for (const x of short) out.push({ parts: [{ layer: L, neuron: x.j, w: 1 / z[x.j] }], cost: 1 / Math.sqrt(x.v) });
+    for (let a = 0; a < short.length; a++) {
+      for (let b = a + 1; b < short.length; b++) {
+        const [i, j] = [short[a].j, short[b].j];
+        const cii = C[i * m + i] + floor[L], cjj = C[j * m + j] + floor[L], cij = C[i * m + j];
+        const det = cii * cjj - cij * cij;
+        if (det <= 1e-12 * cii * cjj) continue;
+        const ui = (cjj * z[i] - cij * z[j]) / det;
+        const uj = (cii * z[j] - cij * z[i]) / det;
+        const v = z[i] * ui + z[j] * uj;
+        if (!(v > PAIR_GAIN * Math.max(short[a].v, short[b].v))) continue;
+        out.push({ parts: [{ layer: L, neuron: i, w: ui / v }, { layer: L, neuron: j, w: uj / v }], cost: 1 / Math.sqrt(v) });
+      }
+    }
+  }
+  return out.sort((a, b) => a.cost - b.cost);
 }
 
 export class Cancelled extends Error {
@@ -71,38 +124,29 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
     const sc = dot(s, c);
     const sNorm = norm(s);
 
-    // Candidates by expected side effect: the step a neuron needs times how active it is elsewhere.
-    const scored: { layer: number; neuron: number; dir: Float64Array; alpha: number; cost: number }[] = [];
-    for (let L = 0; L < layers; L++) {
-      const z = f.activations.get(L)!;
-      for (let j = 0; j < m; j++) {
-        const zj = z[pos * m + j];
-        if (Math.abs(zj) < 1e-6) continue;
-        const elsewhere = Math.sqrt(ctx.ref[L][j] + floor[L]);
-        // Cheap bound first: the plain steer's cost; the orthogonalized one only for the survivors.
-        const gain = zj * sc;
-        if (Math.abs(gain) < 1e-9) continue;
-        scored.push({ layer: L, neuron: j, dir: s, alpha: need / gain, cost: Math.abs(need / gain) * sNorm * elsewhere });
-      }
-    }
-    scored.sort((a, b) => a.cost - b.cost);
-    const candidates = scored.slice(0, CANDIDATES * 2).map((cand) => {
-      const prior = priorDeltas(ctx.active, cand.layer, cand.neuron);
-      if (!prior.length) return cand;
-      const dir = orthogonalize(s, prior);
-      const zj = f.activations.get(cand.layer)![pos * m + cand.neuron];
-      const gain = zj * dot(dir, c);
-      const elsewhere = Math.sqrt(ctx.ref[cand.layer][cand.neuron] + floor[cand.layer]);
-      return { ...cand, dir, alpha: need / gain, cost: Math.abs(need / gain) * norm(dir) * elsewhere };
-    }).filter((cand) => Number.isFinite(cand.alpha)).sort((a, b) => a.cost - b.cost).slice(0, CANDIDATES);
-    if (!candidates.length) break;
+    // Candidates by expected side effect; each part's direction is kept orthogonal to earlier patches' changes.
+    const shortlist = candidates(f, pos, ctx.ref, floor, m).slice(0, CANDIDATES * 2);
+    const cands = shortlist.flatMap((cand) => {
+      const parts = cand.parts.map((p) => {
+        const prior = priorDeltas(ctx.active, p.layer, p.neuron);
+        const dir = prior.length ? orthogonalize(s, prior) : s;
+        const gain = dot(dir, c);
+        return { ...p, dir, scale: (p.w * need) / gain };
+      });
+      if (parts.some((p) => !Number.isFinite(p.scale) || Math.abs(dot(p.dir, c)) < 1e-3 * Math.abs(sc))) return [];
+      return [{ parts, cost: cand.cost * sNorm * Math.abs(need / sc) }];
+    }).slice(0, CANDIDATES);
+    if (!cands.length) break;
+    const label = (cand: (typeof cands)[number]) => cand.parts.map((p) => `${p.layer}.${p.neuron}`).join(' + ');
 
     // Batched line search over step sizes: the cheapest candidate first, the others only if it cannot win.
-    const tryCandidates = async (group: typeof candidates) => {
-      const trials = group.flatMap((cand) => STEPS.map((k) => ({ cand, k, delta: cand.dir.map((v) => v * cand.alpha * k) })));
+    const withTrial = (cand: (typeof cands)[number], k: number) =>
+      cand.parts.reduce((acc, p) => accumulate(acc, p.layer, p.neuron, p.dir.map((v) => v * p.scale * k)), edits);
+    const tryCandidates = async (group: typeof cands) => {
+      const trials = group.map((cand) => STEPS.map((k) => ({ cand, k, edits: withTrial(cand, k) }))).flat();
       const res = await model.session.forward({
         ids: trials.map(() => target.input),
-        edits: trials.map((t) => combine(ctx.base, accumulate(edits, t.cand.layer, t.cand.neuron, t.delta), d)),
+        edits: trials.map((t) => combine(ctx.base, t.edits, d)),
         activations: all, residual: true,
       });
       return trials.map((t, r) => {
@@ -110,9 +154,9 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
         return { t, here: st[at.index], failing: st.filter((x) => x.failing).length, cost: t.cand.cost * t.k, row: () => rowOf(res, r, st, target) };
       });
     };
-    let outcomes = await tryCandidates(candidates.slice(0, 1));
-    if (!outcomes.some((o) => !o.here.failing && o.here.gap >= ctx.margin / 2) && candidates.length > 1) {
-      outcomes = outcomes.concat(await tryCandidates(candidates.slice(1)));
+    let outcomes = await tryCandidates(cands.slice(0, 1));
+    if (!outcomes.some((o) => !o.here.failing && o.here.gap >= ctx.margin / 2) && cands.length > 1) {
+      outcomes = outcomes.concat(await tryCandidates(cands.slice(1)));
     }
     const winners = outcomes.filter((o) => !o.here.failing);
     const confident = winners.filter((o) => o.here.gap >= ctx.margin / 2);
@@ -122,9 +166,9 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
         ? winners.reduce((a, b) => (b.here.gap > a.here.gap ? b : a))
         : outcomes.reduce((a, b) => (b.here.gap > a.here.gap ? b : a));
     if (!winners.length && pick.here.gap <= at.gap) break;  // nothing moves this position: give up honestly
-    edits = accumulate(edits, pick.t.cand.layer, pick.t.cand.neuron, pick.t.delta);
+    edits = pick.t.edits;
     f = pick.row();
-    ctx.log?.(`round ${rounds + 1}: position ${at.index}, neuron ${pick.t.cand.layer}.${pick.t.cand.neuron} × ${pick.t.k}, gap ${at.gap.toFixed(2)} → ${pick.here.gap.toFixed(2)}`);
+    ctx.log?.(`round ${rounds + 1}: position ${at.index}, neuron ${label(pick.t.cand)} × ${pick.t.k}, gap ${at.gap.toFixed(2)} → ${pick.here.gap.toFixed(2)}`);
   }
   return { edits, fixed: !f.states.some((s) => s.failing), rounds };
 }

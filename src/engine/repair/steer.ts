@@ -33,13 +33,30 @@ function gramGraph(): Uint8Array {
   return onnx.ModelProto.encode(model as onnx.ModelProto).finish();
 }
 
-export async function gram(w: Float32Array, rows: number, cols: number): Promise<Float32Array> {
-  const session = await ort.InferenceSession.create(gramGraph());
-  try {
-    const out = await session.run({ W: new ort.Tensor('float32', w, [rows, cols]) });
+/** WᵀW for row-major W [rows, cols], in onnxruntime; one session for many products. */
+export class Gram {
+  private constructor(private readonly session: ort.InferenceSession) {}
+
+  static async create(): Promise<Gram> {
+    return new Gram(await ort.InferenceSession.create(gramGraph()));
+  }
+
+  async of(w: Float32Array, rows: number, cols: number): Promise<Float32Array> {
+    const out = await this.session.run({ W: new ort.Tensor('float32', w, [rows, cols]) });
     return out.G.data as Float32Array;
+  }
+
+  release(): Promise<void> {
+    return this.session.release();
+  }
+}
+
+export async function gram(w: Float32Array, rows: number, cols: number): Promise<Float32Array> {
+  const g = await Gram.create();
+  try {
+    return await g.of(w, rows, cols);
   } finally {
-    await session.release();
+    await g.release();
   }
 }
 
