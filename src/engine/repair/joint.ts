@@ -11,7 +11,7 @@ import { teacherForce } from '../trace/teacher';
 import { accumulate, combine, type Edit, orthogonalize, priorDeltas } from './edits';
 import { Cancelled, refFloor, type SolveContext, type SolveResult } from './minimal';
 
-const NEURONS_PER_TOKEN = 4;
+const NEURONS_PER_TOKEN = 8;
 const RIDGE = 1e-3;
 
 export async function solveJoint(ctx: SolveContext): Promise<SolveResult> {
