@@ -26,6 +26,8 @@ export interface PreparedPrompt {
   ids: number[];
   /** Prompt text backed off by healing: the first generated tokens must spell it out. */
   healed: string;
+  /** How many of the prompt's own tokens healing backed off. */
+  healedTokens: number;
   notice?: string;
 }
 
@@ -39,6 +41,7 @@ export function preparePrompt(model: LoadedModel, prompt: string, maxNewTokens: 
   const tok = model.tokenizer;
   let ids = tok.encode(prompt);
   let healed = '';
+  let healedTokens = 0;
   if (heal && ids.length > 1) {
     let keep = ids.length - 1;
     healed = prompt.slice(tok.decode(ids.slice(0, keep)).length);
@@ -49,8 +52,10 @@ export function preparePrompt(model: LoadedModel, prompt: string, maxNewTokens: 
       healed = prompt.slice(tok.decode(ids.slice(0, keep)).length);
     }
     // Only heal where the kept tokens decode to an exact prefix of the prompt.
-    if (prompt.startsWith(tok.decode(ids.slice(0, keep)))) ids = ids.slice(0, keep);
-    else healed = '';
+    if (prompt.startsWith(tok.decode(ids.slice(0, keep)))) {
+      healedTokens = ids.length - keep;
+      ids = ids.slice(0, keep);
+    } else healed = '';
   }
   const bos = tok.addBos && tok.bosTokenId !== undefined ? [tok.bosTokenId] : [];
   let notice: string | undefined;
@@ -65,7 +70,7 @@ export function preparePrompt(model: LoadedModel, prompt: string, maxNewTokens: 
     if (model.tokenizer.bosTokenId === undefined && !model.info.eosTokenIds.length) throw new NeuronpatchError('Empty prompt and no BOS/EOS token to start from.');
     ids = [model.tokenizer.bosTokenId ?? model.info.eosTokenIds[0]];
   }
-  return { ids, healed, notice };
+  return { ids, healed, healedTokens, notice };
 }
 
 /** Tokens allowed while `rest` of the healed text is still to be spelt: they start with it or are a prefix of it. */

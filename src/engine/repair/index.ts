@@ -11,9 +11,9 @@ import { contrast, logitLens } from '../trace/attribution';
 import { ablationEffects, trace } from '../trace/index';
 import { describePosition, repairTarget, teacherForce } from '../trace/teacher';
 import { NeuronpatchError, type Patch, type RepairCase, type RepairMethod, type RepairResult, type TraceResult } from '../types';
-import { combine, type Edit, toNeuronEdits } from './edits';
+import { accumulate, combine, type Edit, toNeuronEdits } from './edits';
 import { solveJoint } from './joint';
-import { Cancelled, solveMinimal } from './minimal';
+import { Cancelled, type SolveContext, solveMinimal } from './minimal';
 import { referenceStats } from './reference';
 import { Steer } from './steer';
 import { completions, generalization, sideEffects } from './verify';
@@ -80,8 +80,9 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     signal: opts.signal, log: progress,
   };
   const solved = method === 'minimal' ? await solveMinimal(ctx) : await solveJoint(ctx);
+  const held = await holdEarlierFixes(ctx, solved.edits, { prompt: c.prompt, desired }, produces, progress);
   // Confirmed exactly as the patch file will store it (deltas rounded to its precision).
-  const edits = prune(solved.edits).map((e) => ({ ...e, delta: Float64Array.from(e.delta, roundValue) }));
+  const edits = prune(held).map((e) => ({ ...e, delta: Float64Array.from(e.delta, roundValue) }));
   const patched = combine(base, edits, d);
 
   progress('confirming by greedy generation');
@@ -135,6 +136,36 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     patch, specificity, meanKl, generalization: gen, changed, ms, generationMs, trace: traced,
     ...(target.prepared.notice ? { notice: target.prepared.notice } : {}),
   };
+}
+
+const HOLD_PASSES = 4;
+
+/**
+ * Earlier fixes must hold: with the new edits on top of the active patches, every active patch's case is decoded
+ * again, and a case that broke (or the new one, if a later correction broke it) is repaired once more inside the
+ * new patch, for a bounded number of passes. Success is still decided by generation afterwards.
+ */
+async function holdEarlierFixes(
+  ctx: SolveContext, edits: Edit[], current: { prompt: string; desired: string }, produces: (s: string) => boolean,
+  progress: (line: string) => void,
+): Promise<Edit[]> {
+  const earlier = ctx.active.map((p) => ({ prompt: p.case.prompt, desired: p.case.desired }));
+  if (!earlier.length) return edits;
+  const d = ctx.model.info.width;
+  let out = edits;
+  for (let pass = 0; pass < HOLD_PASSES; pass++) {
+    const cases = [current, ...earlier];
+    const got = await completions(ctx.model, cases.map((k) => k.prompt), combine(ctx.base, out, d), ctx.signal);
+    const broken = cases.filter((k, i) => !(i === 0 ? produces(got[i]) : got[i] === k.desired));
+    if (!broken.length) break;
+    progress(`keeping earlier fixes: ${broken.length} case(s) to restore (pass ${pass + 1})`);
+    for (const k of broken) {
+      const target = repairTarget(ctx.model, k.prompt, k.desired);
+      const again = await solveMinimal({ ...ctx, target, base: combine(ctx.base, out, d), maxNeurons: 6, maxRounds: 8 });
+      for (const e of again.edits) out = accumulate(out, e.layer, e.neuron, e.delta);
+    }
+  }
+  return out;
 }
 
 /** Drops edits too small to matter next to the largest one. */

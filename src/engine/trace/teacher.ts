@@ -48,7 +48,7 @@ export function repairTarget(model: LoadedModel, prompt: string, desired: string
   const own = tok.encode(prompt);
   // Targets continue the prompt's kept tokens; where the tokenization of prompt + desired text re-segments the
   // kept part, fall back to spelling the healed text and the desired text on their own.
-  const keep = own.length - countHealed(model, prompt, prepared);
+  const keep = own.length - prepared.healedTokens;
   const targets = full.slice(0, keep).every((id, i) => id === own[i]) ? full.slice(keep) : tok.encode(prepared.healed + text + end);
   if (targets.length < 1) throw new NeuronpatchError('The desired text tokenizes to nothing.');
   if (prepared.ids.length + targets.length > model.info.context) {
@@ -56,14 +56,6 @@ export function repairTarget(model: LoadedModel, prompt: string, desired: string
   }
   const input = [...prepared.ids, ...targets.slice(0, -1)];
   return { prepared, targets, first: prepared.ids.length - 1, input, lineEnd };
-}
-
-/** Number of prompt tokens healing backed off. */
-function countHealed(model: LoadedModel, prompt: string, prepared: PreparedPrompt): number {
-  if (!prepared.healed) return 0;
-  const own = model.tokenizer.encode(prompt);
-  for (let k = 1; k <= own.length; k++) if (model.tokenizer.decode(own.slice(own.length - k)) === prepared.healed) return k;
-  return 0;
 }
 
 /** Argmax at each target position under the healing constraint, and whether it departs from the desired text. */
