@@ -3,6 +3,7 @@
 // are left-padded and decoded together.
 import type { LoadedModel } from './model/load';
 import type { LayerEdits } from './model/session';
+import { logSumExp } from './linalg';
 import { type Completion, type GeneratedToken, NeuronpatchError } from './types';
 
 export interface GenerateOptions {
@@ -107,6 +108,9 @@ interface Row {
   tokens: GeneratedToken[];
   done: boolean;
   text: string;
+  /** Characters of the healed text spelt so far, while healing. */
+  consumed: number;
+  healing: boolean;
 }
 
 /** The visible completion: generated text minus the healed prefix, cut at the end of the line unless multiline. */
@@ -137,7 +141,10 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
   const eos = new Set(model.info.eosTokenIds);
   const texts = model.tokenizer.tokenTexts();
   const V = model.info.vocab;
-  const rows: Row[] = prompts.map((p) => ({ prepared: preparePrompt(model, p, maxNew, opts.heal ?? true), out: [], tokens: [], done: false, text: '' }));
+  const rows: Row[] = prompts.map((p) => {
+    const prepared = preparePrompt(model, p, maxNew, opts.heal ?? true);
+    return { prepared, out: [], tokens: [], done: false, text: '', consumed: 0, healing: prepared.healed.length > 0 };
+  });
   if (!rows.length) return [];
 
   const width = Math.max(...rows.map((r) => r.prepared.ids.length));
@@ -145,23 +152,18 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
   let ids = rows.map((r) => [...new Array<number>(width - r.prepared.ids.length).fill(pad), ...r.prepared.ids]);
   let mask = rows.map((r) => [...new Array<number>(width - r.prepared.ids.length).fill(0), ...r.prepared.ids.map(() => 1)]);
   let cache;
-  const logits = new Float64Array(V);
   for (let step = 0; step < maxNew && rows.some((r) => !r.done); step++) {
     if (opts.signal?.aborted) throw new NeuronpatchError('Generation was cancelled.');
     const res = await model.session.forward({ ids, mask, past: cache, edits: opts.edits, cache: true, lastOnly: true });
     cache = res.cache;
     const next: number[] = [];
     rows.forEach((row, b) => {
-      const base = b * V;
-      for (let i = 0; i < V; i++) logits[i] = res.logits[base + i];
       if (row.done) {
         next.push(pad);
         return;
       }
-      const probs = Float64Array.from(logits);
-      softmaxInPlace(probs);
-      const consumed = row.out.length ? visibleLength(model, row) : 0;
-      const rest = row.prepared.healed.slice(consumed);
+      const logits = res.logits.subarray(b * V, (b + 1) * V);
+      const rest = row.healing ? row.prepared.healed.slice(row.consumed) : '';
       const allowed = rest ? healingMask(texts, rest) : undefined;
       let id = -1;
       if (temperature > 0) {
@@ -188,10 +190,16 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
         return;
       }
       row.out.push(id);
-      row.tokens.push({ id, text: texts[id], prob: probs[id] });
-      const v = visible(model, row, multiline);
-      row.text = v.text;
-      if (eos.has(id) || v.ended) row.done = true;
+      row.tokens.push({ id, text: texts[id], prob: Math.exp(logits[id] - logSumExp(logits, 0, V)) });
+      // Decoding the row again is only needed while healing or where a line may end.
+      if (row.healing || texts[id].includes('\n') || eos.has(id)) {
+        const v = visible(model, row, multiline);
+        row.text = v.text;
+        row.consumed = visibleLength(model, row);
+        row.healing = row.consumed < row.prepared.healed.length;
+        if (v.ended) row.done = true;
+      }
+      if (eos.has(id)) row.done = true;
       next.push(id);
     });
     if (cache && cache.length + 1 > model.info.context) break;
@@ -199,6 +207,7 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
     mask = mask.map((m) => [...m, 1]);
   }
   const ms = performance.now() - started;
+  for (const r of rows) r.text = visible(model, r, multiline).text;
   return rows.map((r) => ({ completion: r.text, tokens: r.tokens, ms, ...(r.prepared.notice ? { notice: r.prepared.notice } : {}) }));
 }
 

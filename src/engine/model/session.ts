@@ -111,6 +111,32 @@ export class InstrumentedSession {
     return new ort.Tensor('int64', a, [b, n]);
   }
 
+  // Decoding feeds the same interventions at every step: the tensors are kept while the edits object lives.
+  private readonly neutral = new Map<number, Record<string, ort.Tensor>>();
+  private readonly byEdits = new WeakMap<object, Map<number, Record<string, ort.Tensor>>>();
+
+  private interventionFeeds(b: number, scales: Map<number, Float32Array>, edits: LayerEdits | LayerEdits[] | undefined): Record<string, ort.Tensor> {
+    const cacheable = scales.size === 0;
+    const memo = !cacheable ? undefined : edits ? this.byEdits.get(edits) ?? new Map<number, Record<string, ort.Tensor>>() : this.neutral;
+    const hit = memo?.get(b);
+    if (hit) return hit;
+    const { shape } = this;
+    const feeds: Record<string, ort.Tensor> = {};
+    for (let L = 0; L < shape.layers; L++) {
+      feeds[interventionNames.scale(L)] = this.floats(scales.get(L) ?? ones(b * shape.neurons), [b, 1, shape.neurons]);
+      const [index, delta, rows] = Array.isArray(edits)
+        ? gatherEdits(edits.map((e) => e.get(L)), shape.width)
+        : gatherEdits([edits?.get(L)], shape.width);
+      feeds[interventionNames.patchIndex(L)] = new ort.Tensor('int64', BigInt64Array.from(index, BigInt), [index.length]);
+      feeds[interventionNames.patchDelta(L)] = this.floats(delta, [rows, index.length, shape.width]);
+    }
+    if (memo) {
+      memo.set(b, feeds);
+      if (edits) this.byEdits.set(edits, memo);
+    }
+    return feeds;
+  }
+
   emptyCache(batch: number): KvCache {
     const { heads, headDim, cache } = this.graph;
     const empty = () => this.floats(new Float32Array(0), cache.kind === 'stacked' ? [2, batch, heads, 0, headDim] : [batch, heads, 0, headDim]);
@@ -161,14 +187,7 @@ export class InstrumentedSession {
     const perExample = Array.isArray(req.edits) ? req.edits : undefined;
     if (perExample && perExample.length !== b) throw new NeuronpatchError(`forward: ${perExample.length} edit sets for ${b} examples.`);
     for (const set of perExample ?? (req.edits ? [req.edits as LayerEdits] : [])) checkEdits(set, shape);
-    for (let L = 0; L < shape.layers; L++) {
-      feeds[interventionNames.scale(L)] = this.floats(scales.get(L) ?? ones(b * shape.neurons), [b, 1, shape.neurons]);
-      const [index, delta, rows] = perExample
-        ? gatherEdits(perExample.map((e) => e.get(L)), shape.width)
-        : gatherEdits([(req.edits as LayerEdits | undefined)?.get(L)], shape.width);
-      feeds[interventionNames.patchIndex(L)] = new ort.Tensor('int64', BigInt64Array.from(index, BigInt), [index.length]);
-      feeds[interventionNames.patchDelta(L)] = this.floats(delta, [rows, index.length, shape.width]);
-    }
+    Object.assign(feeds, this.interventionFeeds(b, scales, perExample ?? (req.edits as LayerEdits | undefined)));
 
     const cacheOutputs = graph.cache.kind === 'pairs' ? graph.cache.outputs.flatMap((p) => [p.key, p.value]) : graph.cache.outputs;
     const logitsName = req.lastOnly ? LAST_LOGITS : graph.logits;
