@@ -5,7 +5,7 @@
 // each case's bad completion is measured with `neuronpatch generate --prompts` (per prompt, model loaded), so that
 // repair time reads as a multiple of it.
 //   npm run bench:repair -- [--limit 40] [--methods minimal,joint,sgd] [--model DIR] [--cases F] [--regression F]
-//                           [--regression-limit N] [--sgd-max-steps 30] [--no-build] [--json]
+//                           [--regression-limit N] [--sgd-max-steps 30] [--sgd-reduction sum|mean] [--no-build] [--json]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -23,6 +23,7 @@ const { values: opt } = parseArgs({
     regression: { type: 'string', default: path.join(ROOT, 'bench', 'cases', 'regression.jsonl') },
     'regression-limit': { type: 'string' },
     'sgd-max-steps': { type: 'string', default: '30' },
+    'sgd-reduction': { type: 'string', default: 'sum' },
     python: { type: 'string', default: '/usr/bin/python3' },
     'no-build': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
@@ -86,7 +87,7 @@ for (const method of methods) {
   if (method === 'sgd') {
     log(`SGD baseline on ${cases.length} cases`);
     res = runJson(opt.python, [path.join(ROOT, 'tools', 'baseline', 'sgd.py'), '--model', opt.model, '--cases', opt.cases, '--regression', regression,
-      '--limit', String(limit), '--max-steps', opt['sgd-max-steps']], 'sgd');
+      '--limit', String(limit), '--max-steps', opt['sgd-max-steps'], '--reduction', opt['sgd-reduction']], 'sgd');
   } else {
     log(`neuronpatch eval --method ${method} on ${cases.length} cases`);
     res = runJson(process.execPath, [cli, 'eval', '--model', opt.model, '--cases', opt.cases, '--regression', regression, '--method', method,
@@ -131,7 +132,7 @@ if (opt.json) {
 } else {
   const pct = (x) => (x === null || x === undefined ? 'n/a' : `${(100 * x).toFixed(1)} %`);
   const num = (x, d = 1) => (x === null || x === undefined ? 'n/a' : Number(x).toFixed(d));
-  const label = { minimal: 'minimal (MINT-style)', joint: 'joint (ASTRA-style)', sgd: 'SGD on down_proj (baseline)' };
+  const label = { minimal: 'minimal (MINT-style)', joint: 'joint (ASTRA-style)', sgd: `SGD on down_proj (baseline, ${opt['sgd-reduction']} CE)` };
   const rows = [
     ['cases repaired from the original model', (c) => num(c.cases, 0)],
     ['already right (left out)', (c) => num(c.alreadyCorrect, 0)],

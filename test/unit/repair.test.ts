@@ -21,7 +21,7 @@ function readJsonl<T>(file: string): T[] {
 
 /** A prompt the model's tokenizer keeps inside its vocabulary, and the model's second choice after it. */
 async function chosenNextToken(model: Model): Promise<RepairCase> {
-  const prompt = 'a = 1\nb =';
+  const prompt = 'a = 1\nb = 2\n';
   const ids = model.tokenizer.encode(prompt);
   assert.ok(ids.every((id) => id < model.info.vocab), 'the prompt must tokenize inside the model vocabulary');
   const res = await model.loaded.session.forward({ ids: [ids] });

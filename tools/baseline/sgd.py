@@ -5,7 +5,8 @@
 
 For every case, from the original weights each time: SGD (lr 0.01) on every layer's `down_proj` weight and nothing
 else, on the teacher-forced cross-entropy of the desired text plus the end of the line (the position after the
-desired text must produce a token that starts a new line: its loss is -log of their summed probability), one
+desired text must produce a token that starts a new line: its loss is -log of their summed probability), summed
+over the positions (--reduction mean averages them instead), one
 step at a time until the greedy line equals the desired text, at most --max-steps steps. Greedy decoding mirrors
 the engine's `generate` (src/engine/generate.ts): the prompt boundary is healed (the last token, or the tokens of
 a word, backed off and the first generated tokens constrained to re-spell them), 48 new tokens at most, stop at
@@ -317,8 +318,10 @@ def main():
     ap.add_argument("--max-steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: batch-1 decoding gains nothing from more, and loses much on a busy machine)")
-    ap.add_argument("--reduction", choices=["mean", "sum"], default="mean",
-                    help="cross-entropy over the target positions: their mean (torch's default) or their sum")
+    ap.add_argument("--reduction", choices=["mean", "sum"], default="sum",
+                    help="cross-entropy over the target positions: their sum (default: the line's log-likelihood, "
+                         "whose step does not shrink as the line grows) or their mean (torch's default, which at "
+                         "lr 0.01 fixes fewer than half the dev cases in 30 steps)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

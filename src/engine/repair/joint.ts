@@ -7,7 +7,7 @@
 import { dot, row, solveSymmetric, topK } from '../linalg';
 import { contrast } from '../trace/attribution';
 import { layerOcclusion } from '../trace/index';
-import { teacherForce } from '../trace/teacher';
+import { teacherForce, weakPositions } from '../trace/teacher';
 import { accumulate, combine, type Edit, orthogonalize, priorDeltas } from './edits';
 import { Cancelled, refFloor, type SolveContext, type SolveResult } from './minimal';
 
@@ -26,7 +26,7 @@ export async function solveJoint(ctx: SolveContext): Promise<SolveResult> {
   for (; rounds < ctx.maxRounds; rounds++) {
     if (ctx.signal?.aborted) throw new Cancelled();
     const f = await teacherForce(model, target, combine(ctx.base, edits, d), all, true);
-    const failing = f.states.filter((s) => s.failing);
+    const failing = weakPositions(f.states, target, ctx.margin / 4);
     if (!failing.length) return { edits, fixed: true, rounds };
     const positions = failing.map((s) => target.first + s.index);
 

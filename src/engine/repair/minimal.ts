@@ -6,7 +6,7 @@ import type { LoadedModel } from '../model/load';
 import type { ForwardResult, LayerEdits } from '../model/session';
 import type { Patch } from '../types';
 import { contrast } from '../trace/attribution';
-import { type Forced, type PositionState, positionStates, type RepairTarget, teacherForce } from '../trace/teacher';
+import { type Forced, type PositionState, positionStates, type RepairTarget, teacherForce, weakPositions } from '../trace/teacher';
 import { accumulate, combine, type Edit, orthogonalize, priorDeltas } from './edits';
 import type { ReferenceStats } from './reference';
 import type { Steer } from './steer';
@@ -113,7 +113,7 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
   let f: Forced = await teacherForce(model, target, combine(ctx.base, edits, d), all, true);
   for (; rounds < ctx.maxRounds; rounds++) {
     if (ctx.signal?.aborted) throw new Cancelled();
-    const at = f.states.find((s) => s.failing);
+    const at = weakPositions(f.states, target, ctx.margin / 4)[0];
     if (!at) return { edits, fixed: true, rounds };
     const distinct = new Set(edits.map((e) => `${e.layer}:${e.neuron}`)).size;
     if (distinct >= ctx.maxNeurons) break;
@@ -165,7 +165,7 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
       : winners.length
         ? winners.reduce((a, b) => (b.here.gap > a.here.gap ? b : a))
         : outcomes.reduce((a, b) => (b.here.gap > a.here.gap ? b : a));
-    if (!winners.length && pick.here.gap <= at.gap) break;  // nothing moves this position: give up honestly
+    if (pick.here.gap <= at.gap) break;  // nothing moves this position: give up honestly
     edits = pick.t.edits;
     f = pick.row();
     ctx.log?.(`round ${rounds + 1}: position ${at.index}, neuron ${label(pick.t.cand)} × ${pick.t.k}, gap ${at.gap.toFixed(2)} → ${pick.here.gap.toFixed(2)}`);

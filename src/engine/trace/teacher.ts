@@ -81,9 +81,20 @@ export function positionStates(model: LoadedModel, target: RepairTarget, logits:
     // At the end of the line any token that ends it will do: a newline (with indentation after it) or end of text.
     const failing = last ? !(texts[argmax]?.includes('\n') || eos.has(argmax)) : argmax !== y;
     const logp = logits[off + y] - logSumExp(logits, off, V);
-    states.push({ index: i, desired: y, argmax, rival, gap: logits[off + y] - logits[off + rival], logp, failing });
+    // Where healing allows one token only, nothing competes with it.
+    const gap = rival < 0 ? Infinity : logits[off + y] - logits[off + rival];
+    states.push({ index: i, desired: y, argmax, rival: rival < 0 ? y : rival, gap, logp, failing });
   }
   return states;
+}
+
+/**
+ * Positions a solver must still work on: failing ones, and ones won by less than `minGap` logits (decoding with the
+ * KV cache, or in fp16, must not flip them). At the end of the line any newline token wins, so no gap is asked.
+ */
+export function weakPositions(states: PositionState[], target: RepairTarget, minGap: number): PositionState[] {
+  const last = states.length - 1;
+  return states.filter((s, i) => s.failing || (s.gap < minGap && !(target.lineEnd && i === last)));
 }
 
 export function describePosition(model: LoadedModel, target: RepairTarget, s: PositionState, logits: Float32Array, row: number, seq: number): FailingPosition {
