@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+export { mulberry32 } from '../src/engine/random';
 import * as ort from 'onnxruntime-node';
 import { openFolder } from '../src/engine/model/folder';
 
@@ -29,16 +30,6 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function sessionOptions(threads?: number): ort.InferenceSession.SessionOptions {
   // The engine's own settings (src/engine/model/session.ts), so that only the graph differs.

@@ -4,6 +4,7 @@
 import type { LoadedModel } from './model/load';
 import type { LayerEdits } from './model/session';
 import { logSumExp } from './linalg';
+import { mulberry32 } from './random';
 import { type Completion, type GeneratedToken, NeuronpatchError } from './types';
 
 export interface GenerateOptions {
@@ -83,16 +84,6 @@ export function healingMask(texts: string[], rest: string): Uint8Array {
   return ok;
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function softmaxInPlace(x: Float64Array): void {
   let max = -Infinity;

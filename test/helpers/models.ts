@@ -7,6 +7,9 @@ import * as path from 'node:path';
 import type { TestContext } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { loadModel, type Model } from '../../src/engine';
+import { mulberry32 as rng } from '../../src/engine/random';
+
+export { rng };
 
 function findRoot(from: string): string {
   for (let dir = from; ; dir = path.dirname(dir)) {
@@ -275,17 +278,6 @@ export function row(a: Float32Array, seq: number, n: number, b: number, pos: num
   return a.subarray((b * seq + pos) * n, (b * seq + pos + 1) * n);
 }
 
-/** A deterministic pseudo-random generator (mulberry32) for test data. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Standard normal samples. */
 export function gaussian(n: number, seed: number, scale = 1): Float32Array {

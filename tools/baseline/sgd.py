@@ -169,6 +169,9 @@ class Tok:
         self.bytes = [b"" if i in special else bytes(byte_of[c] for c in s) for i, s in enumerate(symbols)]
         # Each token's text decoded alone, special tokens as their content (the engine's tokenTexts()).
         self.texts = [s if i in special else self.bytes[i].decode("utf-8", errors="replace") for i, s in enumerate(symbols)]
+        config_path = os.path.join(folder, "tokenizer_config.json")
+        config = json.load(open(config_path)) if os.path.exists(config_path) else {}
+        self.add_bos = config.get("add_bos_token") is True
         self._masks = {}
 
     def encode(self, text):
@@ -202,9 +205,11 @@ def prepare_prompt(tok, prompt, max_new, context, bos=None, heal=True):
             ids = ids[:keep]
         else:
             healed = ""
-    budget = context - max_new
+    bos_ids = [bos] if tok.add_bos and bos is not None else []
+    budget = context - max_new - len(bos_ids)
     if len(ids) > budget:
         ids = ids[len(ids) - budget:]
+    ids = bos_ids + ids
     if not ids:
         ids = [bos if bos is not None else 0]
     return ids, healed

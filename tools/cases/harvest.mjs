@@ -77,17 +77,7 @@ const half = (rel) => createHash('sha256').update(`neuronpatch-cases:${rel}`).di
 const devFiles = files.filter((f) => half(f.rel) === 0);
 const regFiles = files.filter((f) => half(f.rel) === 1);
 
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = mulberry32(SEED);
+const random = engine.mulberry32(SEED);
 function shuffle(a) {
   for (let i = a.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1));
