@@ -4,6 +4,7 @@
 import { generate } from '../generate';
 import { dot, row } from '../linalg';
 import type { LoadedModel } from '../model/load';
+import type { LayerEdits } from '../model/session';
 import { newPatchId, isoNow } from '../patches/id';
 import { roundValue } from '../patches/format';
 import { patchSet } from '../patches/patchset';
@@ -82,12 +83,15 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const solved = method === 'minimal' ? await solveMinimal(ctx) : await solveJoint(ctx);
   const held = await holdEarlierFixes(ctx, solved.edits, { prompt: c.prompt, desired }, produces, progress);
   // Confirmed exactly as the patch file will store it (deltas rounded to its precision).
-  const edits = prune(held).map((e) => ({ ...e, delta: Float64Array.from(e.delta, roundValue) }));
+  const edits = prune(held.edits).map((e) => ({ ...e, delta: Float64Array.from(e.delta, roundValue) }));
   const patched = combine(base, edits, d);
 
   progress('confirming by greedy generation');
   const [afterGen] = await generate(model, [c.prompt], { edits: patched, signal: opts.signal, maxNewTokens: opts.maxNewTokens });
-  const success = produces(afterGen.completion);
+  // A patch that would break an earlier fix is no repair: success needs both.
+  const earlierHold = await earlierFixesHold(ctx, patched);
+  if (!earlierHold) progress('the new patch breaks an earlier fix: not a successful repair');
+  const success = produces(afterGen.completion) && earlierHold;
   const ms = performance.now() - started;
 
   const f1 = await teacherForce(model, target, patched);
@@ -148,9 +152,9 @@ const HOLD_PASSES = 4;
 async function holdEarlierFixes(
   ctx: SolveContext, edits: Edit[], current: { prompt: string; desired: string }, produces: (s: string) => boolean,
   progress: (line: string) => void,
-): Promise<Edit[]> {
-  const earlier = ctx.active.map((p) => ({ prompt: p.case.prompt, desired: p.case.desired }));
-  if (!earlier.length) return edits;
+): Promise<{ edits: Edit[] }> {
+  const earlier = earlierCases(ctx);
+  if (!earlier.length) return { edits };
   const d = ctx.model.info.width;
   let out = edits;
   for (let pass = 0; pass < HOLD_PASSES; pass++) {
@@ -165,7 +169,19 @@ async function holdEarlierFixes(
       for (const e of again.edits) out = accumulate(out, e.layer, e.neuron, e.delta);
     }
   }
-  return out;
+  return { edits: out };
+}
+
+function earlierCases(ctx: SolveContext): { prompt: string; desired: string }[] {
+  return ctx.active.map((p) => ({ prompt: p.case.prompt, desired: p.case.desired }));
+}
+
+/** Every active patch's case still decodes to its desired text with the final edits. */
+async function earlierFixesHold(ctx: SolveContext, patched: LayerEdits): Promise<boolean> {
+  const earlier = earlierCases(ctx);
+  if (!earlier.length) return true;
+  const got = await completions(ctx.model, earlier.map((k) => k.prompt), patched, ctx.signal);
+  return got.every((g, i) => g === earlier[i].desired);
 }
 
 /** Drops edits too small to matter next to the largest one. */
