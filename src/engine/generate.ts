@@ -2,7 +2,7 @@
 // at a token budget or at end of sequence, with patches applied through the graph's inputs. Prompts of a batch
 // are left-padded and decoded together.
 import type { LoadedModel } from './model/load';
-import type { LayerEdits } from './model/session';
+import { type LayerEdits, leftPad } from './model/session';
 import { logSumExp } from './linalg';
 import { mulberry32 } from './random';
 import { type Completion, type GeneratedToken, NeuronpatchError } from './types';
@@ -138,10 +138,8 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
   });
   if (!rows.length) return [];
 
-  const width = Math.max(...rows.map((r) => r.prepared.ids.length));
   const pad = model.info.eosTokenIds[0] ?? 0;
-  let ids = rows.map((r) => [...new Array<number>(width - r.prepared.ids.length).fill(pad), ...r.prepared.ids]);
-  let mask = rows.map((r) => [...new Array<number>(width - r.prepared.ids.length).fill(0), ...r.prepared.ids.map(() => 1)]);
+  let { ids, mask } = leftPad(rows.map((r) => r.prepared.ids), pad);
   let cache;
   for (let step = 0; step < maxNew && rows.some((r) => !r.done); step++) {
     if (opts.signal?.aborted) throw new NeuronpatchError('Generation was cancelled.');

@@ -226,6 +226,16 @@ function checkEdits(edits: LayerEdits, shape: Shape): void {
   }
 }
 
+/** Rows of token ids left-padded to one width, with the mask that hides the padding (pad id: `pad`, or the row's first). */
+export function leftPad(rows: number[][], pad?: number): { ids: number[][]; mask: number[][]; width: number } {
+  const width = Math.max(...rows.map((r) => r.length));
+  return {
+    width,
+    ids: rows.map((r) => [...new Array<number>(width - r.length).fill(pad ?? r[0]), ...r]),
+    mask: rows.map((r) => [...new Array<number>(width - r.length).fill(0), ...r.map(() => 1)]),
+  };
+}
+
 /** Positions for left-padded rows: count of real tokens before each slot (0 on padding). */
 export function positionsFromMask(mask: number[]): number[] {
   let seen = 0;

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { writeFileAtomic } from '../atomic';
 import { preparePrompt } from '../generate';
 import type { LoadedModel } from '../model/load';
+import { leftPad } from '../model/session';
 import { Gram } from './steer';
 
 const BATCH = 8;
@@ -44,9 +45,7 @@ export async function referenceStats(model: LoadedModel, prompts: string[]): Pro
   try {
     for (let i = 0; i < prompts.length; i += BATCH) {
       const rows = prompts.slice(i, i + BATCH).map((p) => preparePrompt(model, p, 1, false).ids);
-      const width = Math.max(...rows.map((r) => r.length));
-      const ids = rows.map((r) => [...new Array<number>(width - r.length).fill(r[0]), ...r]);
-      const mask = rows.map((r) => [...new Array<number>(width - r.length).fill(0), ...r.map(() => 1)]);
+      const { ids, mask, width } = leftPad(rows);
       const res = await model.session.forward({ ids, mask, activations: all });
       const real = rows.reduce((s, r) => s + r.length, 0);
       count += real;

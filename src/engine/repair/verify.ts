@@ -3,7 +3,7 @@
 import { generateBatched, preparePrompt } from '../generate';
 import { logSoftmax } from '../linalg';
 import type { LoadedModel } from '../model/load';
-import type { LayerEdits } from '../model/session';
+import { type LayerEdits, leftPad } from '../model/session';
 import type { RepairCaseVariant } from '../types';
 
 const BATCH = 16;
@@ -18,9 +18,7 @@ export async function meanNextTokenKl(model: LoadedModel, prompts: string[], bef
   let total = 0;
   for (let i = 0; i < prompts.length; i += BATCH) {
     const rows = prompts.slice(i, i + BATCH).map((p) => preparePrompt(model, p, 1).ids);
-    const width = Math.max(...rows.map((r) => r.length));
-    const ids = rows.map((r) => [...new Array<number>(width - r.length).fill(r[0]), ...r]);
-    const mask = rows.map((r) => [...new Array<number>(width - r.length).fill(0), ...r.map(() => 1)]);
+    const { ids, mask, width } = leftPad(rows);
     const [a, b] = await Promise.all([
       model.session.forward({ ids, mask, edits: before }),
       model.session.forward({ ids, mask, edits: after }),
