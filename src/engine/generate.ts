@@ -3,7 +3,6 @@
 // are left-padded and decoded together.
 import type { LoadedModel } from './model/load';
 import { type LayerEdits, leftPad } from './model/session';
-import { logSumExp } from './linalg';
 import { mulberry32 } from './random';
 import { type Completion, type GeneratedToken, NeuronpatchError } from './types';
 
@@ -98,28 +97,27 @@ interface Row {
   out: number[];
   tokens: GeneratedToken[];
   done: boolean;
-  text: string;
   /** Characters of the healed text spelt so far, while healing. */
   consumed: number;
   healing: boolean;
 }
 
-/** The visible completion: generated text minus the healed prefix, cut at the end of the line unless multiline. */
-function visible(model: LoadedModel, row: Row, multiline: boolean): { text: string; ended: boolean } {
-  // Decoded after the prompt's last token: tokenizers that drop a leading space at the start of a text
-  // (SentencePiece's ▁) then keep it, as they should in the middle of one.
+/**
+ * The row's generated text, decoded after the prompt's last token: tokenizers that drop a leading space at the
+ * start of a text (SentencePiece's ▁) then keep it, as they should in the middle of one.
+ */
+function generatedText(model: LoadedModel, row: Row): string {
   const anchor = row.prepared.ids.slice(-1);
-  const full = model.tokenizer.decode([...anchor, ...row.out]).slice(model.tokenizer.decode(anchor).length);
-  if (full.length < row.prepared.healed.length) return { text: '', ended: false };
-  const text = full.slice(row.prepared.healed.length);
+  return model.tokenizer.decode([...anchor, ...row.out]).slice(model.tokenizer.decode(anchor).length);
+}
+
+/** The visible completion: generated text minus the healed prefix, cut at the end of the line unless multiline. */
+function visible(full: string, healed: string, multiline: boolean): { text: string; ended: boolean } {
+  if (full.length < healed.length) return { text: '', ended: false };
+  const text = full.slice(healed.length);
   const nl = text.indexOf('\n');
   if (!multiline && nl >= 0) return { text: text.slice(0, nl), ended: true };
   return { text, ended: false };
-}
-
-function visibleLength(model: LoadedModel, row: Row): number {
-  const anchor = row.prepared.ids.slice(-1);
-  return model.tokenizer.decode([...anchor, ...row.out]).length - model.tokenizer.decode(anchor).length;
 }
 
 export async function generate(model: LoadedModel, prompts: string[], opts: GenerateOptions = {}): Promise<Completion[]> {
@@ -134,12 +132,13 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
   const V = model.info.vocab;
   const rows: Row[] = prompts.map((p) => {
     const prepared = preparePrompt(model, p, maxNew, opts.heal ?? true);
-    return { prepared, out: [], tokens: [], done: false, text: '', consumed: 0, healing: prepared.healed.length > 0 };
+    return { prepared, out: [], tokens: [], done: false, consumed: 0, healing: prepared.healed.length > 0 };
   });
   if (!rows.length) return [];
 
   const pad = model.info.eosTokenIds[0] ?? 0;
-  let { ids, mask } = leftPad(rows.map((r) => r.prepared.ids), pad);
+  const { ids: first, mask } = leftPad(rows.map((r) => r.prepared.ids), pad);
+  let ids = first;
   let cache;
   for (let step = 0; step < maxNew && rows.some((r) => !r.done); step++) {
     if (opts.signal?.aborted) throw new NeuronpatchError('Generation was cancelled.');
@@ -179,25 +178,27 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
         return;
       }
       row.out.push(id);
-      row.tokens.push({ id, text: texts[id], prob: Math.exp(logits[id] - logSumExp(logits, 0, V)) });
-      // Decoding the row again is only needed while healing or where a line may end.
-      if (row.healing || texts[id].includes('\n') || eos.has(id)) {
-        const v = visible(model, row, multiline);
-        row.text = v.text;
-        row.consumed = visibleLength(model, row);
+      row.tokens.push({ id, text: texts[id], prob: Math.exp(logits[id] - res.logSumExp![b]) });
+      // Decoding the row again is only needed while healing or where a line may end the completion (the text
+      // itself is decoded once, at the end).
+      if (row.healing || (!multiline && texts[id].includes('\n'))) {
+        const full = generatedText(model, row);
+        row.consumed = full.length;
         row.healing = row.consumed < row.prepared.healed.length;
-        if (v.ended) row.done = true;
+        if (visible(full, row.prepared.healed, multiline).ended) row.done = true;
       }
       if (eos.has(id)) row.done = true;
       next.push(id);
     });
     if (cache && cache.length + 1 > model.info.context) break;
     ids = next.map((id) => [id]);
-    mask = mask.map((m) => [...m, 1]);
+    for (const m of mask) m.push(1);  // the rows are this loop's own (leftPad's)
   }
   const ms = performance.now() - started;
-  for (const r of rows) r.text = visible(model, r, multiline).text;
-  return rows.map((r) => ({ completion: r.text, tokens: r.tokens, ms, ...(r.prepared.notice ? { notice: r.prepared.notice } : {}) }));
+  return rows.map((r) => ({
+    completion: visible(generatedText(model, r), r.prepared.healed, multiline).text, tokens: r.tokens, ms,
+    ...(r.prepared.notice ? { notice: r.prepared.notice } : {}),
+  }));
 }
 
 /** Many prompts in batches of `batch` rows: one KV cache and one set of edits per batch. */

@@ -5,19 +5,39 @@
 //   W_out's input     ← blocks.L.mlp.post
 //   FFN output       += Gather(post, patch_index) · patch_delta  (index: [K]; delta: [1 or batch, K, d])
 // so that ablations are per example and a patch adds Σ_j z_j Δv_j without touching any weight.
-// Intervention inputs are plain required inputs (an initializer would make ORT silently ignore the feed).
+// The interventions of all layers arrive packed in three inputs, split per layer inside the graph: every run
+// feeds them, and onnxruntime's cost per fed tensor exceeds that of a Split (each layer gets the same K, padded
+// with zero edits). They are plain required inputs (an initializer would make ORT silently ignore the feed).
+// The last position's logits and what their log-sum-exp needs are outputs of their own, for decoding.
 import { onnx } from 'onnx-proto';
 import { hooks, NeuronpatchError } from '../types';
 import type { ModelGraph } from './graph';
 
-export const interventionNames = {
+/** The packed intervention inputs: layer L's slice is its own scale, patch indices and deltas. */
+export const interventionInputs = {
+  /** [batch, 1, Σ m_L]: layer after layer. */
+  scale: 'neuronpatch.scale',
+  /** [layers · K]: K neuron indices per layer. */
+  patchIndex: 'neuronpatch.patch_index',
+  /** [1 or batch, layers · K, d]. */
+  patchDelta: 'neuronpatch.patch_delta',
+};
+
+const perLayer = {
   scale: (layer: number): string => `blocks.${layer}.mlp.scale`,
   patchIndex: (layer: number): string => `blocks.${layer}.mlp.patch_index`,
   patchDelta: (layer: number): string => `blocks.${layer}.mlp.patch_delta`,
 };
 
 const T = onnx.TensorProto.DataType;
+const A = onnx.AttributeProto.AttributeType;
 export const LAST_LOGITS = 'logits.last';
+/**
+ * [batch, 2], float32: each row of LAST_LOGITS' max and its log-softmax there, so that log Σ exp = max − that
+ * (taken in float64, it keeps the precision a float32 log Σ exp of large logits would lose): a token's
+ * probability without a pass over the vocabulary in JS.
+ */
+export const LAST_NORMALIZER = 'logits.last.normalizer';
 const LAST_INDEX = 'neuronpatch.last_index';
 
 function valueInfo(name: string, elemType: number, dims: (number | string)[]): onnx.IValueInfoProto {
@@ -31,6 +51,70 @@ function node(opType: string, inputs: string[], outputs: string[], name: string,
   return { opType, input: inputs, output: outputs, name, attribute };
 }
 
+function int64s(name: string, values: number[]): onnx.ITensorProto {
+  return { name, dataType: T.INT64, dims: [values.length], int64Data: values };
+}
+
+/** Ops whose list arguments became inputs at some opset version take them as initializers from there on. */
+class OpsetHelper {
+  readonly initializers: onnx.ITensorProto[] = [];
+
+  constructor(private readonly version: number) {}
+
+  /** Split `input` along `axis` into `outputs`, of `sizes` each (or equal parts). */
+  split(input: string, axis: number, outputs: string[], sizes?: number[]): onnx.INodeProto {
+    const name = `neuronpatch/split/${input}`;
+    const attribute: onnx.IAttributeProto[] = [{ name: 'axis', type: A.INT, i: axis }];
+    const inputs = [input];
+    if (sizes && this.version >= 13) inputs.push(this.constant(`${name}/sizes`, sizes));
+    else if (sizes) attribute.push({ name: 'split', type: A.INTS, ints: sizes });
+    else if (this.version >= 18) attribute.push({ name: 'num_outputs', type: A.INT, i: outputs.length });
+    return node('Split', inputs, outputs, name, attribute);
+  }
+
+  /** ReduceMax over the last axis, kept. */
+  reduceMaxLast(input: string, output: string, name: string): onnx.INodeProto {
+    const attribute: onnx.IAttributeProto[] = [{ name: 'keepdims', type: A.INT, i: 1 }];
+    const inputs = [input];
+    if (this.version >= 18) inputs.push(this.constant(`${name}/axes`, [-1]));
+    else attribute.push({ name: 'axes', type: A.INTS, ints: [-1] });
+    return node('ReduceMax', inputs, [output], name, attribute);
+  }
+
+  private constant(name: string, values: number[]): string {
+    this.initializers.push(int64s(name, values));
+    return name;
+  }
+}
+
+/**
+ * LAST_NORMALIZER from [batch, V] logits: [max, max(LogSoftmax)] per row, with onnxruntime's vectorised LogSoftmax
+ * (float32; fp16 logits are cast up first so that the sum keeps float32 precision).
+ */
+function normalizerNodes(ops: OpsetHelper, logits: string, output: string, fp16: boolean): onnx.INodeProto[] {
+  const nodes: onnx.INodeProto[] = [];
+  const p = 'neuronpatch/logits/normalizer';
+  let x = logits;
+  if (fp16) {
+    nodes.push(node('Cast', [logits], [`${p}/float`], `${p}/cast`, [{ name: 'to', type: A.INT, i: T.FLOAT }]));
+    x = `${p}/float`;
+  }
+  nodes.push(
+    node('LogSoftmax', [x], [`${p}/logsoftmax`], `${p}/logsoftmax`, [{ name: 'axis', type: A.INT, i: -1 }]),
+    ops.reduceMaxLast(x, `${p}/max`, `${p}/max`),
+    ops.reduceMaxLast(`${p}/logsoftmax`, `${p}/top`, `${p}/top`),
+    node('Concat', [`${p}/max`, `${p}/top`], [output], `${p}/concat`, [{ name: 'axis', type: A.INT, i: -1 }]),
+  );
+  return nodes;
+}
+
+/** The model's version of the default ONNX domain. */
+function defaultOpset(model: onnx.IModelProto): number {
+  const entry = model.opsetImport?.find((o) => !o.domain || o.domain === 'ai.onnx');
+  if (!entry) throw new NeuronpatchError('The model imports no version of the default ONNX operator set.');
+  return Number(entry.version);
+}
+
 /** Returns a new ModelProto (the input is not modified) and the graph description with the residual named. */
 export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model: onnx.IModelProto; graph: ModelGraph } {
   const src = model.graph!;
@@ -38,35 +122,42 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
   const d = graph.unembedding.layout === 'rows' ? graph.unembedding.dims[1] : graph.unembedding.dims[0];
   const before = new Map<string, onnx.INodeProto[]>();  // nodes to insert before a node (by output[0])
   const after = new Map<string, onnx.INodeProto[]>();
-  const inputs: onnx.IValueInfoProto[] = [];
   const outputs: onnx.IValueInfoProto[] = [];
   const renamed = new Map<string, string>();  // projection output → patched output, for its consumers
+  const ops = new OpsetHelper(defaultOpset(model));
+  const sites = [...graph.sites].sort((a, b) => a.layer - b.layer);
+  const widths = sites.map((site) => (site.weight.layout === 'rows' ? site.weight.dims[0] : site.weight.dims[1]));
+  const inputs = [
+    valueInfo(interventionInputs.scale, floatEnum, ['batch_size', 1, widths.reduce((a, b) => a + b, 0)]),
+    valueInfo(interventionInputs.patchIndex, T.INT64, ['patch_slots']),
+    valueInfo(interventionInputs.patchDelta, floatEnum, ['patch_batch', 'patch_slots', d]),
+  ];
+  const unpack = [
+    ops.split(interventionInputs.scale, 2, sites.map((s) => perLayer.scale(s.layer)), widths),
+    ops.split(interventionInputs.patchIndex, 0, sites.map((s) => perLayer.patchIndex(s.layer))),
+    ops.split(interventionInputs.patchDelta, 1, sites.map((s) => perLayer.patchDelta(s.layer))),
+  ];
 
-  for (const site of graph.sites) {
+  sites.forEach((site, i) => {
     const L = site.layer;
-    const m = site.weight.layout === 'rows' ? site.weight.dims[0] : site.weight.dims[1];
     const post = hooks.mlpPost(L);
     const key = site.output;
-    inputs.push(valueInfo(interventionNames.scale(L), floatEnum, ['batch_size', 1, m]));
-    // Each layer's patch has its own symbolic sizes: ORT's memory planner equates dims that share a name.
-    inputs.push(valueInfo(interventionNames.patchIndex(L), T.INT64, [`patch_neurons_${L}`]));
-    inputs.push(valueInfo(interventionNames.patchDelta(L), floatEnum, [`patch_batch_${L}`, `patch_neurons_${L}`, d]));
-    outputs.push(valueInfo(post, floatEnum, ['batch_size', 'sequence_length', m]));
-    before.set(key, [node('Mul', [site.activation, interventionNames.scale(L)], [post], `neuronpatch/blocks.${L}/mlp/scale`)]);
+    outputs.push(valueInfo(post, floatEnum, ['batch_size', 'sequence_length', widths[i]]));
+    before.set(key, [node('Mul', [site.activation, perLayer.scale(L)], [post], `neuronpatch/blocks.${L}/mlp/scale`)]);
     const picked = `blocks.${L}.mlp.patch_z`;
     const term = `blocks.${L}.mlp.patch_term`;
     const patched = `blocks.${L}.mlp.out`;
     after.set(key, [
-      node('Gather', [post, interventionNames.patchIndex(L)], [picked], `neuronpatch/blocks.${L}/mlp/patch_gather`,
-        [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: -1 }]),
-      node('MatMul', [picked, interventionNames.patchDelta(L)], [term], `neuronpatch/blocks.${L}/mlp/patch_matmul`),
+      node('Gather', [post, perLayer.patchIndex(L)], [picked], `neuronpatch/blocks.${L}/mlp/patch_gather`,
+        [{ name: 'axis', type: A.INT, i: -1 }]),
+      node('MatMul', [picked, perLayer.patchDelta(L)], [term], `neuronpatch/blocks.${L}/mlp/patch_matmul`),
       node('Add', [site.output, term], [patched], `neuronpatch/blocks.${L}/mlp/patch_add`),
     ]);
     renamed.set(site.output, patched);
-  }
+  });
 
   const finalNorm = { ...graph.finalNorm };
-  const nodes: onnx.INodeProto[] = [];
+  const nodes: onnx.INodeProto[] = [...unpack];
   const graphOutputs = new Set((src.output ?? []).map((o) => o.name));
   const castTo = (n: onnx.INodeProto | undefined) => (n?.opType === 'Cast' ? Number(n.attribute?.find((a) => a.name === 'to')?.i ?? -1) : -1);
   const producers = new Map<string, onnx.INodeProto>();
@@ -110,16 +201,17 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
   outputs.push(valueInfo(hooks.finalResid, floatEnum, ['batch_size', 'sequence_length', d]));
   // The last position's logits on their own: decoding needs no more, and a long prompt's full logits are large.
   const V = graph.unembedding.layout === 'rows' ? graph.unembedding.dims[0] : graph.unembedding.dims[1];
-  nodes.push(node('Gather', [graph.logits, LAST_INDEX], [LAST_LOGITS], 'neuronpatch/logits/last',
-    [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 1 }]));
+  nodes.push(node('Gather', [graph.logits, LAST_INDEX], [LAST_LOGITS], 'neuronpatch/logits/last', [{ name: 'axis', type: A.INT, i: 1 }]));
   outputs.push(valueInfo(LAST_LOGITS, floatEnum, ['batch_size', V]));
+  nodes.push(...normalizerNodes(ops, LAST_LOGITS, LAST_NORMALIZER, graph.floatType === 'float16'));
+  outputs.push(valueInfo(LAST_NORMALIZER, T.FLOAT, ['batch_size', 2]));
   const lastIndex: onnx.ITensorProto = { name: LAST_INDEX, dataType: T.INT64, dims: [], int64Data: [-1] };
 
   const out: onnx.IModelProto = {
     ...model,
     graph: {
       ...src, node: nodes, input: [...(src.input ?? []), ...inputs], output: [...(src.output ?? []), ...outputs],
-      initializer: [...(src.initializer ?? []), lastIndex],
+      initializer: [...(src.initializer ?? []), lastIndex, ...ops.initializers],
     },
   };
   return { model: out, graph: { ...graph, finalNorm } };

@@ -4,7 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { f16ToF32, f32ToF16 } from '../onnx/float16';
 import { hooks, NeuronpatchError } from '../types';
 import type { ModelGraph } from './graph';
-import { interventionNames, LAST_LOGITS } from './instrument';
+import { interventionInputs, LAST_LOGITS, LAST_NORMALIZER } from './instrument';
 
 /** Per-layer patch edits in the form the graph consumes: neuron indices and their value-vector deltas (K×d). */
 export type LayerEdits = Map<number, { indices: number[]; deltas: Float32Array }>;
@@ -51,6 +51,8 @@ export interface ForwardResult {
   logits: Float32Array;
   /** seq, or 1 with `lastOnly`. */
   logitPositions: number;
+  /** With `lastOnly`: log Σ exp of each row's logits, [batch], so that p(token) = exp(logit − logSumExp). */
+  logSumExp?: Float64Array;
   /** `blocks.L.mlp.post`, [batch, seq, m] each. */
   activations: Map<number, Float32Array>;
   /** `final.resid`, [batch, seq, d]. */
@@ -67,6 +69,9 @@ export interface Shape {
 
 export class InstrumentedSession {
   private readonly floatType: 'float32' | 'float16';
+  /** Cache inputs and outputs in feed order: key, value per layer, or one stacked tensor. */
+  private readonly cacheInputs: string[];
+  private readonly cacheOutputs: string[];
 
   constructor(
     private readonly session: ort.InferenceSession,
@@ -74,6 +79,9 @@ export class InstrumentedSession {
     readonly shape: Shape,
   ) {
     this.floatType = graph.floatType;
+    const { cache } = graph;
+    this.cacheInputs = cache.kind === 'pairs' ? cache.inputs.flatMap((p) => [p.key, p.value]) : cache.inputs;
+    this.cacheOutputs = cache.kind === 'pairs' ? cache.outputs.flatMap((p) => [p.key, p.value]) : cache.outputs;
   }
 
   static async create(file: string, graph: ModelGraph, shape: Shape, threads?: number): Promise<InstrumentedSession> {
@@ -98,6 +106,7 @@ export class InstrumentedSession {
     return t.data as Float32Array;
   }
 
+  /** [rows][n] integers (ids, mask, positions) as the graph's index type. */
   private indexTensor(rows: number[][]): ort.Tensor {
     const b = rows.length;
     const n = rows[0]?.length ?? 0;
@@ -106,9 +115,7 @@ export class InstrumentedSession {
       rows.forEach((r, i) => a.set(r, i * n));
       return new ort.Tensor('int32', a, [b, n]);
     }
-    const a = new BigInt64Array(b * n);
-    rows.forEach((r, i) => r.forEach((v, j) => (a[i * n + j] = BigInt(v))));
-    return new ort.Tensor('int64', a, [b, n]);
+    return new ort.Tensor('int64', int64Rows(rows, n), [b, n]);
   }
 
   // Decoding feeds the same interventions at every step: the tensors are kept while the edits object lives.
@@ -120,16 +127,13 @@ export class InstrumentedSession {
     const memo = !cacheable ? undefined : edits ? this.byEdits.get(edits) ?? new Map<number, Record<string, ort.Tensor>>() : this.neutral;
     const hit = memo?.get(b);
     if (hit) return hit;
-    const { shape } = this;
-    const feeds: Record<string, ort.Tensor> = {};
-    for (let L = 0; L < shape.layers; L++) {
-      feeds[interventionNames.scale(L)] = this.floats(scales.get(L) ?? ones(b * shape.neurons), [b, 1, shape.neurons]);
-      const [index, delta, rows] = Array.isArray(edits)
-        ? gatherEdits(edits.map((e) => e.get(L)), shape.width)
-        : gatherEdits([edits?.get(L)], shape.width);
-      feeds[interventionNames.patchIndex(L)] = new ort.Tensor('int64', BigInt64Array.from(index, BigInt), [index.length]);
-      feeds[interventionNames.patchDelta(L)] = this.floats(delta, [rows, index.length, shape.width]);
-    }
+    const { layers, neurons, width } = this.shape;
+    const patch = packEdits(Array.isArray(edits) ? edits : [edits], layers, width);
+    const feeds: Record<string, ort.Tensor> = {
+      [interventionInputs.scale]: this.floats(packScales(scales, b, layers, neurons), [b, 1, layers * neurons]),
+      [interventionInputs.patchIndex]: new ort.Tensor('int64', patch.index, [patch.index.length]),
+      [interventionInputs.patchDelta]: this.floats(patch.delta, [patch.rows, patch.index.length, width]),
+    };
     if (memo) {
       memo.set(b, feeds);
       if (edits) this.byEdits.set(edits, memo);
@@ -162,14 +166,12 @@ export class InstrumentedSession {
     if (past.batch !== b) throw new NeuronpatchError(`forward: cache batch ${past.batch} ≠ ids batch ${b}.`);
     const total = past.length + t;
     const mask = req.mask ?? Array.from({ length: b }, () => new Array<number>(total).fill(1));
-    const positions = req.positions ?? mask.map((row) => positionsFromMask(row).slice(past.length));
 
     const { graph, shape } = this;
     const feeds: Record<string, ort.Tensor> = { [graph.inputs.ids]: this.indexTensor(req.ids) };
     if (graph.inputs.mask) feeds[graph.inputs.mask] = this.indexTensor(mask);
-    if (graph.inputs.positions) feeds[graph.inputs.positions] = this.indexTensor(positions);
-    const cacheInputs = graph.cache.kind === 'pairs' ? graph.cache.inputs.flatMap((p) => [p.key, p.value]) : graph.cache.inputs;
-    cacheInputs.forEach((name, i) => (feeds[name] = past.tensors[i]));
+    if (graph.inputs.positions) feeds[graph.inputs.positions] = this.indexTensor(req.positions ?? mask.map((row) => positionsAfter(row, past.length)));
+    this.cacheInputs.forEach((name, i) => (feeds[name] = past.tensors[i]));
 
     const scales = new Map<number, Float32Array>();
     for (const a of req.ablations ?? []) {
@@ -189,9 +191,10 @@ export class InstrumentedSession {
     for (const set of perExample ?? (req.edits ? [req.edits as LayerEdits] : [])) checkEdits(set, shape);
     Object.assign(feeds, this.interventionFeeds(b, scales, perExample ?? (req.edits as LayerEdits | undefined)));
 
-    const cacheOutputs = graph.cache.kind === 'pairs' ? graph.cache.outputs.flatMap((p) => [p.key, p.value]) : graph.cache.outputs;
+    const { cacheOutputs } = this;
     const logitsName = req.lastOnly ? LAST_LOGITS : graph.logits;
     const fetches = [logitsName, ...(req.activations ?? []).map((L) => hooks.mlpPost(L))];
+    if (req.lastOnly) fetches.push(LAST_NORMALIZER);
     if (req.residual) fetches.push(hooks.finalResid);
     if (req.cache) fetches.push(...cacheOutputs);
     let out: ort.InferenceSession.ReturnType;
@@ -206,6 +209,7 @@ export class InstrumentedSession {
       batch: b, seq: t,
       logits: this.toF32(out[logitsName]),
       logitPositions: req.lastOnly ? 1 : t,
+      logSumExp: req.lastOnly ? logSumExps(out[LAST_NORMALIZER].data as Float32Array) : undefined,
       activations,
       residual: req.residual ? this.toF32(out[hooks.finalResid]) : undefined,
       cache: req.cache ? { tensors: cacheOutputs.map((n) => out[n]), length: total, batch: b } : undefined,
@@ -242,31 +246,82 @@ export function positionsFromMask(mask: number[]): number[] {
   return mask.map((m) => (m ? seen++ : 0));
 }
 
+/** positionsFromMask(mask).slice(past), without building the positions of the cached slots (decoding). */
+function positionsAfter(mask: number[], past: number): number[] {
+  let seen = 0;
+  for (let i = 0; i < past; i++) if (mask[i]) seen++;
+  const out = new Array<number>(mask.length - past);
+  for (let i = past; i < mask.length; i++) out[i - past] = mask[i] ? seen++ : 0;
+  return out;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * [rows][n] integers as int64 data. Ids, masks and positions fit in 32 bits: on little-endian hosts each is
+ * written as its two 32-bit halves, sparing a BigInt per element on every decoding step.
+ */
+function int64Rows(rows: number[][], n: number): BigInt64Array {
+  const out = new BigInt64Array(rows.length * n);
+  if (!LITTLE_ENDIAN) {
+    rows.forEach((r, i) => r.forEach((v, j) => (out[i * n + j] = BigInt(v))));
+    return out;
+  }
+  const halves = new Int32Array(out.buffer);
+  rows.forEach((r, i) => {
+    for (let j = 0, at = 2 * i * n; j < n; j++, at += 2) {
+      const v = r[j];
+      if (v !== (v | 0)) throw new NeuronpatchError(`forward: ${v} is not a 32-bit integer.`);
+      halves[at] = v;
+      halves[at + 1] = v < 0 ? -1 : 0;
+    }
+  });
+  return out;
+}
+
+/** log Σ exp per row from the graph's [max, log-softmax at the max] pairs. */
+function logSumExps(normalizer: Float32Array): Float64Array {
+  const out = new Float64Array(normalizer.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = normalizer[2 * i] - normalizer[2 * i + 1];
+  return out;
+}
+
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
 }
 
-function ones(n: number): Float32Array {
-  return new Float32Array(n).fill(1);
+/** Per-layer [b, m] scales (absent: 1) packed as the graph's [b, 1, layers · m] input, layer after layer in each row. */
+function packScales(scales: Map<number, Float32Array>, b: number, layers: number, m: number): Float32Array {
+  const packed = new Float32Array(b * layers * m).fill(1);
+  for (const [L, s] of scales) for (let r = 0; r < b; r++) packed.set(s.subarray(r * m, (r + 1) * m), (r * layers + L) * m);
+  return packed;
 }
 
 /**
- * Union of the neurons edited in this layer across examples, and a [rows, K, d] delta block where each row holds
- * its own example's deltas (zeros elsewhere). With nothing edited, a single zero edit of neuron 0 keeps the
- * graph's shapes non-empty.
+ * The patch inputs: per layer, the union of the neurons edited across examples, padded to the same K in every
+ * layer with zero edits of neuron 0 (K ≥ 1 keeps the shapes non-empty); index [layers · K] and a
+ * [rows, layers · K, d] delta block where each row holds its own example's deltas (zeros elsewhere).
  */
-function gatherEdits(sets: ({ indices: number[]; deltas: Float32Array } | undefined)[], d: number): [number[], Float32Array, number] {
-  const union: number[] = [];
-  const slot = new Map<number, number>();
-  for (const s of sets) for (const j of s?.indices ?? []) if (!slot.has(j)) slot.set(j, union.push(j) - 1);
-  if (!union.length) return [[0], new Float32Array(sets.length * d), sets.length];
-  const k = union.length;
-  const delta = new Float32Array(sets.length * k * d);
-  sets.forEach((s, row) => {
-    s?.indices.forEach((j, i) => {
-      const at = (row * k + slot.get(j)!) * d;
-      for (let c = 0; c < d; c++) delta[at + c] += s.deltas[i * d + c];
+function packEdits(sets: (LayerEdits | undefined)[], layers: number, d: number): { index: BigInt64Array; delta: Float32Array; rows: number } {
+  // Per layer, neuron → its slot in the union.
+  const slots = range(layers).map((L) => {
+    const slot = new Map<number, number>();
+    for (const s of sets) for (const j of s?.get(L)?.indices ?? []) if (!slot.has(j)) slot.set(j, slot.size);
+    return slot;
+  });
+  const k = Math.max(1, ...slots.map((u) => u.size));
+  const rows = sets.length;
+  const index = new BigInt64Array(layers * k);
+  const delta = new Float32Array(rows * layers * k * d);
+  slots.forEach((slot, L) => {
+    for (const [j, i] of slot) index[L * k + i] = BigInt(j);
+    sets.forEach((s, row) => {
+      const e = s?.get(L);
+      e?.indices.forEach((j, i) => {
+        const at = (row * layers * k + L * k + slot.get(j)!) * d;
+        for (let c = 0; c < d; c++) delta[at + c] += e.deltas[i * d + c];
+      });
     });
   });
-  return [union, delta, sets.length];
+  return { index, delta, rows };
 }
