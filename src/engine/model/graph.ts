@@ -61,4 +61,6 @@ export interface ModelGraph {
   floatType: 'float32' | 'float16';
   inputs: { ids: string; mask?: string; positions?: string };
   logits: string;
+  /** Input of the instrumented graph: the positions whose logits the lm_head computes (absent: all of them). */
+  logitPositions?: string;
 }

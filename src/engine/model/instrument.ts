@@ -8,7 +8,10 @@
 // The interventions of all layers arrive packed in three inputs, split per layer inside the graph: every run
 // feeds them, and onnxruntime's cost per fed tensor exceeds that of a Split (each layer gets the same K, padded
 // with zero edits). They are plain required inputs (an initializer would make ORT silently ignore the feed).
-// The last position's logits and what their log-sum-exp needs are outputs of their own, for decoding.
+// The lm_head computes the logits of the positions fed to `neuronpatch.logit_positions` only (where it is a
+// MatMul of [batch, seq, d] hidden states): decoding needs the last one, and the full sequence's logits of a long
+// prompt cost more than the rest of the forward. The last position's logits and what their log-sum-exp needs are
+// outputs of their own, for decoding.
 import { onnx } from 'onnx-proto';
 import { hooks, NeuronpatchError } from '../types';
 import type { ModelGraph } from './graph';
@@ -39,6 +42,9 @@ export const LAST_LOGITS = 'logits.last';
  */
 export const LAST_NORMALIZER = 'logits.last.normalizer';
 const LAST_INDEX = 'neuronpatch.last_index';
+/** [P] sequence positions (negative: from the end) whose logits the lm_head computes. */
+export const LOGIT_POSITIONS = 'neuronpatch.logit_positions';
+const LOGIT_HIDDEN = 'neuronpatch.logit_hidden';
 
 function valueInfo(name: string, elemType: number, dims: (number | string)[]): onnx.IValueInfoProto {
   return {
@@ -108,6 +114,36 @@ function normalizerNodes(ops: OpsetHelper, logits: string, output: string, fp16:
   return nodes;
 }
 
+/**
+ * The lm_head MatMul, where the logits output is [batch, seq, V] and reached from it through bias adds and casts
+ * only, so that its input is [batch, seq, d] and gathering positions there gathers logits.
+ */
+function findLmHead(src: onnx.IGraphProto, graph: ModelGraph): onnx.INodeProto | undefined {
+  const declared = (src.output ?? []).find((o) => o.name === graph.logits)?.type?.tensorType?.shape?.dim;
+  if (declared?.length !== 3) return undefined;
+  const producers = new Map<string, onnx.INodeProto>();
+  for (const n of src.node ?? []) for (const o of n.output ?? []) producers.set(o, n);
+  const constants = new Set((src.initializer ?? []).map((t) => t.name));
+  for (const n of src.node ?? []) if (n.opType === 'Constant') for (const o of n.output ?? []) constants.add(o);
+  let name = graph.logits;
+  for (let hops = 0; hops < 4; hops++) {
+    const p = producers.get(name);
+    if (p?.opType === 'MatMul') return p;
+    if (p?.opType !== 'Add' && p?.opType !== 'Cast') return undefined;
+    const computed = (p.input ?? []).filter((i) => i && !constants.has(i));
+    if (computed.length !== 1) return undefined;
+    name = computed[0];
+  }
+  return undefined;
+}
+
+/** The value info with dimension `axis` renamed (a different size under the same name would mislead ORT's planner). */
+function withDimParam(info: onnx.IValueInfoProto, axis: number, dimParam: string): onnx.IValueInfoProto {
+  const t = info.type!.tensorType!;
+  const dim = t.shape!.dim!.map((x, i) => (i === axis ? { dimParam } : x));
+  return { ...info, type: { ...info.type, tensorType: { ...t, shape: { dim } } } };
+}
+
 /** The model's version of the default ONNX domain. */
 function defaultOpset(model: onnx.IModelProto): number {
   const entry = model.opsetImport?.find((o) => !o.domain || o.domain === 'ai.onnx');
@@ -163,6 +199,8 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
   const producers = new Map<string, onnx.INodeProto>();
   for (const n of src.node ?? []) for (const o of n.output ?? []) producers.set(o, n);
   const siteByOutput = new Map(graph.sites.map((s) => [s.output, s]));
+  const lmHead = findLmHead(src, graph);
+  if (lmHead) inputs.push(valueInfo(LOGIT_POSITIONS, T.INT64, ['logit_positions']));
   let residualSeen = false;
   for (const original of src.node ?? []) {
     // A Cast to the type its input already has (a Cast of a Cast to the same type) is dropped and its users read
@@ -181,6 +219,10 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
       n.input![0] = hooks.mlpPost(site.layer);
     } else {
       n.input = n.input!.map((i) => renamed.get(i) ?? i);
+    }
+    if (original === lmHead) {
+      nodes.push(node('Gather', [n.input![0], LOGIT_POSITIONS], [LOGIT_HIDDEN], 'neuronpatch/logits/positions', [{ name: 'axis', type: A.INT, i: 1 }]));
+      n.input![0] = LOGIT_HIDDEN;
     }
     if (finalNorm.fusedWith && out0 === finalNorm.fusedWith) {
       while (n.output!.length < 4) n.output!.push('');
@@ -207,12 +249,13 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
   outputs.push(valueInfo(LAST_NORMALIZER, T.FLOAT, ['batch_size', 2]));
   const lastIndex: onnx.ITensorProto = { name: LAST_INDEX, dataType: T.INT64, dims: [], int64Data: [-1] };
 
+  const srcOutputs = (src.output ?? []).map((o) => (lmHead && o.name === graph.logits ? withDimParam(o, 1, 'logit_positions') : o));
   const out: onnx.IModelProto = {
     ...model,
     graph: {
-      ...src, node: nodes, input: [...(src.input ?? []), ...inputs], output: [...(src.output ?? []), ...outputs],
+      ...src, node: nodes, input: [...(src.input ?? []), ...inputs], output: [...srcOutputs, ...outputs],
       initializer: [...(src.initializer ?? []), lastIndex, ...ops.initializers],
     },
   };
-  return { model: out, graph: { ...graph, finalNorm } };
+  return { model: out, graph: { ...graph, finalNorm, logitPositions: lmHead ? LOGIT_POSITIONS : undefined } };
 }

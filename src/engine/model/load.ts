@@ -17,7 +17,7 @@ import { InstrumentedSession } from './session';
 import { Weights } from './weights';
 
 /** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
-const INSTRUMENT_VERSION = 6;
+const INSTRUMENT_VERSION = 7;
 
 export interface LoadOptions {
   cacheDir?: string;

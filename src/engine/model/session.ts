@@ -172,6 +172,7 @@ export class InstrumentedSession {
     if (graph.inputs.mask) feeds[graph.inputs.mask] = this.indexTensor(mask);
     if (graph.inputs.positions) feeds[graph.inputs.positions] = this.indexTensor(req.positions ?? mask.map((row) => positionsAfter(row, past.length)));
     this.cacheInputs.forEach((name, i) => (feeds[name] = past.tensors[i]));
+    if (graph.logitPositions) feeds[graph.logitPositions] = req.lastOnly ? LAST_POSITION : sequencePositions(t);
 
     const scales = new Map<number, Float32Array>();
     for (const a of req.ablations ?? []) {
@@ -253,6 +254,13 @@ function positionsAfter(mask: number[], past: number): number[] {
   const out = new Array<number>(mask.length - past);
   for (let i = past; i < mask.length; i++) out[i - past] = mask[i] ? seen++ : 0;
   return out;
+}
+
+/** The lm_head's positions: the last one only (decoding), or all t. */
+const LAST_POSITION = new ort.Tensor('int64', BigInt64Array.of(-1n), [1]);
+
+function sequencePositions(t: number): ort.Tensor {
+  return new ort.Tensor('int64', int64Rows([range(t)], t), [t]);
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
