@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type Model, NeuronpatchError, type Patch } from '../../src/engine';
 import { exportPatched } from '../../src/engine/export/export';
+import { logSumExp } from '../../src/engine/linalg';
 import type { LayerEdits } from '../../src/engine/model/session';
 import { findInitializer, loadModel as loadOnnx, onnx } from '../../src/engine/onnx/proto';
 import { readTensor, tensorDims, writeTensorData } from '../../src/engine/onnx/tensor';
@@ -127,6 +128,32 @@ for (const e of MODELS) {
       const tol = logitTolerance(m);
       assert.ok(diff < tol, `max abs diff ${diff} ≥ ${tol}`);
       assert.ok(diffPad < tol, `left-padded: max abs diff ${diffPad} ≥ ${tol}`);
+    });
+
+    test('lastOnly gives the full forward\'s last-position logits, with their log-sum-exp and the same cache', async (t) => {
+      const m = await modelOf(t, e);
+      if (!m) return;
+      const s = m.loaded.session;
+      const V = m.info.vocab;
+      const T = 12;
+      const ids = [sampleIds(m, T, 4), sampleIds(m, T, 5)];
+      const full = await s.forward({ ids, cache: true });
+      const last = await s.forward({ ids, cache: true, lastOnly: true });
+      assert.equal(last.logits.length, 2 * V);
+      assert.equal(last.logSumExp?.length, 2);
+      let worstLogit = 0;
+      let worstLse = 0;
+      for (let b = 0; b < 2; b++) {
+        const row = full.logits.subarray((b * T + T - 1) * V, (b * T + T) * V);
+        worstLogit = Math.max(worstLogit, maxAbsDiff(row, last.logits.subarray(b * V, (b + 1) * V)));
+        const lse = logSumExp(row, 0, V);
+        worstLse = Math.max(worstLse, Math.abs(lse - last.logSumExp![b]) / Math.max(1, Math.abs(lse)));
+      }
+      const cacheDiff = Math.max(...full.cache!.tensors.map((x, i) => maxAbsDiff(x.data as ArrayLike<number>, last.cache!.tensors[i].data as ArrayLike<number>)));
+      t.diagnostic(`${e.name}: lastOnly vs full: max |Δ logit| ${worstLogit.toExponential(2)}, relative |Δ log-sum-exp| ${worstLse.toExponential(2)}`);
+      assert.ok(worstLogit < logitTolerance(m), `last-position logits differ by ${worstLogit}`);
+      assert.ok(worstLse < 1e-6, `log-sum-exp differs by ${worstLse} (relative)`);
+      assert.equal(cacheDiff, 0, 'the same KV cache');
     });
 
     test('ablating a last-layer neuron takes exactly z_j·v_j out of the final residual, in its example only', async (t) => {
