@@ -90,6 +90,20 @@ describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(de
     });
   }
 
+  test('minimal: a multi-token failure takes fewer rounds than it has failing tokens', async (t) => {
+    const model = (await modelOf(t, demo))!;
+    for (const c of cases().slice(0, 12)) {
+      const rounds: string[] = [];
+      const r = await repair(model, c, { method: 'minimal', analyse: false, onProgress: (l) => /^round \d+:/.test(l) && rounds.push(l) });
+      if (!r.success || r.failingTokens < 5) continue;
+      t.diagnostic(`${c.id}: ${r.failingTokens} failing tokens, ${r.neurons.length} neurons, ${rounds.length} rounds`);
+      assert.ok(rounds.length < r.failingTokens, rounds.join('\n'));
+      assert.ok(rounds.some((l) => /positions/.test(l)), 'a round handles several positions at once');
+      return;
+    }
+    assert.fail('no case of the first 12 with five or more failing tokens was fixed');
+  });
+
   test('ten sequential repairs: earlier fixes still hold', async (t) => {
     const model = (await modelOf(t, demo))!;
     const active: Patch[] = [];

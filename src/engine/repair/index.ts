@@ -76,7 +76,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   progress(`solving (${method}) for ${Math.max(1, failing0.length)} failing token(s)`);
   const ctx = {
     model, target, base, active, steer, ref, margin: opts.margin ?? 2,
-    maxNeurons: opts.maxNeurons ?? (method === 'minimal' ? Math.min(12, 2 * Math.max(1, failing0.length) + 2) : Math.min(256, 8 * Math.max(1, target.targets.length))),
+    maxNeurons: opts.maxNeurons ?? (method === 'minimal' ? Math.min(48, 2 * Math.max(1, failing0.length) + 2) : Math.min(256, 8 * Math.max(1, target.targets.length))),
     maxRounds: method === 'minimal' ? 3 * Math.max(1, failing0.length) + 6 : 10,
     signal: opts.signal, log: progress,
   };

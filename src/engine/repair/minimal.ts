@@ -1,7 +1,9 @@
-// Minimal repair (MINT-style): at the first failing position, change one neuron's value vector along the semantic
-// steer by a step set from the linearization, confirm it with a batched line search over candidates and step
-// sizes, and repeat at the next failing position until the whole desired text is produced.
-import { dot, norm, row } from '../linalg';
+// Minimal repair (MINT-style): at a failing position, change one neuron's value vector (or a correlated pair's)
+// along the semantic steer by a step set from the linearization, confirm it with a batched line search, and go
+// on until the whole desired text is produced. A round takes every weak position at once (one neuron each, steps
+// from one linear solve, one line search over their common scale) and falls back to the first position alone,
+// searched over several candidates, when that does not improve things.
+import { dot, norm, row, solveSymmetric } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import type { ForwardResult, LayerEdits } from '../model/session';
 import type { Patch } from '../types';
@@ -104,73 +106,157 @@ export class Cancelled extends Error {
 
 export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
   const { model, target } = ctx;
-  const { layers, neurons: m, width: d } = model.info;
+  const { layers, width: d } = model.info;
   const all = [...Array(layers).keys()];
-  const floor = refFloor(ctx.ref);
   let edits: Edit[] = [];
   let rounds = 0;
-  // The teacher-forced state under the current edits; after the first round it is the line search's chosen row.
+  // The teacher-forced state under the current edits; usually the line search's chosen row.
   let f: Forced = await teacherForce(model, target, combine(ctx.base, edits, d), all, true);
   for (; rounds < ctx.maxRounds; rounds++) {
     if (ctx.signal?.aborted) throw new Cancelled();
-    const at = weakPositions(f.states, target, ctx.margin / 4)[0];
-    if (!at) return { edits, fixed: true, rounds };
+    const weak = weakPositions(f.states, target, ctx.margin / 4);
+    if (!weak.length) return { edits, fixed: true, rounds };
     const distinct = new Set(edits.map((e) => `${e.layer}:${e.neuron}`)).size;
     if (distinct >= ctx.maxNeurons) break;
-    const pos = target.first + at.index;
-    const c = contrast(model, row(f.residual!, pos, d), at.desired, at.rival);
-    const s = ctx.steer.direction(at.desired, at.rival);
-    const need = ctx.margin - at.gap;
-    const sc = dot(s, c);
-    const sNorm = norm(s);
-
-    // Candidates by expected side effect; each part's direction is kept orthogonal to earlier patches' changes.
-    const shortlist = candidates(f, pos, ctx.ref, floor, m).slice(0, CANDIDATES * 2);
-    const cands = shortlist.flatMap((cand) => {
-      const parts = cand.parts.map((p) => {
-        const prior = priorDeltas(ctx.active, p.layer, p.neuron);
-        const dir = prior.length ? orthogonalize(s, prior) : s;
-        const gain = dot(dir, c);
-        return { ...p, dir, scale: (p.w * need) / gain };
-      });
-      if (parts.some((p) => !Number.isFinite(p.scale) || Math.abs(dot(p.dir, c)) < 1e-3 * Math.abs(sc))) return [];
-      return [{ parts, cost: cand.cost * sNorm * Math.abs(need / sc) }];
-    }).slice(0, CANDIDATES);
-    if (!cands.length) break;
-    const label = (cand: (typeof cands)[number]) => cand.parts.map((p) => `${p.layer}.${p.neuron}`).join(' + ');
-
-    // Batched line search over step sizes: the cheapest candidate first, the others only if it cannot win.
-    const withTrial = (cand: (typeof cands)[number], k: number) =>
-      cand.parts.reduce((acc, p) => accumulate(acc, p.layer, p.neuron, p.dir.map((v) => v * p.scale * k)), edits);
-    const tryCandidates = async (group: typeof cands) => {
-      const trials = group.map((cand) => STEPS.map((k) => ({ cand, k, edits: withTrial(cand, k) }))).flat();
-      const res = await model.session.forward({
-        ids: trials.map(() => target.input),
-        edits: trials.map((t) => combine(ctx.base, t.edits, d)),
-        activations: all, residual: true,
-      });
-      return trials.map((t, r) => {
-        const st = positionStates(model, target, res.logits, r, res.seq);
-        return { t, here: st[at.index], failing: st.filter((x) => x.failing).length, cost: t.cand.cost * t.k, row: () => rowOf(res, r, st, target) };
-      });
-    };
-    let outcomes = await tryCandidates(cands.slice(0, 1));
-    if (!outcomes.some((o) => !o.here.failing && o.here.gap >= ctx.margin / 2) && cands.length > 1) {
-      outcomes = outcomes.concat(await tryCandidates(cands.slice(1)));
-    }
-    const winners = outcomes.filter((o) => !o.here.failing);
-    const confident = winners.filter((o) => o.here.gap >= ctx.margin / 2);
-    const pick = confident.length
-      ? confident.reduce((a, b) => (b.failing < a.failing || (b.failing === a.failing && b.cost < a.cost) ? b : a))
-      : winners.length
-        ? winners.reduce((a, b) => (b.here.gap > a.here.gap ? b : a))
-        : outcomes.reduce((a, b) => (b.here.gap > a.here.gap ? b : a));
-    if (pick.here.gap <= at.gap) break;  // nothing moves this position: give up honestly
-    edits = pick.t.edits;
-    f = pick.row();
-    ctx.log?.(`round ${rounds + 1}: position ${at.index}, neuron ${label(pick.t.cand)} × ${pick.t.k}, gap ${at.gap.toFixed(2)} → ${pick.here.gap.toFixed(2)}`);
+    // Every weak position in one round when a single line search can confirm it; else the first one alone.
+    const step = (await allPositions(ctx, f, weak, edits, ctx.maxNeurons - distinct)) ?? (await firstPosition(ctx, f, weak[0], edits));
+    if (!step) break;  // nothing moves the first weak position: give up honestly
+    edits = step.edits;
+    f = step.f ?? (await teacherForce(model, target, combine(ctx.base, edits, d), all, true));
+    ctx.log?.(`round ${rounds + 1}: ${step.label}`);
   }
   return { edits, fixed: !f.states.some((s) => s.failing), rounds };
+}
+
+interface Step {
+  edits: Edit[];
+  /** The teacher-forced state under `edits`, when the line search already has it. */
+  f?: Forced;
+  label: string;
+}
+
+/** A change carried by one candidate's neurons along one direction, at the scale its own position asks for. */
+interface Move {
+  parts: (Part & { dir: Float64Array })[];
+  /** Position index in the input. */
+  pos: number;
+  label: string;
+}
+
+const label = (parts: Part[]) => parts.map((p) => `${p.layer}.${p.neuron}`).join(' + ');
+
+/** The candidate's parts with their directions: the steer, kept orthogonal to earlier patches' changes. */
+function directed(ctx: SolveContext, parts: Part[], s: Float64Array): (Part & { dir: Float64Array })[] {
+  return parts.map((p) => {
+    const prior = priorDeltas(ctx.active, p.layer, p.neuron);
+    return { ...p, dir: prior.length ? orthogonalize(s, prior) : s };
+  });
+}
+
+/** Gap change at `pos` (contrast `c`) per unit of a move: Σ_i z_i(pos) w_i (dir_i · c). */
+function gain(f: Forced, move: Move, pos: number, c: Float64Array, m: number): number {
+  return move.parts.reduce((acc, p) => acc + f.activations.get(p.layer)![pos * m + p.neuron] * p.w * dot(p.dir, c), 0);
+}
+
+/**
+ * MINT's step for every weak position at once: in order, each position the moves chosen so far do not already
+ * lift (by the linearization) gets its cheapest candidate; the steps of all moves come from one linear solve
+ * over the positions' gaps, and a batched line search over a common scale confirms them. Undefined when no
+ * scale improves on the current state.
+ */
+async function allPositions(ctx: SolveContext, f: Forced, weak: PositionState[], edits: Edit[], budget: number): Promise<Step | undefined> {
+  const { model, target } = ctx;
+  const { neurons: m, width: d } = model.info;
+  const floor = refFloor(ctx.ref);
+  const used = new Set(edits.map((e) => `${e.layer}:${e.neuron}`));
+  const moves: Move[] = [];
+  const contrasts: Float64Array[] = [];
+  const needs: number[] = [];
+  for (const st of weak) {
+    const pos = target.first + st.index;
+    const c = contrast(model, row(f.residual!, pos, d), st.desired, st.rival);
+    const lifted = moves.reduce((acc, mv, b) => acc + gain(f, mv, pos, c, m) * (needs[b] / gain(f, mv, mv.pos, contrasts[b], m)), 0);
+    if (st.gap + lifted >= ctx.margin / 2) continue;
+    const s = ctx.steer.direction(st.desired, st.rival);
+    const cand = candidates(f, pos, ctx.ref, floor, m).find((x) => x.parts.every((p) => !used.has(`${p.layer}:${p.neuron}`)));
+    if (!cand || used.size + cand.parts.length > budget + edits.length) break;
+    const move = { parts: directed(ctx, cand.parts, s), pos, label: label(cand.parts) };
+    if (!(Math.abs(gain(f, move, pos, c, m)) > 1e-9)) continue;
+    for (const p of cand.parts) used.add(`${p.layer}:${p.neuron}`);
+    moves.push(move);
+    contrasts.push(c);
+    needs.push(ctx.margin - st.gap);
+  }
+  if (moves.length < 2) return undefined;  // one position: the single-position search does it better
+  // A x = need, A[a][b] = gain of move b at move a's position (least squares, lightly regularized).
+  const n = moves.length;
+  const A = new Float64Array(n * n);
+  moves.forEach((_, a) => moves.forEach((mv, b) => (A[a * n + b] = gain(f, mv, moves[a].pos, contrasts[a], m))));
+  const AtA = new Float64Array(n * n);
+  const Atb = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    for (let a = 0; a < n; a++) Atb[i] += A[a * n + i] * needs[a];
+    for (let j = 0; j < n; j++) for (let a = 0; a < n; a++) AtA[i * n + j] += A[a * n + i] * A[a * n + j];
+  }
+  const x = solveSymmetric(AtA, n, Atb, 1, 1e-6);
+  const withScale = (k: number) => moves.reduce((acc, mv, b) => mv.parts.reduce((e, p) => accumulate(e, p.layer, p.neuron, p.dir.map((v) => v * p.w * x[b] * k)), acc), edits);
+  const trials = STEPS.map((k) => ({ k, edits: withScale(k) }));
+  const all = [...f.activations.keys()];
+  const res = await model.session.forward({ ids: trials.map(() => target.input), edits: trials.map((t) => combine(ctx.base, t.edits, d)), activations: all, residual: true });
+  const score = (st: PositionState[]) => [st.filter((s) => s.failing).length, weakPositions(st, target, ctx.margin / 4).length];
+  const [failNow, weakNow] = score(f.states);
+  const outcomes = trials.map((t, r) => ({ t, r, st: positionStates(model, target, res.logits, r, res.seq) })).map((o) => ({ ...o, score: score(o.st) }));
+  // Fewest failing positions, then fewest weak ones, then the scale nearest the linearization.
+  const best = outcomes.reduce((a, b) => (
+    b.score[0] < a.score[0] || (b.score[0] === a.score[0] && (b.score[1] < a.score[1] || (b.score[1] === a.score[1] && Math.abs(Math.log(b.t.k)) < Math.abs(Math.log(a.t.k))))) ? b : a));
+  if (!(best.score[0] < failNow || (best.score[0] === failNow && best.score[1] < weakNow))) return undefined;
+  return { edits: best.t.edits, f: rowOf(res, best.r, best.st, target), label: `${moves.length} positions, ${moves.map((mv) => mv.label).join(', ')} × ${best.t.k}` };
+}
+
+/** MINT's step for one position: candidates by expected side effect, confirmed by a batched line search. */
+async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, edits: Edit[]): Promise<Step | undefined> {
+  const { model, target } = ctx;
+  const { neurons: m, width: d } = model.info;
+  const floor = refFloor(ctx.ref);
+  const pos = target.first + at.index;
+  const c = contrast(model, row(f.residual!, pos, d), at.desired, at.rival);
+  const s = ctx.steer.direction(at.desired, at.rival);
+  const need = ctx.margin - at.gap;
+  const sc = dot(s, c);
+  const sNorm = norm(s);
+  const cands = candidates(f, pos, ctx.ref, floor, m).slice(0, CANDIDATES * 2).flatMap((cand) => {
+    const parts = directed(ctx, cand.parts, s).map((p) => ({ ...p, scale: (p.w * need) / dot(p.dir, c) }));
+    if (parts.some((p) => !Number.isFinite(p.scale) || Math.abs(dot(p.dir, c)) < 1e-3 * Math.abs(sc))) return [];
+    return [{ parts, cost: cand.cost * sNorm * Math.abs(need / sc) }];
+  }).slice(0, CANDIDATES);
+  if (!cands.length) return undefined;
+
+  // Batched line search over step sizes: the cheapest candidate first, the others only if it cannot win.
+  const withTrial = (cand: (typeof cands)[number], k: number) =>
+    cand.parts.reduce((acc, p) => accumulate(acc, p.layer, p.neuron, p.dir.map((v) => v * p.scale * k)), edits);
+  const tryCandidates = async (group: typeof cands) => {
+    const trials = group.map((cand) => STEPS.map((k) => ({ cand, k, edits: withTrial(cand, k) }))).flat();
+    const res = await model.session.forward({ ids: trials.map(() => target.input), edits: trials.map((t) => combine(ctx.base, t.edits, d)) });
+    return trials.map((t, r) => {
+      const st = positionStates(model, target, res.logits, r, res.seq);
+      return { t, here: st[at.index], failing: st.filter((x) => x.failing).length, cost: t.cand.cost * t.k };
+    });
+  };
+  // A step counts as progress when this position wins by half the margin and no more positions fail than before
+  // (fixing one position by breaking another would only trade them round after round).
+  const failNow = f.states.filter((x) => x.failing).length;
+  const progress = (o: (typeof outcomes)[number]) => !o.here.failing && o.here.gap >= ctx.margin / 2 && o.failing < failNow;
+  let outcomes = await tryCandidates(cands.slice(0, 1));
+  if (!outcomes.some(progress) && cands.length > 1) outcomes = outcomes.concat(await tryCandidates(cands.slice(1)));
+  const confident = outcomes.filter(progress);
+  const winners = outcomes.filter((o) => !o.here.failing);
+  const pick = confident.length
+    ? confident.reduce((a, b) => (b.failing < a.failing || (b.failing === a.failing && b.cost < a.cost) ? b : a))
+    : winners.length
+      ? winners.reduce((a, b) => (b.failing < a.failing || (b.failing === a.failing && b.here.gap > a.here.gap) ? b : a))
+      : outcomes.reduce((a, b) => (b.here.gap > a.here.gap ? b : a));
+  if (pick.here.gap <= at.gap) return undefined;
+  return { edits: pick.t.edits, label: `position ${at.index}, neuron ${label(pick.t.cand.parts)} × ${pick.t.k}, gap ${at.gap.toFixed(2)} → ${pick.here.gap.toFixed(2)}` };
 }
 
 /** One row of a batched forward, as a teacher-forced state of its own. */
