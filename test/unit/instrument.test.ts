@@ -156,6 +156,23 @@ for (const e of MODELS) {
       assert.equal(cacheDiff, 0, 'the same KV cache');
     });
 
+    test('logitsFrom gives the full forward\'s logits of the later positions', async (t) => {
+      const m = await modelOf(t, e);
+      if (!m) return;
+      const V = m.info.vocab;
+      const T = 12;
+      const from = 7;
+      const ids = [sampleIds(m, T, 6), sampleIds(m, T, 7)];
+      const full = await m.loaded.session.forward({ ids });
+      const some = await m.loaded.session.forward({ ids, logitsFrom: from });
+      assert.equal(some.logitPositions, T - from);
+      assert.equal(some.logitsFrom, from);
+      assert.equal(some.logits.length, 2 * (T - from) * V);
+      let worst = 0;
+      for (let b = 0; b < 2; b++) worst = Math.max(worst, maxAbsDiff(full.logits.subarray((b * T + from) * V, (b + 1) * T * V), some.logits.subarray(b * (T - from) * V, (b + 1) * (T - from) * V)));
+      assert.ok(worst < logitTolerance(m), `logits differ by ${worst}`);
+    });
+
     test('ablating a last-layer neuron takes exactly z_j·v_j out of the final residual, in its example only', async (t) => {
       const m = await modelOf(t, e);
       if (!m) return;

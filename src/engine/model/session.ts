@@ -42,6 +42,8 @@ export interface ForwardRequest {
   cache?: boolean;
   /** Only the last position's logits (decoding). */
   lastOnly?: boolean;
+  /** Only the logits of positions from this one on (teacher forcing reads those of the desired text). */
+  logitsFrom?: number;
 }
 
 export interface ForwardResult {
@@ -49,8 +51,10 @@ export interface ForwardResult {
   seq: number;
   /** [batch, logitPositions, vocab]. */
   logits: Float32Array;
-  /** seq, or 1 with `lastOnly`. */
+  /** Positions per row in `logits`: seq − logitsFrom, or 1 with `lastOnly`. */
   logitPositions: number;
+  /** Sequence position of each row's first logits (seq − 1 with `lastOnly`). */
+  logitsFrom: number;
   /** With `lastOnly`: log Σ exp of each row's logits, [batch], so that p(token) = exp(logit − logSumExp). */
   logSumExp?: Float64Array;
   /** `blocks.L.mlp.post`, [batch, seq, m] each. */
@@ -172,7 +176,8 @@ export class InstrumentedSession {
     if (graph.inputs.mask) feeds[graph.inputs.mask] = this.indexTensor(mask);
     if (graph.inputs.positions) feeds[graph.inputs.positions] = this.indexTensor(req.positions ?? mask.map((row) => positionsAfter(row, past.length)));
     this.cacheInputs.forEach((name, i) => (feeds[name] = past.tensors[i]));
-    if (graph.logitPositions) feeds[graph.logitPositions] = req.lastOnly ? LAST_POSITION : sequencePositions(t);
+    const from = req.lastOnly ? t - 1 : Math.min(Math.max(0, req.logitsFrom ?? 0), t - 1);
+    if (graph.logitPositions) feeds[graph.logitPositions] = req.lastOnly ? LAST_POSITION : sequencePositions(from, t);
 
     const scales = new Map<number, Float32Array>();
     for (const a of req.ablations ?? []) {
@@ -206,10 +211,14 @@ export class InstrumentedSession {
     }
     const activations = new Map<number, Float32Array>();
     for (const L of req.activations ?? []) activations.set(L, this.toF32(out[hooks.mlpPost(L)]));
+    let logits = this.toF32(out[logitsName]);
+    // A graph whose lm_head could not be found computes every position: keep the ones asked for.
+    if (!req.lastOnly && from > 0 && !graph.logitPositions) logits = logitRows(logits, b, t, from, shape.vocab);
     return {
       batch: b, seq: t,
-      logits: this.toF32(out[logitsName]),
-      logitPositions: req.lastOnly ? 1 : t,
+      logits,
+      logitPositions: req.lastOnly ? 1 : t - from,
+      logitsFrom: from,
       logSumExp: req.lastOnly ? logSumExps(out[LAST_NORMALIZER].data as Float32Array) : undefined,
       activations,
       residual: req.residual ? this.toF32(out[hooks.finalResid]) : undefined,
@@ -256,11 +265,18 @@ function positionsAfter(mask: number[], past: number): number[] {
   return out;
 }
 
-/** The lm_head's positions: the last one only (decoding), or all t. */
+/** The lm_head's positions: the last one only (decoding), or from..t−1. */
 const LAST_POSITION = new ort.Tensor('int64', BigInt64Array.of(-1n), [1]);
 
-function sequencePositions(t: number): ort.Tensor {
-  return new ort.Tensor('int64', int64Rows([range(t)], t), [t]);
+function sequencePositions(from: number, t: number): ort.Tensor {
+  return new ort.Tensor('int64', int64Rows([range(t - from).map((i) => i + from)], t - from), [t - from]);
+}
+
+/** Positions from..t−1 of [b, t, V] logits. */
+function logitRows(logits: Float32Array, b: number, t: number, from: number, V: number): Float32Array {
+  const out = new Float32Array(b * (t - from) * V);
+  for (let r = 0; r < b; r++) out.set(logits.subarray((r * t + from) * V, (r + 1) * t * V), r * (t - from) * V);
+  return out;
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;

@@ -64,7 +64,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   progress('tracing the neurons behind the completion');
   const traced: TraceResult = opts.analyse === false
     ? { prompt: c.prompt, desired: c.desired, completion: beforeGen.completion, at: null, ms: 0,
-      failing: failing0.map((s) => describePosition(model, target, s, f0.logits, 0, f0.seq)) }
+      failing: failing0.map((s) => describePosition(model, target, s, f0.logits, 0)) }
     : await trace(model, c, { edits: base, signal: opts.signal });
 
   // Per-model caches (computed on the first repair, then read from disk).
@@ -96,8 +96,8 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
 
   const f1 = await teacherForce(model, target, patched);
   const positions = failing0.map((s) => {
-    const b = describePosition(model, target, s, f0.logits, 0, f0.seq);
-    const a = describePosition(model, target, f1.states[s.index], f1.logits, 0, f1.seq);
+    const b = describePosition(model, target, s, f0.logits, 0);
+    const a = describePosition(model, target, f1.states[s.index], f1.logits, 0);
     return { index: s.index, text: b.desired.text, before: { prob: b.desired.prob, rank: b.desired.rank }, after: { prob: a.desired.prob, rank: a.desired.rank } };
   });
 

@@ -8,7 +8,7 @@ import type { LoadedModel } from '../model/load';
 import type { ForwardResult, LayerEdits } from '../model/session';
 import type { Patch } from '../types';
 import { contrast } from '../trace/attribution';
-import { type Forced, type PositionState, positionStates, type RepairTarget, teacherForce, weakPositions } from '../trace/teacher';
+import { type Forced, logitRows, type PositionState, positionStates, type RepairTarget, teacherForce, weakPositions } from '../trace/teacher';
 import { accumulate, combine, type Edit, orthogonalize, priorDeltas } from './edits';
 import type { ReferenceStats } from './reference';
 import type { Steer } from './steer';
@@ -202,10 +202,12 @@ async function allPositions(ctx: SolveContext, f: Forced, weak: PositionState[],
   const withScale = (k: number) => moves.reduce((acc, mv, b) => mv.parts.reduce((e, p) => accumulate(e, p.layer, p.neuron, p.dir.map((v) => v * p.w * x[b] * k)), acc), edits);
   const trials = STEPS.map((k) => ({ k, edits: withScale(k) }));
   const all = [...f.activations.keys()];
-  const res = await model.session.forward({ ids: trials.map(() => target.input), edits: trials.map((t) => combine(ctx.base, t.edits, d)), activations: all, residual: true });
+  const res = await model.session.forward({
+    ids: trials.map(() => target.input), edits: trials.map((t) => combine(ctx.base, t.edits, d)), activations: all, residual: true, logitsFrom: target.first,
+  });
   const score = (st: PositionState[]) => [st.filter((s) => s.failing).length, weakPositions(st, target, ctx.margin / 4).length];
   const [failNow, weakNow] = score(f.states);
-  const outcomes = trials.map((t, r) => ({ t, r, st: positionStates(model, target, res.logits, r, res.seq) })).map((o) => ({ ...o, score: score(o.st) }));
+  const outcomes = trials.map((t, r) => ({ t, r, st: positionStates(model, target, logitRows(res), r) })).map((o) => ({ ...o, score: score(o.st) }));
   // Fewest failing positions, then fewest weak ones, then the scale nearest the linearization.
   const best = outcomes.reduce((a, b) => (
     b.score[0] < a.score[0] || (b.score[0] === a.score[0] && (b.score[1] < a.score[1] || (b.score[1] === a.score[1] && Math.abs(Math.log(b.t.k)) < Math.abs(Math.log(a.t.k))))) ? b : a));
@@ -236,9 +238,9 @@ async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, ed
     cand.parts.reduce((acc, p) => accumulate(acc, p.layer, p.neuron, p.dir.map((v) => v * p.scale * k)), edits);
   const tryCandidates = async (group: typeof cands) => {
     const trials = group.map((cand) => STEPS.map((k) => ({ cand, k, edits: withTrial(cand, k) }))).flat();
-    const res = await model.session.forward({ ids: trials.map(() => target.input), edits: trials.map((t) => combine(ctx.base, t.edits, d)) });
+    const res = await model.session.forward({ ids: trials.map(() => target.input), edits: trials.map((t) => combine(ctx.base, t.edits, d)), logitsFrom: target.first });
     return trials.map((t, r) => {
-      const st = positionStates(model, target, res.logits, r, res.seq);
+      const st = positionStates(model, target, logitRows(res), r);
       return { t, here: st[at.index], failing: st.filter((x) => x.failing).length, cost: t.cand.cost * t.k };
     });
   };
@@ -263,7 +265,7 @@ async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, ed
 function rowOf(res: ForwardResult, r: number, states: PositionState[], target: RepairTarget): Forced {
   const slice = (a: Float32Array) => a.subarray((a.length / res.batch) * r, (a.length / res.batch) * (r + 1));
   return {
-    target, states, seq: res.seq, logits: slice(res.logits), residual: res.residual && slice(res.residual),
+    target, states, logits: { logits: slice(res.logits), stride: res.logitPositions, from: res.logitsFrom }, residual: res.residual && slice(res.residual),
     activations: new Map([...res.activations].map(([L, z]) => [L, slice(z)])),
   };
 }

@@ -79,7 +79,7 @@ export async function trace(model: LoadedModel, c: RepairCase, opts: TraceOption
   const all = [...Array(model.info.layers).keys()];
   const f = await teacherForce(model, target, opts.edits, all, true);
   const failingStates = f.states.filter((s) => s.failing);
-  const failing = failingStates.map((s) => describePosition(model, target, s, f.logits, 0, f.seq));
+  const failing = failingStates.map((s) => describePosition(model, target, s, f.logits, 0));
   if (!failingStates.length) {
     return { prompt: c.prompt, desired: c.desired, completion: completion.completion, failing, at: null, ms: performance.now() - started, notice: target.prepared.notice };
   }

@@ -58,14 +58,27 @@ export function repairTarget(model: LoadedModel, prompt: string, desired: string
   return { prepared, targets, first: prepared.ids.length - 1, input, lineEnd };
 }
 
+/** Logits of a forward: rows of `stride` positions, the first being sequence position `from`. */
+export interface LogitRows {
+  logits: Float32Array;
+  stride: number;
+  from: number;
+}
+
+/** The logit rows of a forward's result. */
+export function logitRows(res: { logits: Float32Array; logitPositions: number; logitsFrom: number }): LogitRows {
+  return { logits: res.logits, stride: res.logitPositions, from: res.logitsFrom };
+}
+
 /** Argmax at each target position under the healing constraint, and whether it departs from the desired text. */
-export function positionStates(model: LoadedModel, target: RepairTarget, logits: Float32Array, row: number, seq: number): PositionState[] {
+export function positionStates(model: LoadedModel, target: RepairTarget, l: LogitRows, row: number): PositionState[] {
+  const { logits } = l;
   const V = model.info.vocab;
   const texts = model.tokenizer.tokenTexts();
   const eos = new Set(model.info.eosTokenIds);
   const states: PositionState[] = [];
   for (let i = 0; i < target.targets.length; i++) {
-    const off = (row * seq + target.first + i) * V;
+    const off = (row * l.stride + target.first + i - l.from) * V;
     const consumed = model.tokenizer.decode(target.targets.slice(0, i)).length;
     const rest = target.prepared.healed.slice(consumed);
     const allowed = rest ? healingMask(texts, rest) : undefined;
@@ -97,10 +110,10 @@ export function weakPositions(states: PositionState[], target: RepairTarget, min
   return states.filter((s, i) => s.failing || (s.gap < minGap && !(target.lineEnd && i === last)));
 }
 
-export function describePosition(model: LoadedModel, target: RepairTarget, s: PositionState, logits: Float32Array, row: number, seq: number): FailingPosition {
+export function describePosition(model: LoadedModel, target: RepairTarget, s: PositionState, l: LogitRows, row: number): FailingPosition {
   const V = model.info.vocab;
-  const off = (row * seq + target.first + s.index) * V;
-  const lp = logSoftmax(logits, off, V);
+  const off = (row * l.stride + target.first + s.index - l.from) * V;
+  const lp = logSoftmax(l.logits, off, V);
   let rank = 1;
   for (let v = 0; v < V; v++) if (lp[v] > lp[s.desired]) rank++;
   const tok = model.tokenizer;
@@ -115,14 +128,15 @@ export function describePosition(model: LoadedModel, target: RepairTarget, s: Po
 export interface Forced {
   target: RepairTarget;
   states: PositionState[];
-  logits: Float32Array;
-  seq: number;
+  /** Logits of the desired text's positions only. */
+  logits: LogitRows;
   activations: Map<number, Float32Array>;
   residual?: Float32Array;
 }
 
 /** One teacher-forced forward with the given edits; activations of the listed layers and the final residual. */
 export async function teacherForce(model: LoadedModel, target: RepairTarget, edits?: LayerEdits, layers: number[] = [], residual = false): Promise<Forced> {
-  const res = await model.session.forward({ ids: [target.input], edits, activations: layers, residual });
-  return { target, states: positionStates(model, target, res.logits, 0, res.seq), logits: res.logits, seq: res.seq, activations: res.activations, residual: res.residual };
+  const res = await model.session.forward({ ids: [target.input], edits, activations: layers, residual, logitsFrom: target.first });
+  const logits = logitRows(res);
+  return { target, states: positionStates(model, target, logits, 0), logits, activations: res.activations, residual: res.residual };
 }
