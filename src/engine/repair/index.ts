@@ -75,8 +75,8 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const started = performance.now();
   progress(`solving (${method}) for ${Math.max(1, failing0.length)} failing token(s)`);
   const ctx = {
-    model, target, base, active, steer, ref, margin: opts.margin ?? 2,
-    maxNeurons: opts.maxNeurons ?? (method === 'minimal' ? Math.min(48, 2 * Math.max(1, failing0.length) + 2) : Math.min(256, 8 * Math.max(1, target.targets.length))),
+    model, target, base, active, steer, ref, start: f0, margin: opts.margin ?? 2,
+    maxNeurons: opts.maxNeurons ?? (method === 'minimal' ? Math.min(48, 3 * Math.max(1, failing0.length) + 2) : Math.min(256, 8 * Math.max(1, target.targets.length))),
     maxRounds: method === 'minimal' ? 3 * Math.max(1, failing0.length) + 6 : 10,
     signal: opts.signal, log: progress,
   };
@@ -165,7 +165,7 @@ async function holdEarlierFixes(
     progress(`keeping earlier fixes: ${broken.length} case(s) to restore (pass ${pass + 1})`);
     for (const k of broken) {
       const target = repairTarget(ctx.model, k.prompt, k.desired);
-      const again = await solveMinimal({ ...ctx, target, base: combine(ctx.base, out, d), maxNeurons: 6, maxRounds: 8 });
+      const again = await solveMinimal({ ...ctx, target, base: combine(ctx.base, out, d), start: undefined, maxNeurons: 6, maxRounds: 8 });
       for (const e of again.edits) out = accumulate(out, e.layer, e.neuron, e.delta);
     }
   }

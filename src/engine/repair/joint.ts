@@ -5,8 +5,7 @@
 // (with C diagonal this is ASTRA's weighting by 1 / (E_ref[z_j²] + λ)).
 // Z: activations of the chosen neurons at the failing positions (T × k); S: the steers, scaled to reach the margin.
 import { dot, row, solveSymmetric, topK } from '../linalg';
-import { contrast } from '../trace/attribution';
-import { layerOcclusion } from '../trace/index';
+import { contrast, valueProjections } from '../trace/attribution';
 import { teacherForce, weakPositions } from '../trace/teacher';
 import { accumulate, combine, type Edit, orthogonalize, priorDeltas } from './edits';
 import { Cancelled, refFloor, type SolveContext, type SolveResult } from './minimal';
@@ -25,16 +24,24 @@ export async function solveJoint(ctx: SolveContext): Promise<SolveResult> {
   let rounds = 0;
   for (; rounds < ctx.maxRounds; rounds++) {
     if (ctx.signal?.aborted) throw new Cancelled();
-    const f = await teacherForce(model, target, combine(ctx.base, edits, d), all, true);
+    const f = rounds === 0 && ctx.start ? ctx.start : await teacherForce(model, target, combine(ctx.base, edits, d), all, true);
     const failing = weakPositions(f.states, target, ctx.margin / 4);
     if (!failing.length) return { edits, fixed: true, rounds };
     const positions = failing.map((s) => target.first + s.index);
 
     if (!chosenLayers) {
-      // A quarter of the layers (at least one), ranked by how much silencing them moves the desired token.
+      // A quarter of the layers (at least one), ranked by their direct effect on the first failing gap,
+      // Σ_j z_j (v_j · c): read from the activations at hand, where occluding each layer would cost a forward.
       const first = failing[0];
-      const occ = await layerOcclusion(model, target.input.slice(0, positions[0] + 1), first.desired, first.argmax, combine(ctx.base, edits, d));
-      chosenLayers = topK(occ.map((o) => Math.abs(o.effect)), Math.max(1, Math.ceil(layers / 4)));
+      const c = contrast(model, row(f.residual!, positions[0], d), first.desired, first.rival);
+      const effect = all.map((L) => {
+        const proj = valueProjections(model, L, c);
+        const z = f.activations.get(L)!;
+        let e = 0;
+        for (let j = 0; j < m; j++) e += z[positions[0] * m + j] * proj[j];
+        return Math.abs(e);
+      });
+      chosenLayers = topK(effect, Math.max(1, Math.ceil(layers / 4)));
       // The last layer writes straight into the logits: always worth including.
       if (!chosenLayers.includes(layers - 1)) chosenLayers.push(layers - 1);
     }

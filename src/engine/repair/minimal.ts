@@ -22,6 +22,8 @@ export interface SolveContext {
   steer: Steer;
   /** Second moments of the neurons on reference code. */
   ref: ReferenceStats;
+  /** `target` teacher-forced under `base` (every layer's activations, the residual), when the caller has it. */
+  start?: Forced;
   /** Logits by which the desired token should win. */
   margin: number;
   maxNeurons: number;
@@ -111,7 +113,7 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
   let edits: Edit[] = [];
   let rounds = 0;
   // The teacher-forced state under the current edits; usually the line search's chosen row.
-  let f: Forced = await teacherForce(model, target, combine(ctx.base, edits, d), all, true);
+  let f: Forced = ctx.start ?? (await teacherForce(model, target, combine(ctx.base, edits, d), all, true));
   for (; rounds < ctx.maxRounds; rounds++) {
     if (ctx.signal?.aborted) throw new Cancelled();
     const weak = weakPositions(f.states, target, ctx.margin / 4);
@@ -119,7 +121,7 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
     const distinct = new Set(edits.map((e) => `${e.layer}:${e.neuron}`)).size;
     if (distinct >= ctx.maxNeurons) break;
     // Every weak position in one round when a single line search can confirm it; else the first one alone.
-    const step = (await allPositions(ctx, f, weak, edits, ctx.maxNeurons - distinct)) ?? (await firstPosition(ctx, f, weak[0], edits));
+    const step = (await allPositions(ctx, f, weak, edits)) ?? (await firstPosition(ctx, f, weak[0], edits));
     if (!step) break;  // nothing moves the first weak position: give up honestly
     edits = step.edits;
     f = step.f ?? (await teacherForce(model, target, combine(ctx.base, edits, d), all, true));
@@ -164,7 +166,7 @@ function gain(f: Forced, move: Move, pos: number, c: Float64Array, m: number): n
  * over the positions' gaps, and a batched line search over a common scale confirms them. Undefined when no
  * scale improves on the current state.
  */
-async function allPositions(ctx: SolveContext, f: Forced, weak: PositionState[], edits: Edit[], budget: number): Promise<Step | undefined> {
+async function allPositions(ctx: SolveContext, f: Forced, weak: PositionState[], edits: Edit[]): Promise<Step | undefined> {
   const { model, target } = ctx;
   const { neurons: m, width: d } = model.info;
   const floor = refFloor(ctx.ref);
@@ -179,7 +181,7 @@ async function allPositions(ctx: SolveContext, f: Forced, weak: PositionState[],
     if (st.gap + lifted >= ctx.margin / 2) continue;
     const s = ctx.steer.direction(st.desired, st.rival);
     const cand = candidates(f, pos, ctx.ref, floor, m).find((x) => x.parts.every((p) => !used.has(`${p.layer}:${p.neuron}`)));
-    if (!cand || used.size + cand.parts.length > budget + edits.length) break;
+    if (!cand || used.size + cand.parts.length > ctx.maxNeurons) break;
     const move = { parts: directed(ctx, cand.parts, s), pos, label: label(cand.parts) };
     if (!(Math.abs(gain(f, move, pos, c, m)) > 1e-9)) continue;
     for (const p of cand.parts) used.add(`${p.layer}:${p.neuron}`);
@@ -233,7 +235,9 @@ async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, ed
   }).slice(0, CANDIDATES);
   if (!cands.length) return undefined;
 
-  // Batched line search over step sizes: the cheapest candidate first, the others only if it cannot win.
+  // Batched line search over step sizes: the cheapest candidate first, the next ones only while none makes
+  // progress: this position wins by half the margin and no more positions fail than before (fixing one position
+  // by breaking another would only trade them round after round).
   const withTrial = (cand: (typeof cands)[number], k: number) =>
     cand.parts.reduce((acc, p) => accumulate(acc, p.layer, p.neuron, p.dir.map((v) => v * p.scale * k)), edits);
   const tryCandidates = async (group: typeof cands) => {
@@ -244,12 +248,14 @@ async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, ed
       return { t, here: st[at.index], failing: st.filter((x) => x.failing).length, cost: t.cand.cost * t.k };
     });
   };
-  // A step counts as progress when this position wins by half the margin and no more positions fail than before
-  // (fixing one position by breaking another would only trade them round after round).
   const failNow = f.states.filter((x) => x.failing).length;
-  const progress = (o: (typeof outcomes)[number]) => !o.here.failing && o.here.gap >= ctx.margin / 2 && o.failing < failNow;
-  let outcomes = await tryCandidates(cands.slice(0, 1));
-  if (!outcomes.some(progress) && cands.length > 1) outcomes = outcomes.concat(await tryCandidates(cands.slice(1)));
+  const progress = (o: Awaited<ReturnType<typeof tryCandidates>>[number]) =>
+    !o.here.failing && o.here.gap >= ctx.margin / 2 && (o.failing < failNow || (!at.failing && o.failing <= failNow));
+  let outcomes: Awaited<ReturnType<typeof tryCandidates>> = [];
+  for (const group of [cands.slice(0, 1), cands.slice(1, 3), cands.slice(3)]) {
+    if (!group.length || outcomes.some(progress)) break;
+    outcomes = outcomes.concat(await tryCandidates(group));
+  }
   const confident = outcomes.filter(progress);
   const winners = outcomes.filter((o) => !o.here.failing);
   const pick = confident.length

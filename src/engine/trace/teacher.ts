@@ -26,8 +26,6 @@ export interface PositionState {
   rival: number;
   /** logit(desired) − logit(rival): positive where the desired token wins, by that margin. */
   gap: number;
-  /** Desired token's log-probability. */
-  logp: number;
   failing: boolean;
 }
 
@@ -70,18 +68,33 @@ export function logitRows(res: { logits: Float32Array; logitPositions: number; l
   return { logits: res.logits, stride: res.logitPositions, from: res.logitsFrom };
 }
 
+/** Per target position, the tokens healing allows there (undefined: all); the same for every forward of a target. */
+const allowedByTarget = new WeakMap<RepairTarget, (Uint8Array | undefined)[]>();
+
+function allowedTokens(model: LoadedModel, target: RepairTarget): (Uint8Array | undefined)[] {
+  let allowed = allowedByTarget.get(target);
+  if (!allowed) {
+    const texts = model.tokenizer.tokenTexts();
+    allowed = target.targets.map((_, i) => {
+      const rest = target.prepared.healed.slice(model.tokenizer.decode(target.targets.slice(0, i)).length);
+      return rest ? healingMask(texts, rest) : undefined;
+    });
+    allowedByTarget.set(target, allowed);
+  }
+  return allowed;
+}
+
 /** Argmax at each target position under the healing constraint, and whether it departs from the desired text. */
 export function positionStates(model: LoadedModel, target: RepairTarget, l: LogitRows, row: number): PositionState[] {
   const { logits } = l;
   const V = model.info.vocab;
   const texts = model.tokenizer.tokenTexts();
   const eos = new Set(model.info.eosTokenIds);
+  const allowedAt = allowedTokens(model, target);
   const states: PositionState[] = [];
   for (let i = 0; i < target.targets.length; i++) {
     const off = (row * l.stride + target.first + i - l.from) * V;
-    const consumed = model.tokenizer.decode(target.targets.slice(0, i)).length;
-    const rest = target.prepared.healed.slice(consumed);
-    const allowed = rest ? healingMask(texts, rest) : undefined;
+    const allowed = allowedAt[i];
     const y = target.targets[i];
     let argmax = -1;
     let rival = -1;
@@ -93,10 +106,9 @@ export function positionStates(model: LoadedModel, target: RepairTarget, l: Logi
     const last = target.lineEnd && i === target.targets.length - 1;
     // At the end of the line any token that ends it will do: a newline (with indentation after it) or end of text.
     const failing = last ? !(texts[argmax]?.includes('\n') || eos.has(argmax)) : argmax !== y;
-    const logp = logits[off + y] - logSumExp(logits, off, V);
     // Where healing allows one token only, nothing competes with it.
     const gap = rival < 0 ? Infinity : logits[off + y] - logits[off + rival];
-    states.push({ index: i, desired: y, argmax, rival: rival < 0 ? y : rival, gap, logp, failing });
+    states.push({ index: i, desired: y, argmax, rival: rival < 0 ? y : rival, gap, failing });
   }
   return states;
 }
