@@ -1,7 +1,7 @@
 // Teacher forcing: feed prompt + desired text, read the argmax at every position of the desired text exactly as
 // greedy decoding would (healing constraint included), and report where the model and the desired text part.
 import { healingMask, preparePrompt, type PreparedPrompt } from '../generate';
-import { logSoftmax, logSumExp } from '../linalg';
+import { logSoftmax } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import type { LayerEdits } from '../model/session';
 import { type FailingPosition, NeuronpatchError } from '../types';
