@@ -105,7 +105,9 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const first = failing0[0];
   const pos = first ? target.first + first.index : -1;
   const cvec = first ? contrast(model, row(f0.residual!, pos, d), first.desired, first.argmax) : undefined;
-  const effects = first ? await ablationEffects(model, target.input.slice(0, pos + 1), first.desired, first.argmax, edits, base) : [];
+  // Ablating each edited neuron is for the report; eval (analyse: false) has no use for it.
+  const analysed = first && opts.analyse !== false;
+  const effects = analysed ? await ablationEffects(model, target.input.slice(0, pos + 1), first.desired, first.argmax, edits, base) : [];
   const neurons = edits.map((e, i) => {
     const v = model.weights.valueVector(e.layer, e.neuron, d);
     const z = first ? f0.activations.get(e.layer)![pos * model.info.neurons + e.neuron] : 0;
@@ -113,7 +115,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     return {
       layer: e.layer, neuron: e.neuron,
       attribution: cvec ? z * dot(v, cvec) : null,
-      ablationEffect: first ? effects[i] : null,
+      ablationEffect: analysed ? effects[i] : null,
       promotesBefore: logitLens(model, v).promotes,
       promotesAfter: logitLens(model, after).promotes,
     };
