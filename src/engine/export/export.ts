@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { syncDirectory } from '../atomic';
 import { isoNow } from '../patches/id';
 import { editsOf } from '../patches/patchset';
-import type { FfnSite, ModelGraph } from '../model/graph';
+import { extent, type FfnSite, type ModelGraph } from '../model/graph';
 import { findInitializer, loadModel, onnx } from '../onnx/proto';
 import { externalRef, readTensor, tensorDims, writeTensorData } from '../onnx/tensor';
 import { NeuronpatchError, type Patch } from '../types';
@@ -92,7 +92,7 @@ function planEdits(model: onnx.ModelProto, graph: Pick<ModelGraph, 'sites'>, pat
   const sites = new Map(graph.sites.map((s) => [s.layer, s]));
   if (sites.size === 0) refuse('The model graph has no FFN output projections to patch.');
   const first = graph.sites[0].weight;
-  const width = first.layout === 'rows' ? first.dims[1] : first.dims[0];
+  const [, width] = extent(first);
   const byWeight = new Map<string, LayerEdit[]>();
   for (const { layer, neuron, delta } of editsOf(patches)) {
     if (delta.length !== width)

@@ -15,6 +15,11 @@ export interface WeightRef {
   layout: 'rows' | 'cols';
 }
 
+/** A weight's logical [count, width]: neurons × d for W_out, tokens × d for the unembedding, whatever its layout. */
+export function extent(ref: WeightRef): [number, number] {
+  return ref.layout === 'rows' ? [ref.dims[0], ref.dims[1]] : [ref.dims[1], ref.dims[0]];
+}
+
 /** One layer's FFN output projection: `out = z · W_out (+ bias)`. */
 export interface FfnSite {
   layer: number;

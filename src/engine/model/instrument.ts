@@ -14,7 +14,7 @@
 // outputs of their own, for decoding.
 import { onnx } from 'onnx-proto';
 import { hooks, NeuronpatchError } from '../types';
-import type { ModelGraph } from './graph';
+import { extent, type ModelGraph } from './graph';
 
 /** The packed intervention inputs: layer L's slice is its own scale, patch indices and deltas. */
 export const interventionInputs = {
@@ -155,14 +155,14 @@ function defaultOpset(model: onnx.IModelProto): number {
 export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model: onnx.IModelProto; graph: ModelGraph } {
   const src = model.graph!;
   const floatEnum = graph.floatType === 'float16' ? T.FLOAT16 : T.FLOAT;
-  const d = graph.unembedding.layout === 'rows' ? graph.unembedding.dims[1] : graph.unembedding.dims[0];
+  const [V, d] = extent(graph.unembedding);
   const before = new Map<string, onnx.INodeProto[]>();  // nodes to insert before a node (by output[0])
   const after = new Map<string, onnx.INodeProto[]>();
   const outputs: onnx.IValueInfoProto[] = [];
   const renamed = new Map<string, string>();  // projection output → patched output, for its consumers
   const ops = new OpsetHelper(defaultOpset(model));
   const sites = [...graph.sites].sort((a, b) => a.layer - b.layer);
-  const widths = sites.map((site) => (site.weight.layout === 'rows' ? site.weight.dims[0] : site.weight.dims[1]));
+  const widths = sites.map((site) => extent(site.weight)[0]);
   const inputs = [
     valueInfo(interventionInputs.scale, floatEnum, ['batch_size', 1, widths.reduce((a, b) => a + b, 0)]),
     valueInfo(interventionInputs.patchIndex, T.INT64, ['patch_slots']),
@@ -242,7 +242,6 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
   }
   outputs.push(valueInfo(hooks.finalResid, floatEnum, ['batch_size', 'sequence_length', d]));
   // The last position's logits on their own: decoding needs no more, and a long prompt's full logits are large.
-  const V = graph.unembedding.layout === 'rows' ? graph.unembedding.dims[0] : graph.unembedding.dims[1];
   nodes.push(node('Gather', [graph.logits, LAST_INDEX], [LAST_LOGITS], 'neuronpatch/logits/last', [{ name: 'axis', type: A.INT, i: 1 }]));
   outputs.push(valueInfo(LAST_LOGITS, floatEnum, ['batch_size', V]));
   nodes.push(...normalizerNodes(ops, LAST_LOGITS, LAST_NORMALIZER, graph.floatType === 'float16'));

@@ -9,7 +9,7 @@ import { loadModelProto } from '../onnx/proto';
 import { externalRef } from '../onnx/tensor';
 import { CodeTokenizer } from '../tokenizer';
 import { type ModelInfo, NeuronpatchError } from '../types';
-import type { ModelGraph } from './graph';
+import { extent, type ModelGraph } from './graph';
 import { hashFiles, openFolder } from './folder';
 import { instrument } from './instrument';
 import { recognise } from './recognise';
@@ -88,7 +88,7 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   });
 
   const u = recognised.unembedding;
-  const graphVocab = u.layout === 'rows' ? u.dims[0] : u.dims[1];
+  const [graphVocab] = extent(u);
   if (c.vocab !== undefined && c.vocab < graphVocab) {
     throw new NeuronpatchError(`The config's vocab_size (${c.vocab}) is smaller than the graph's lm_head (${graphVocab} tokens).`, 'The config does not belong to this model.');
   }
@@ -124,8 +124,8 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   }
 
   const site = graph.sites[0];
-  const neurons = site.weight.layout === 'rows' ? site.weight.dims[0] : site.weight.dims[1];
-  const [vocab, width] = graph.unembedding.layout === 'rows' ? graph.unembedding.dims : [graph.unembedding.dims[1], graph.unembedding.dims[0]];
+  const [neurons] = extent(site.weight);
+  const [vocab, width] = extent(graph.unembedding);
   const info: ModelInfo = {
     name: c.name, folder: mf.folder, architecture: c.modelType, gated: site.gated, layers: graph.sites.length, neurons, width, vocab,
     context: c.context ?? 2048, finalNorm: graph.finalNorm.kind, tiedUnembedding: c.tied ?? graph.tied,

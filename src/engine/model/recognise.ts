@@ -3,7 +3,7 @@
 // graphs with generic names are handled the same way.
 import { onnx } from 'onnx-proto';
 import { NeuronpatchError } from '../types';
-import type { CacheLayout, FfnSite, FinalNorm, ModelGraph, WeightRef } from './graph';
+import { type CacheLayout, extent, type FfnSite, type FinalNorm, type ModelGraph, type WeightRef } from './graph';
 
 export const KNOWN_ARCHITECTURES =
   'LLaMA, Qwen2, Mistral (gated SiLU MLP, down_proj), GPT-2 and StarCoder (c_fc/c_proj), GPT-NeoX ' +
@@ -296,7 +296,7 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
       'The config does not belong to this model file, or a layer\'s FFN was not recognised: ' + KNOWN_ARCHITECTURES,
     );
   }
-  const widths = new Set(sites.map((s) => (s.weight.layout === 'rows' ? s.weight.dims[0] : s.weight.dims[1])));
+  const widths = new Set(sites.map((s) => extent(s.weight)[0]));
   if (widths.size !== 1) throw new NeuronpatchError(`FFN widths differ between layers (${[...widths].join(', ')}).`);
 
   const resid = findFinalResidual(ix, sites[sites.length - 1].output);
