@@ -213,7 +213,7 @@ export class InstrumentedSession {
     for (const L of req.activations ?? []) activations.set(L, this.toF32(out[hooks.mlpPost(L)]));
     let logits = this.toF32(out[logitsName]);
     // A graph whose lm_head could not be found computes every position: keep the ones asked for.
-    if (!req.lastOnly && from > 0 && !graph.logitPositions) logits = logitRows(logits, b, t, from, shape.vocab);
+    if (!req.lastOnly && from > 0 && !graph.logitPositions) logits = laterPositions(logits, b, t, from, shape.vocab);
     return {
       batch: b, seq: t,
       logits,
@@ -250,13 +250,10 @@ export function leftPad(rows: number[][], pad?: number): { ids: number[][]; mask
   };
 }
 
-/** Positions for left-padded rows: count of real tokens before each slot (0 on padding). */
-export function positionsFromMask(mask: number[]): number[] {
-  let seen = 0;
-  return mask.map((m) => (m ? seen++ : 0));
-}
-
-/** positionsFromMask(mask).slice(past), without building the positions of the cached slots (decoding). */
+/**
+ * Positions of the slots after the first `past` (the cached ones) of a left-padded row: the count of real tokens
+ * before each slot, 0 on padding.
+ */
 function positionsAfter(mask: number[], past: number): number[] {
   let seen = 0;
   for (let i = 0; i < past; i++) if (mask[i]) seen++;
@@ -273,7 +270,7 @@ function sequencePositions(from: number, t: number): ort.Tensor {
 }
 
 /** Positions from..t−1 of [b, t, V] logits. */
-function logitRows(logits: Float32Array, b: number, t: number, from: number, V: number): Float32Array {
+function laterPositions(logits: Float32Array, b: number, t: number, from: number, V: number): Float32Array {
   const out = new Float32Array(b * (t - from) * V);
   for (let r = 0; r < b; r++) out.set(logits.subarray((r * t + from) * V, (r + 1) * t * V), r * (t - from) * V);
   return out;

@@ -118,7 +118,7 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
     if (ctx.signal?.aborted) throw new Cancelled();
     const weak = weakPositions(f.states, target, ctx.margin / 4);
     if (!weak.length) return { edits, fixed: true, rounds };
-    const distinct = new Set(edits.map((e) => `${e.layer}:${e.neuron}`)).size;
+    const distinct = new Set(edits.map(neuronKey)).size;
     if (distinct >= ctx.maxNeurons) break;
     // Every weak position in one round when a single line search can confirm it; else the first one alone.
     const step = (await allPositions(ctx, f, weak, edits)) ?? (await firstPosition(ctx, f, weak[0], edits));
@@ -142,9 +142,14 @@ interface Move {
   parts: (Part & { dir: Float64Array })[];
   /** Position index in the input. */
   pos: number;
+  /** The contrast at `pos`, the gap change asked there, and the move's own gain there (its step: need / own). */
+  contrast: Float64Array;
+  need: number;
+  own: number;
   label: string;
 }
 
+const neuronKey = (n: { layer: number; neuron: number }) => `${n.layer}:${n.neuron}`;
 const label = (parts: Part[]) => parts.map((p) => `${p.layer}.${p.neuron}`).join(' + ');
 
 /** The candidate's parts with their directions: the steer, kept orthogonal to earlier patches' changes. */
@@ -156,8 +161,8 @@ function directed(ctx: SolveContext, parts: Part[], s: Float64Array): (Part & { 
 }
 
 /** Gap change at `pos` (contrast `c`) per unit of a move: Σ_i z_i(pos) w_i (dir_i · c). */
-function gain(f: Forced, move: Move, pos: number, c: Float64Array, m: number): number {
-  return move.parts.reduce((acc, p) => acc + f.activations.get(p.layer)![pos * m + p.neuron] * p.w * dot(p.dir, c), 0);
+function gain(f: Forced, parts: Move['parts'], pos: number, c: Float64Array, m: number): number {
+  return parts.reduce((acc, p) => acc + f.activations.get(p.layer)![pos * m + p.neuron] * p.w * dot(p.dir, c), 0);
 }
 
 /**
@@ -170,34 +175,31 @@ async function allPositions(ctx: SolveContext, f: Forced, weak: PositionState[],
   const { model, target } = ctx;
   const { neurons: m, width: d } = model.info;
   const floor = refFloor(ctx.ref);
-  const used = new Set(edits.map((e) => `${e.layer}:${e.neuron}`));
+  const used = new Set(edits.map(neuronKey));
   const moves: Move[] = [];
-  const contrasts: Float64Array[] = [];
-  const needs: number[] = [];
   for (const st of weak) {
     const pos = target.first + st.index;
     const c = contrast(model, row(f.residual!, pos, d), st.desired, st.rival);
-    const lifted = moves.reduce((acc, mv, b) => acc + gain(f, mv, pos, c, m) * (needs[b] / gain(f, mv, mv.pos, contrasts[b], m)), 0);
+    const lifted = moves.reduce((acc, mv) => acc + gain(f, mv.parts, pos, c, m) * (mv.need / mv.own), 0);
     if (st.gap + lifted >= ctx.margin / 2) continue;
     const s = ctx.steer.direction(st.desired, st.rival);
-    const cand = candidates(f, pos, ctx.ref, floor, m).find((x) => x.parts.every((p) => !used.has(`${p.layer}:${p.neuron}`)));
+    const cand = candidates(f, pos, ctx.ref, floor, m).find((x) => x.parts.every((p) => !used.has(neuronKey(p))));
     if (!cand || used.size + cand.parts.length > ctx.maxNeurons) break;
-    const move = { parts: directed(ctx, cand.parts, s), pos, label: label(cand.parts) };
-    if (!(Math.abs(gain(f, move, pos, c, m)) > 1e-9)) continue;
-    for (const p of cand.parts) used.add(`${p.layer}:${p.neuron}`);
-    moves.push(move);
-    contrasts.push(c);
-    needs.push(ctx.margin - st.gap);
+    const parts = directed(ctx, cand.parts, s);
+    const own = gain(f, parts, pos, c, m);
+    if (!(Math.abs(own) > 1e-9)) continue;
+    for (const p of cand.parts) used.add(neuronKey(p));
+    moves.push({ parts, pos, contrast: c, need: ctx.margin - st.gap, own, label: label(cand.parts) });
   }
   if (moves.length < 2) return undefined;  // one position: the single-position search does it better
   // A x = need, A[a][b] = gain of move b at move a's position (least squares, lightly regularized).
   const n = moves.length;
   const A = new Float64Array(n * n);
-  moves.forEach((_, a) => moves.forEach((mv, b) => (A[a * n + b] = gain(f, mv, moves[a].pos, contrasts[a], m))));
+  moves.forEach((at, a) => moves.forEach((mv, b) => (A[a * n + b] = gain(f, mv.parts, at.pos, at.contrast, m))));
   const AtA = new Float64Array(n * n);
   const Atb = new Float64Array(n);
   for (let i = 0; i < n; i++) {
-    for (let a = 0; a < n; a++) Atb[i] += A[a * n + i] * needs[a];
+    for (let a = 0; a < n; a++) Atb[i] += A[a * n + i] * moves[a].need;
     for (let j = 0; j < n; j++) for (let a = 0; a < n; a++) AtA[i * n + j] += A[a * n + i] * A[a * n + j];
   }
   const x = solveSymmetric(AtA, n, Atb, 1, 1e-6);
@@ -207,12 +209,15 @@ async function allPositions(ctx: SolveContext, f: Forced, weak: PositionState[],
   const res = await model.session.forward({
     ids: trials.map(() => target.input), edits: trials.map((t) => combine(ctx.base, t.edits, d)), activations: all, residual: true, logitsFrom: target.first,
   });
-  const score = (st: PositionState[]) => [st.filter((s) => s.failing).length, weakPositions(st, target, ctx.margin / 4).length];
-  const [failNow, weakNow] = score(f.states);
-  const outcomes = trials.map((t, r) => ({ t, r, st: positionStates(model, target, logitRows(res), r) })).map((o) => ({ ...o, score: score(o.st) }));
   // Fewest failing positions, then fewest weak ones, then the scale nearest the linearization.
-  const best = outcomes.reduce((a, b) => (
-    b.score[0] < a.score[0] || (b.score[0] === a.score[0] && (b.score[1] < a.score[1] || (b.score[1] === a.score[1] && Math.abs(Math.log(b.t.k)) < Math.abs(Math.log(a.t.k))))) ? b : a));
+  const score = (st: PositionState[], k = 1) => [st.filter((s) => s.failing).length, weakPositions(st, target, ctx.margin / 4).length, Math.abs(Math.log(k))];
+  const order = (a: number[], b: number[]) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
+  const outcomes = trials.map((t, r) => {
+    const st = positionStates(model, target, logitRows(res), r);
+    return { t, r, st, score: score(st, t.k) };
+  });
+  const best = outcomes.reduce((a, b) => (order(b.score, a.score) < 0 ? b : a));
+  const [failNow, weakNow] = score(f.states);
   if (!(best.score[0] < failNow || (best.score[0] === failNow && best.score[1] < weakNow))) return undefined;
   return { edits: best.t.edits, f: rowOf(res, best.r, best.st, target), label: `${moves.length} positions, ${moves.map((mv) => mv.label).join(', ')} × ${best.t.k}` };
 }
@@ -271,7 +276,7 @@ async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, ed
 function rowOf(res: ForwardResult, r: number, states: PositionState[], target: RepairTarget): Forced {
   const slice = (a: Float32Array) => a.subarray((a.length / res.batch) * r, (a.length / res.batch) * (r + 1));
   return {
-    target, states, logits: { logits: slice(res.logits), stride: res.logitPositions, from: res.logitsFrom }, residual: res.residual && slice(res.residual),
+    target, states, logits: { ...logitRows(res), logits: slice(res.logits) }, residual: res.residual && slice(res.residual),
     activations: new Map([...res.activations].map(([L, z]) => [L, slice(z)])),
   };
 }
