@@ -207,7 +207,8 @@ function sideEffectsSection(r: RepairResult): HTMLElement {
     h(
       'ul',
       { class: 'metrics', 'data-test': 'metrics' },
-      h('li', {}, 'Specificity: ', h('strong', {}, r.specificity === null ? 'n/a' : pct(r.specificity))),
+      h('li', {}, 'Specificity (regression lines unchanged): ', h('strong', {}, r.specificity === null ? 'n/a' : pct(r.specificity))),
+      h('li', {}, 'Next token unchanged: ', h('strong', {}, r.nextTokenSpecificity == null ? 'n/a' : pct(r.nextTokenSpecificity))),
       h('li', {}, 'Mean KL on regression prompts: ', h('strong', {}, r.meanKl === null ? 'n/a' : r.meanKl.toExponential(2))),
       h('li', {}, 'Generalization: ', h('strong', {}, r.generalization === null ? 'n/a' : pct(r.generalization))),
       h('li', {}, `Repair time: ${Math.round(r.ms)} ms (one generation: ${Math.round(r.generationMs)} ms)`),
@@ -228,6 +229,8 @@ function toolbar(s: PanelState): HTMLElement {
   const pending = s.status === 'pending';
   const idle = !s.busy;
   const other = r.method === 'minimal' ? 'joint' : 'minimal';
+  // After a fallback the minimal method has already been tried: asking for it again would end the same way.
+  const canTryOther = pending && idle && !r.fallback;
   return h(
     'div',
     { class: 'toolbar', role: 'toolbar', 'aria-label': 'Repair actions' },
@@ -235,7 +238,7 @@ function toolbar(s: PanelState): HTMLElement {
     h('vscode-button', { id: 'discard', icon: 'discard', secondary: true, disabled: !(pending && idle), onclick: () => send('discard') }, 'Discard'),
     h(
       'vscode-button',
-      { id: 'other-method', icon: 'refresh', secondary: true, disabled: !(pending && idle), onclick: () => send('otherMethod') },
+      { id: 'other-method', icon: 'refresh', secondary: true, disabled: !canTryOther, onclick: () => send('otherMethod') },
       `Try the ${other} method`,
     ),
     h('vscode-button', { id: 'export', icon: 'package', secondary: true, disabled: !idle, onclick: () => send('export') }, 'Export patched model'),
@@ -262,6 +265,7 @@ function header(s: PanelState): HTMLElement {
       h('vscode-badge', { 'data-test': 'status' }, status),
       ` ${r.method} method · ${r.neurons.length} neuron${r.neurons.length === 1 ? '' : 's'} · ${r.failingTokens} failing token${r.failingTokens === 1 ? '' : 's'} · model ${s.model.name}`,
     ),
+    r.fallback ? h('p', { class: 'muted', 'data-test': 'fallback' }, r.fallback) : null,
     s.error ? h('p', { class: 'error', role: 'alert' }, s.error) : null,
     s.exportedTo ? h('p', { class: 'muted' }, `Exported to ${s.exportedTo}`) : null,
   );

@@ -12,7 +12,7 @@ export const usage = `usage: neuronpatch <command> [options]
             [--temperature T] [--top-p P] [--seed S] [--json]
   trace     --prompt-file F --desired TEXT [--top N] [--json]
   repair    --prompt-file F --desired TEXT [--method minimal|joint] [--regression FILE] [--out PATCH] [--json]
-  eval      --cases FILE [--method minimal|joint] [--regression FILE] [--limit N] [--json]
+  eval      --cases FILE [--method minimal|joint] [--no-fallback] [--regression FILE] [--limit N] [--json]
   export    --patches FILE... --out DIR
   demo      [--out DIR]                                the main job on the embedded model, with a report
 

@@ -11,9 +11,12 @@ interface CaseResult {
   id: string;
   alreadyCorrect?: boolean;
   success: boolean;
+  /** The solver whose patch was kept (joint where minimal fell back to it). */
+  method?: RepairMethod;
   failingTokens: number;
   neurons: number;
   specificity: number | null;
+  nextTokenSpecificity?: number | null;
   meanKl: number | null;
   generalization: number | null;
   ms: number;
@@ -26,7 +29,7 @@ const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.l
 export const evaluate: Command = async (args) => {
   const { values } = parse(args, {
     cases: { type: 'string' }, method: { type: 'string' }, regression: { type: 'string' }, limit: { type: 'string' },
-    'regression-limit': { type: 'string' }, verbose: { type: 'boolean' },
+    'regression-limit': { type: 'string' }, 'no-fallback': { type: 'boolean' }, verbose: { type: 'boolean' },
   });
   if (!values.cases) throw new NeuronpatchError('eval needs --cases FILE.jsonl.');
   const method = (values.method ?? 'minimal') as RepairMethod;
@@ -46,9 +49,10 @@ export const evaluate: Command = async (args) => {
       continue;
     }
     try {
-      const r = await repair(model, c, { method, regression, regressionBefore, analyse: false });
+      const r = await repair(model, c, { method, regression, regressionBefore, analyse: false, fallback: !values['no-fallback'] });
       results.push({
-        id, success: r.success, failingTokens: r.failingTokens, neurons: r.neurons.length, specificity: r.specificity, meanKl: r.meanKl,
+        id, success: r.success, method: r.method, failingTokens: r.failingTokens, neurons: r.neurons.length, specificity: r.specificity,
+        nextTokenSpecificity: r.nextTokenSpecificity, meanKl: r.meanKl,
         generalization: r.generalization, ms: Math.round(r.ms), generationMs: Math.round(r.generationMs),
       });
     } catch (e) {
@@ -62,12 +66,17 @@ export const evaluate: Command = async (args) => {
 
   const attempted = results.filter((r) => !r.alreadyCorrect);
   const fixed = attempted.filter((r) => r.success);
+  // Fixed by the method asked for, without a fallback to the other one.
+  const own = fixed.filter((r) => r.method === method);
   const summary = {
     method, cases: attempted.length, alreadyCorrect: results.length - attempted.length,
     successRate: attempted.length ? fixed.length / attempted.length : null,
+    ownSuccessRate: attempted.length ? own.length / attempted.length : null,
+    fallbacks: attempted.filter((r) => r.method && r.method !== method).length,
     medianNeurons: fixed.length ? median(fixed.map((r) => r.neurons)) : null,
     neuronsPerFailingToken: fixed.length ? median(fixed.map((r) => r.neurons / Math.max(1, r.failingTokens))) : null,
     specificity: mean(fixed.flatMap((r) => (r.specificity === null ? [] : [r.specificity]))),
+    nextTokenSpecificity: mean(fixed.flatMap((r) => (r.nextTokenSpecificity == null ? [] : [r.nextTokenSpecificity]))),
     meanKl: mean(fixed.flatMap((r) => (r.meanKl === null ? [] : [r.meanKl]))),
     generalization: mean(fixed.flatMap((r) => (r.generalization === null ? [] : [r.generalization]))),
     medianMs: attempted.length ? median(attempted.map((r) => r.ms)) : null,
@@ -79,8 +88,10 @@ export const evaluate: Command = async (args) => {
   const f = (x: number | null, digits = 1) => (x === null ? 'n/a' : x.toFixed(digits));
   print(!!values.json, summary, () => [
     `${method}: ${fixed.length}/${attempted.length} fixed (${f(summary.successRate === null ? null : summary.successRate * 100)} %), ${summary.alreadyCorrect} already correct`,
+    ...(summary.fallbacks ? [`  ${own.length} (${f(summary.ownSuccessRate! * 100)} %) by ${method} alone; ${summary.fallbacks} fell back to the joint solver`] : []),
     `median neurons ${f(summary.medianNeurons)}, per failing token ${f(summary.neuronsPerFailingToken, 2)}`,
-    `specificity ${f(summary.specificity === null ? null : summary.specificity * 100, 2)} % on ${regression.length} prompts, mean KL ${summary.meanKl?.toExponential(2) ?? 'n/a'}`,
+    `specificity ${f(summary.specificity === null ? null : summary.specificity * 100, 2)} % of ${regression.length} regression lines unchanged `
+      + `(next token: ${f(summary.nextTokenSpecificity === null ? null : summary.nextTokenSpecificity * 100, 2)} %), mean KL ${summary.meanKl?.toExponential(2) ?? 'n/a'}`,
     `generalization ${f(summary.generalization === null ? null : summary.generalization * 100)} %`,
     `median repair ${f(summary.medianMs, 0)} ms = ${f(summary.medianRepairToGeneration, 2)}× one generation (${f(summary.medianGenerationMs, 0)} ms)`,
     '',

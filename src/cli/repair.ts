@@ -59,8 +59,9 @@ export const repairCommand: Command = async (args) => {
   }
   const summary = {
     success: r.success, before: r.before, after: r.after, failingTokens: r.failingTokens,
-    neurons: r.neurons.map((n) => ({ layer: n.layer, neuron: n.neuron })), specificity: r.specificity, meanKl: r.meanKl,
+    neurons: r.neurons.map((n) => ({ layer: n.layer, neuron: n.neuron })), specificity: r.specificity, nextTokenSpecificity: r.nextTokenSpecificity, meanKl: r.meanKl,
     generalization: r.generalization, ms: Math.round(r.ms), generationMs: Math.round(r.generationMs), patch: patchPath, method: r.method,
+    ...(r.fallback ? { fallback: r.fallback } : {}),
   };
   print(!!values.json, summary, () => repairText(r) + (patchPath ? `patch written to ${patchPath}\n` : ''));
   await model.dispose();

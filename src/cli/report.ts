@@ -27,10 +27,11 @@ export function traceText(t: TraceResult): string {
 export function repairText(r: RepairResult): string {
   return [
     `${r.success ? 'fixed' : 'NOT fixed'} (${r.method}) in ${r.ms.toFixed(0)} ms = ${(r.ms / Math.max(1, r.generationMs)).toFixed(1)}× one generation`,
+    ...(r.fallback ? [r.fallback] : []),
     `before  ${q(r.before)}`,
     `after   ${q(r.after)}`,
     `neurons ${r.neurons.map((n) => `${n.layer}.${n.neuron}`).join(', ')} for ${r.failingTokens} failing token(s)`,
-    `specificity ${pct(r.specificity)}${r.meanKl !== null ? `, mean next-token KL ${r.meanKl.toExponential(2)}` : ''}${r.generalization !== null ? `, generalization ${pct(r.generalization)}` : ''}`,
+    `specificity ${pct(r.specificity)}${r.nextTokenSpecificity !== null ? ` (next token ${pct(r.nextTokenSpecificity)})` : ''}${r.meanKl !== null ? `, mean next-token KL ${r.meanKl.toExponential(2)}` : ''}${r.generalization !== null ? `, generalization ${pct(r.generalization)}` : ''}`,
     '',
   ].join('\n');
 }
@@ -55,6 +56,7 @@ export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: str
     `| after | \`${r.after}\` |`,
     '',
     `**${r.success ? 'Fixed' : 'Not fixed'}** by the ${r.method} method in ${r.ms.toFixed(0)} ms (${(r.ms / Math.max(1, r.generationMs)).toFixed(1)}× the ${r.generationMs.toFixed(0)} ms of one generation), editing ${r.neurons.length} neuron(s) for ${r.failingTokens} failing token(s).`,
+    ...(r.fallback ? ['', r.fallback] : []),
     '',
     '## Failing positions',
     '',
@@ -72,7 +74,7 @@ export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: str
   md.push('## Neurons edited', '', '| neuron | attribution | ablation effect | promotes before | promotes after |', '|---|---|---|---|---|',
     ...r.neurons.map((n) => `| ${n.layer}.${n.neuron} | ${n.attribution?.toFixed(3) ?? 'n/a'} | ${n.ablationEffect?.toFixed(3) ?? 'n/a'} | ${tokens(n.promotesBefore.slice(0, 3))} | ${tokens(n.promotesAfter.slice(0, 3))} |`), '',
     '## Side effects', '',
-    `Specificity: ${pct(r.specificity)} of regression completions unchanged; mean next-token KL ${r.meanKl?.toExponential(2) ?? 'n/a'}; generalization ${pct(r.generalization)}.`, '');
+    `Specificity: ${pct(r.specificity)} of regression completions unchanged (next token: ${pct(r.nextTokenSpecificity)}); mean next-token KL ${r.meanKl?.toExponential(2) ?? 'n/a'}; generalization ${pct(r.generalization)}.`, '');
   if (r.changed.length) {
     md.push('| prompt ends with | before | after |', '|---|---|---|',
       ...r.changed.slice(0, 10).map((c) => `| \`${JSON.stringify(c.prompt.slice(-40))}\` | \`${c.before}\` | \`${c.after}\` |`), '');

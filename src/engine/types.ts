@@ -168,7 +168,10 @@ export interface TraceResult {
 
 export interface RepairResult {
   success: boolean;
+  /** The solver that produced the patch: the one asked for, or joint where minimal fell back to it. */
   method: RepairMethod;
+  /** Why the minimal solver fell back to the joint one, when it did. */
+  fallback?: string;
   before: string;
   after: string;
   failingTokens: number;
@@ -178,6 +181,8 @@ export interface RepairResult {
   /** The patch, whether or not the repair succeeded; callers save it only on success. */
   patch: Patch;
   specificity: number | null;
+  /** Share of regression prompts whose most likely next token is unchanged; null when none were checked. */
+  nextTokenSpecificity: number | null;
   meanKl: number | null;
   generalization: number | null;
   /** Regression prompts whose completion changed. */

@@ -104,6 +104,24 @@ describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(de
     assert.fail('no case of the first 12 with five or more failing tokens was fixed');
   });
 
+  test('minimal falls back to the joint solver when its budget cannot fix a case, and says so', async (t) => {
+    const model = (await modelOf(t, demo))!;
+    const c = cases().find((x) => x.id === 'dev-0001')!;
+    // One neuron cannot fix this case's eight failing tokens.
+    const alone = await repair(model, c, { method: 'minimal', maxNeurons: 1, analyse: false, fallback: false });
+    assert.equal(alone.failingTokens, 8);
+    assert.equal(alone.success, false);
+    assert.equal(alone.method, 'minimal');
+    assert.equal(alone.fallback, undefined);
+    assert.ok(alone.neurons.length <= 1);
+    const r = await repair(model, c, { method: 'minimal', maxNeurons: 1, analyse: false });
+    t.diagnostic(r.fallback ?? '');
+    assert.ok(r.success, `not fixed: ${JSON.stringify(r.after)}`);
+    assert.equal(r.method, 'joint');
+    assert.equal(r.patch.method, 'joint');
+    assert.match(r.fallback ?? '', /minimal solver left \d+ of 8 failing tokens unfixed .*joint solver/);
+  });
+
   test('ten sequential repairs: earlier fixes still hold', async (t) => {
     const model = (await modelOf(t, demo))!;
     const active: Patch[] = [];

@@ -408,6 +408,7 @@ def main():
             reg_after, first_after = greedy_lines(model, tok, cfg, regression, want_first=True, expect=reg_before)
             r["specificity"] = sum(a == b for a, b in zip(reg_after, reg_before)) / len(regression)
             r["meanKl"] = float(statistics.fmean(max(0.0, float((p.exp() * (p - q)).sum())) for p, q in zip(reg_first, first_after)))
+            r["nextTokenSpecificity"] = sum(int(p.argmax()) == int(q.argmax()) for p, q in zip(reg_first, first_after)) / len(regression)
             r["sideEffectMs"] = (time.perf_counter() - s0) * 1000
         else:
             r["specificity"] = None
@@ -441,6 +442,7 @@ def main():
         "neuronsPerFailingToken": med([r["neurons"] / max(r["failingTokens"], 1) for r in fixed]),
         # As `neuronpatch eval` aggregates them: side effects and generalization over the fixed cases.
         "specificity": mean([r["specificity"] for r in fixed]),
+        "nextTokenSpecificity": mean([r.get("nextTokenSpecificity") for r in fixed]),
         "meanKl": mean([r.get("meanKl") for r in fixed]),
         "generalization": mean([r["generalization"] for r in fixed]),
         "specificityAllTried": mean([r["specificity"] for r in tried]),

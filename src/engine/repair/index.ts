@@ -30,7 +30,10 @@ export interface RepairOptions {
   /** Enabled patches: the new one is solved on top of them. */
   active?: Patch[];
   margin?: number;
+  /** Neuron budget of the method asked for (a fallback to the joint solver keeps its own). */
   maxNeurons?: number;
+  /** When the minimal solver cannot fix the case within its budget, solve it jointly instead. Default true. */
+  fallback?: boolean;
   /** Token budget of the before/after generations (the caller's completion length). */
   maxNewTokens?: number;
   /** Run the full trace (occlusion, causal checks, logit lens) for the report; eval turns it off. Default true. */
@@ -74,13 +77,26 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   // The repair's own time: locate and solve, then confirm by generation. The trace above is the report's.
   const started = performance.now();
   progress(`solving (${method}) for ${Math.max(1, failing0.length)} failing token(s)`);
-  const ctx = {
+  const context = (m: RepairMethod): SolveContext => ({
     model, target, base, active, steer, ref, start: f0, margin: opts.margin ?? 2,
-    maxNeurons: opts.maxNeurons ?? (method === 'minimal' ? Math.min(48, 3 * Math.max(1, failing0.length) + 2) : Math.min(256, 8 * Math.max(1, target.targets.length))),
-    maxRounds: method === 'minimal' ? 3 * Math.max(1, failing0.length) + 6 : 10,
+    maxNeurons: (m === method ? opts.maxNeurons : undefined) ?? (m === 'minimal' ? Math.min(48, 3 * Math.max(1, failing0.length) + 2) : Math.min(256, 8 * Math.max(1, target.targets.length))),
+    maxRounds: m === 'minimal' ? 3 * Math.max(1, failing0.length) + 6 : 10,
     signal: opts.signal, log: progress,
-  };
-  const solved = method === 'minimal' ? await solveMinimal(ctx) : await solveJoint(ctx);
+  });
+  let ctx = context(method);
+  let solved = method === 'minimal' ? await solveMinimal(ctx) : await solveJoint(ctx);
+  let solvedBy = method;
+  let fallback: string | undefined;
+  // Long completions can leave the greedy search trading positions until its budget is spent; the joint solve,
+  // which weighs every failing position at once, then starts afresh from the unpatched state.
+  if (method === 'minimal' && !solved.fixed && opts.fallback !== false) {
+    fallback = `The minimal solver left ${solved.failing} of ${failing0.length} failing tokens unfixed within its budget `
+      + `(${plural(new Set(solved.edits.map((e) => `${e.layer}:${e.neuron}`)).size, 'neuron')}, ${plural(solved.rounds, 'round')}); the patch comes from the joint solver.`;
+    progress(fallback);
+    ctx = context('joint');
+    solved = await solveJoint(ctx);
+    solvedBy = 'joint';
+  }
   const held = await holdEarlierFixes(ctx, solved.edits, { prompt: c.prompt, desired }, produces, progress);
   // Confirmed exactly as the patch file will store it (deltas rounded to its precision).
   const edits = prune(held.edits).map((e) => ({ ...e, delta: Float64Array.from(e.delta, roundValue) }));
@@ -122,27 +138,31 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   });
 
   let specificity: number | null = null;
+  let nextTokenSpecificity: number | null = null;
   let meanKl: number | null = null;
   let changed: RepairResult['changed'] = [];
   if (opts.regression?.length) {
     progress(`measuring side effects on ${opts.regression.length} regression prompts`);
     const fx = await sideEffects(model, opts.regression, base, patched, opts.regressionBefore, opts.signal);
-    ({ specificity, meanKl, changed } = fx);
+    ({ specificity, nextTokenSpecificity, meanKl, changed } = fx);
   }
   const gen = c.variants?.length ? await generalization(model, c.variants, patched, opts.signal) : null;
 
   const patch: Patch = {
-    id: newPatchId(), createdAt: isoNow(), enabled: true, method,
+    id: newPatchId(), createdAt: isoNow(), enabled: true, method: solvedBy,
     case: { prompt: c.prompt, desired, before: beforeGen.completion, after: afterGen.completion },
     edits: toNeuronEdits(edits),
     metrics: { success, failingTokens: failing0.length, specificity, meanKl, generalization: gen, repairMs: Math.round(ms) },
   };
   return {
-    success, method, before: beforeGen.completion, after: afterGen.completion, failingTokens: failing0.length, positions, neurons,
-    patch, specificity, meanKl, generalization: gen, changed, ms, generationMs, trace: traced,
+    success, method: solvedBy, before: beforeGen.completion, after: afterGen.completion, failingTokens: failing0.length, positions, neurons,
+    patch, specificity, nextTokenSpecificity, meanKl, generalization: gen, changed, ms, generationMs, trace: traced,
+    ...(fallback ? { fallback } : {}),
     ...(target.prepared.notice ? { notice: target.prepared.notice } : {}),
   };
 }
+
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
 
 const HOLD_PASSES = 4;
 

@@ -37,6 +37,8 @@ export interface SolveResult {
   /** Teacher forcing with the edits produces every desired token. */
   fixed: boolean;
   rounds: number;
+  /** Positions still failing under `edits`. */
+  failing: number;
 }
 
 const CANDIDATES = 6;
@@ -112,22 +114,27 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
   const all = [...Array(layers).keys()];
   let edits: Edit[] = [];
   let rounds = 0;
+  // Neurons whose last step fixed one position only by breaking another: offering them again makes two
+  // positions trade one neuron back and forth (a layer-0 neuron's indirect effects escape the linearization).
+  const tabu = new Set<string>();
   // The teacher-forced state under the current edits; usually the line search's chosen row.
   let f: Forced = ctx.start ?? (await teacherForce(model, target, combine(ctx.base, edits, d), all, true));
   for (; rounds < ctx.maxRounds; rounds++) {
     if (ctx.signal?.aborted) throw new Cancelled();
     const weak = weakPositions(f.states, target, ctx.margin / 4);
-    if (!weak.length) return { edits, fixed: true, rounds };
+    if (!weak.length) return { edits, fixed: true, rounds, failing: 0 };
     const distinct = new Set(edits.map(neuronKey)).size;
     if (distinct >= ctx.maxNeurons) break;
     // Every weak position in one round when a single line search can confirm it; else the first one alone.
-    const step = (await allPositions(ctx, f, weak, edits)) ?? (await firstPosition(ctx, f, weak[0], edits));
+    const step = (await allPositions(ctx, f, weak, edits)) ?? (await firstPosition(ctx, f, weak[0], edits, tabu));
     if (!step) break;  // nothing moves the first weak position: give up honestly
+    for (const n of step.traded ?? []) tabu.add(n);
     edits = step.edits;
     f = step.f ?? (await teacherForce(model, target, combine(ctx.base, edits, d), all, true));
     ctx.log?.(`round ${rounds + 1}: ${step.label}`);
   }
-  return { edits, fixed: !f.states.some((s) => s.failing), rounds };
+  const failing = f.states.filter((s) => s.failing).length;
+  return { edits, fixed: !failing, rounds, failing };
 }
 
 interface Step {
@@ -135,6 +142,8 @@ interface Step {
   /** The teacher-forced state under `edits`, when the line search already has it. */
   f?: Forced;
   label: string;
+  /** The step's neurons, when it won its position without fewer positions failing. */
+  traded?: string[];
 }
 
 /** A change carried by one candidate's neurons along one direction, at the scale its own position asks for. */
@@ -223,7 +232,7 @@ async function allPositions(ctx: SolveContext, f: Forced, weak: PositionState[],
 }
 
 /** MINT's step for one position: candidates by expected side effect, confirmed by a batched line search. */
-async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, edits: Edit[]): Promise<Step | undefined> {
+async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, edits: Edit[], tabu: Set<string>): Promise<Step | undefined> {
   const { model, target } = ctx;
   const { neurons: m, width: d } = model.info;
   const floor = refFloor(ctx.ref);
@@ -233,11 +242,20 @@ async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, ed
   const need = ctx.margin - at.gap;
   const sc = dot(s, c);
   const sNorm = norm(s);
-  const cands = candidates(f, pos, ctx.ref, floor, m).slice(0, CANDIDATES * 2).flatMap((cand) => {
+  // The other positions as the linearization sees them: a step that fixes this position by breaking another only
+  // trades them, so candidates predicted to break fewer positions come first, then the cheapest.
+  const last = target.targets.length - 1;
+  const others = f.states.filter((q) => q.index !== at.index && !(target.lineEnd && q.index === last)).map((q) => {
+    const p = target.first + q.index;
+    return { gap: q.gap, pos: p, c: contrast(model, row(f.residual!, p, d), q.desired, q.rival) };
+  });
+  const breaks = (parts: (Part & { dir: Float64Array; scale: number })[]) =>
+    others.filter((o) => o.gap + parts.reduce((acc, p) => acc + f.activations.get(p.layer)![o.pos * m + p.neuron] * p.scale * dot(p.dir, o.c), 0) < 0).length;
+  const cands = candidates(f, pos, ctx.ref, floor, m).filter((x) => !x.parts.some((p) => tabu.has(neuronKey(p)))).slice(0, CANDIDATES * 4).flatMap((cand) => {
     const parts = directed(ctx, cand.parts, s).map((p) => ({ ...p, scale: (p.w * need) / dot(p.dir, c) }));
     if (parts.some((p) => !Number.isFinite(p.scale) || Math.abs(dot(p.dir, c)) < 1e-3 * Math.abs(sc))) return [];
-    return [{ parts, cost: cand.cost * sNorm * Math.abs(need / sc) }];
-  }).slice(0, CANDIDATES);
+    return [{ parts, cost: cand.cost * sNorm * Math.abs(need / sc), breaks: breaks(parts) }];
+  }).sort((a, b) => a.breaks - b.breaks || a.cost - b.cost).slice(0, CANDIDATES);
   if (!cands.length) return undefined;
 
   // Batched line search over step sizes: the cheapest candidate first, the next ones only while none makes
@@ -269,7 +287,8 @@ async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, ed
       ? winners.reduce((a, b) => (b.failing < a.failing || (b.failing === a.failing && b.here.gap > a.here.gap) ? b : a))
       : outcomes.reduce((a, b) => (b.here.gap > a.here.gap ? b : a));
   if (pick.here.gap <= at.gap) return undefined;
-  return { edits: pick.t.edits, label: `position ${at.index}, neuron ${label(pick.t.cand.parts)} × ${pick.t.k}, gap ${at.gap.toFixed(2)} → ${pick.here.gap.toFixed(2)}` };
+  const traded = pick.failing < failNow ? undefined : pick.t.cand.parts.map(neuronKey);
+  return { edits: pick.t.edits, traded, label: `position ${at.index}, neuron ${label(pick.t.cand.parts)} × ${pick.t.k}, gap ${at.gap.toFixed(2)} → ${pick.here.gap.toFixed(2)}` };
 }
 
 /** One row of a batched forward, as a teacher-forced state of its own. */

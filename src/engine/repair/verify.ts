@@ -12,10 +12,14 @@ export async function completions(model: LoadedModel, prompts: string[], edits?:
   return (await generateBatched(model, prompts, { edits, signal }, BATCH)).map((c) => c.completion);
 }
 
-/** Mean KL(p_before ‖ p_after) of the next-token distributions at the end of each (healed) prompt. */
-export async function meanNextTokenKl(model: LoadedModel, prompts: string[], before?: LayerEdits, after?: LayerEdits): Promise<number> {
+/**
+ * The next-token distributions at the end of each (healed) prompt, before and after: their mean KL(p_before ‖
+ * p_after), and the share of prompts whose most likely next token is unchanged.
+ */
+export async function nextTokenShift(model: LoadedModel, prompts: string[], before?: LayerEdits, after?: LayerEdits): Promise<{ meanKl: number; sameNext: number }> {
   const V = model.info.vocab;
   let total = 0;
+  let same = 0;
   for (let i = 0; i < prompts.length; i += BATCH) {
     const rows = prompts.slice(i, i + BATCH).map((p) => preparePrompt(model, p, 1).ids);
     const { ids, mask, width } = leftPad(rows);
@@ -28,15 +32,24 @@ export async function meanNextTokenKl(model: LoadedModel, prompts: string[], bef
       const p = logSoftmax(a.logits, off, V);
       const q = logSoftmax(b.logits, off, V);
       let kl = 0;
-      for (let v = 0; v < V; v++) kl += Math.exp(p[v]) * (p[v] - q[v]);
+      let [pa, qa] = [0, 0];
+      for (let v = 0; v < V; v++) {
+        kl += Math.exp(p[v]) * (p[v] - q[v]);
+        if (p[v] > p[pa]) pa = v;
+        if (q[v] > q[qa]) qa = v;
+      }
       total += Math.max(0, kl);
+      if (pa === qa) same++;
     }
   }
-  return prompts.length ? total / prompts.length : 0;
+  return prompts.length ? { meanKl: total / prompts.length, sameNext: same / prompts.length } : { meanKl: 0, sameNext: 1 };
 }
 
 export interface SideEffects {
+  /** Share of regression prompts whose greedy line is unchanged. */
   specificity: number;
+  /** Share whose most likely next token is unchanged: a line can flip on a near-tie late in it, a token cannot. */
+  nextTokenSpecificity: number;
   meanKl: number;
   changed: { prompt: string; before: string; after: string }[];
 }
@@ -47,11 +60,8 @@ export async function sideEffects(
   const old = before ?? (await completions(model, prompts, base, signal));
   const now = await completions(model, prompts, patched, signal);
   const changed = prompts.flatMap((prompt, i) => (old[i] === now[i] ? [] : [{ prompt, before: old[i], after: now[i] }]));
-  return {
-    specificity: prompts.length ? 1 - changed.length / prompts.length : 1,
-    meanKl: await meanNextTokenKl(model, prompts, base, patched),
-    changed,
-  };
+  const { meanKl, sameNext } = await nextTokenShift(model, prompts, base, patched);
+  return { specificity: prompts.length ? 1 - changed.length / prompts.length : 1, nextTokenSpecificity: sameNext, meanKl, changed };
 }
 
 /** Share of the variants whose greedy completion with the patch is their desired text. */

@@ -146,6 +146,7 @@ export class RepairPanel implements vscode.Disposable {
 
   private async tryOtherMethod(): Promise<void> {
     if (this.state.status !== 'pending') throw new Error(`This repair is already ${this.state.status}.`);
+    if (this.state.result.fallback) throw new Error('The minimal method was tried first and fell back to the joint one.');
     const method = otherMethod(this.state.result.method);
     this.update({ busy: `Repairing with the ${method} method…`, error: null });
     const result = await runRepair(this.ctx, { ...this.request, method });
