@@ -2,7 +2,9 @@
 // along the semantic steer by a step set from the linearization, confirm it with a batched line search, and go
 // on until the whole desired text is produced. A round takes every weak position at once (one neuron each, steps
 // from one linear solve, one line search over their common scale) and falls back to the first position alone,
-// searched over several candidates, when that does not improve things.
+// searched over several candidates, when that does not improve things. A single-position step is chosen among
+// candidates predicted to break no other position of the desired text, and a neuron that only traded one position
+// for another is not offered again: long completions otherwise ping-pong until the budget is spent.
 import { dot, norm, row, solveSymmetric } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import type { ForwardResult, LayerEdits } from '../model/session';
@@ -251,14 +253,15 @@ async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, ed
   });
   const breaks = (parts: (Part & { dir: Float64Array; scale: number })[]) =>
     others.filter((o) => o.gap + parts.reduce((acc, p) => acc + f.activations.get(p.layer)![o.pos * m + p.neuron] * p.scale * dot(p.dir, o.c), 0) < 0).length;
-  const cands = candidates(f, pos, ctx.ref, floor, m).filter((x) => !x.parts.some((p) => tabu.has(neuronKey(p)))).slice(0, CANDIDATES * 4).flatMap((cand) => {
+  const offered = candidates(f, pos, ctx.ref, floor, m).filter((x) => !x.parts.some((p) => tabu.has(neuronKey(p))));
+  const cands = offered.slice(0, CANDIDATES * 4).flatMap((cand) => {
     const parts = directed(ctx, cand.parts, s).map((p) => ({ ...p, scale: (p.w * need) / dot(p.dir, c) }));
     if (parts.some((p) => !Number.isFinite(p.scale) || Math.abs(dot(p.dir, c)) < 1e-3 * Math.abs(sc))) return [];
     return [{ parts, cost: cand.cost * sNorm * Math.abs(need / sc), breaks: breaks(parts) }];
   }).sort((a, b) => a.breaks - b.breaks || a.cost - b.cost).slice(0, CANDIDATES);
   if (!cands.length) return undefined;
 
-  // Batched line search over step sizes: the cheapest candidate first, the next ones only while none makes
+  // Batched line search over step sizes: the first-ranked candidate first, the next ones only while none makes
   // progress: this position wins by half the margin and no more positions fail than before (fixing one position
   // by breaking another would only trade them round after round).
   const withTrial = (cand: (typeof cands)[number], k: number) =>
