@@ -27,7 +27,7 @@ export function combine(base: LayerEdits | undefined, edits: Edit[], width: numb
   return out;
 }
 
-/** Adds `delta` to the edit of (layer, neuron), creating it if needed. */
+/** Adds `delta` to the edit of (layer, neuron), creating it if needed: a list built this way holds one edit per neuron. */
 export function accumulate(edits: Edit[], layer: number, neuron: number, delta: Float64Array): Edit[] {
   const out = edits.map((e) => ({ ...e, delta: Float64Array.from(e.delta) }));
   const hit = out.find((e) => e.layer === layer && e.neuron === neuron);

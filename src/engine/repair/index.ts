@@ -89,9 +89,9 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   let fallback: string | undefined;
   // Long completions can leave the greedy search trading positions until its budget is spent; the joint solve,
   // which weighs every failing position at once, then starts afresh from the unpatched state.
-  if (method === 'minimal' && !solved.fixed && opts.fallback !== false) {
+  if (method === 'minimal' && solved.failing > 0 && opts.fallback !== false) {
     fallback = `The minimal solver left ${solved.failing} of ${failing0.length} failing tokens unfixed within its budget `
-      + `(${plural(new Set(solved.edits.map((e) => `${e.layer}:${e.neuron}`)).size, 'neuron')}, ${plural(solved.rounds, 'round')}); the patch comes from the joint solver.`;
+      + `(${plural(solved.edits.length, 'neuron')}, ${plural(solved.rounds, 'round')}); the patch comes from the joint solver.`;
     progress(fallback);
     ctx = context('joint');
     solved = await solveJoint(ctx);

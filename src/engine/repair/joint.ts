@@ -26,7 +26,7 @@ export async function solveJoint(ctx: SolveContext): Promise<SolveResult> {
     if (ctx.signal?.aborted) throw new Cancelled();
     const f = rounds === 0 && ctx.start ? ctx.start : await teacherForce(model, target, combine(ctx.base, edits, d), all, true);
     const failing = weakPositions(f.states, target, ctx.margin / 4);
-    if (!failing.length) return { edits, fixed: true, rounds, failing: 0 };
+    if (!failing.length) return { edits, rounds, failing: 0 };
     const positions = failing.map((s) => target.first + s.index);
 
     if (!chosenLayers) {
@@ -103,6 +103,5 @@ export async function solveJoint(ctx: SolveContext): Promise<SolveResult> {
     ctx.log?.(`round ${rounds + 1}: ${T} failing positions, ${k} neurons in layers ${chosenLayers.join(', ')}`);
   }
   const f = await teacherForce(model, target, combine(ctx.base, edits, d));
-  const failing = f.states.filter((s) => s.failing).length;
-  return { edits, fixed: !failing, rounds, failing };
+  return { edits, rounds, failing: f.states.filter((s) => s.failing).length };
 }

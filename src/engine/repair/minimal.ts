@@ -36,10 +36,8 @@ export interface SolveContext {
 
 export interface SolveResult {
   edits: Edit[];
-  /** Teacher forcing with the edits produces every desired token. */
-  fixed: boolean;
   rounds: number;
-  /** Positions still failing under `edits`. */
+  /** Positions still failing under `edits` when teacher-forced: 0 when the edits produce every desired token. */
   failing: number;
 }
 
@@ -124,9 +122,8 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
   for (; rounds < ctx.maxRounds; rounds++) {
     if (ctx.signal?.aborted) throw new Cancelled();
     const weak = weakPositions(f.states, target, ctx.margin / 4);
-    if (!weak.length) return { edits, fixed: true, rounds, failing: 0 };
-    const distinct = new Set(edits.map(neuronKey)).size;
-    if (distinct >= ctx.maxNeurons) break;
+    if (!weak.length) return { edits, rounds, failing: 0 };
+    if (edits.length >= ctx.maxNeurons) break;  // accumulate keeps one edit per neuron
     // Every weak position in one round when a single line search can confirm it; else the first one alone.
     const step = (await allPositions(ctx, f, weak, edits)) ?? (await firstPosition(ctx, f, weak[0], edits, tabu));
     if (!step) break;  // nothing moves the first weak position: give up honestly
@@ -135,8 +132,7 @@ export async function solveMinimal(ctx: SolveContext): Promise<SolveResult> {
     f = step.f ?? (await teacherForce(model, target, combine(ctx.base, edits, d), all, true));
     ctx.log?.(`round ${rounds + 1}: ${step.label}`);
   }
-  const failing = f.states.filter((s) => s.failing).length;
-  return { edits, fixed: !failing, rounds, failing };
+  return { edits, rounds, failing: f.states.filter((s) => s.failing).length };
 }
 
 interface Step {
