@@ -1,7 +1,7 @@
 // `eval`: repair every case of a file from the unpatched model and report the measures of issue 4.
 import { repair } from '../engine';
 import { median } from '../engine/linalg';
-import { completions } from '../engine/repair/index';
+import { greedyLines } from '../engine/repair/verify';
 import { NeuronpatchError, type RepairMethod } from '../engine/types';
 import { int, parse, print } from './args';
 import { readCases, readRegression } from './cases';
@@ -38,7 +38,7 @@ export const evaluate: Command = async (args) => {
   if (values.limit) cases = cases.slice(0, int(values.limit, 'limit', cases.length));
   const regression = readRegression(values.regression, warn, values['regression-limit'] ? int(values['regression-limit'], 'regression-limit', 0) : undefined);
   const model = await openModel(values.model, values.threads);
-  const regressionBefore = regression.length ? await completions(model.loaded, regression) : undefined;
+  const regressionBefore = regression.length ? await greedyLines(model.loaded, regression) : undefined;
 
   const results: CaseResult[] = [];
   for (const [i, c] of cases.entries()) {

@@ -6,7 +6,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { repair, trace, type Model } from '../../src/engine';
+import { patchSet } from '../../src/engine/patches/patchset';
 import { PatchStore } from '../../src/engine/patches/store';
+import { completions, greedyLines, linesAfter } from '../../src/engine/repair/verify';
 import { NeuronpatchError, type Patch, type RepairCase } from '../../src/engine/types';
 import { entry, MODELS, modelOf, present, releaseAll, root, tempDir } from '../helpers/models';
 
@@ -120,6 +122,23 @@ describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(de
     assert.equal(r.method, 'joint');
     assert.equal(r.patch.method, 'joint');
     assert.match(r.fallback ?? '', /minimal solver left \d+ of 8 failing tokens unfixed .*joint solver/);
+  });
+
+  test('side effects: lines the teacher-forced check keeps are the lines a decode gives', async (t) => {
+    const model = (await modelOf(t, demo))!;
+    const prompts = readJsonl<{ prompt: string }>(regressionFile).slice(0, 48).map((r) => r.prompt);
+    const c = cases().find((x) => x.id === 'dev-0001')!;
+    const r = await repair(model, c, { method: 'minimal', analyse: false });
+    assert.ok(r.success);
+    const patched = patchSet([r.patch], model.info.width);
+    const before = await greedyLines(model.loaded, prompts);
+    const checked = await linesAfter(model.loaded, prompts, before, patched);
+    const decoded = await completions(model.loaded, prompts, patched);
+    assert.deepEqual(checked, decoded);
+    const changed = decoded.filter((d, i) => d !== before[i].completion).length;
+    t.diagnostic(`${changed} of ${prompts.length} lines changed`);
+    // Both paths of the check are taken: lines kept by the forward, lines decoded again.
+    assert.ok(changed > 0 && changed < prompts.length);
   });
 
   test('ten sequential repairs: earlier fixes still hold', async (t) => {

@@ -17,7 +17,7 @@ import { solveJoint } from './joint';
 import { Cancelled, type SolveContext, solveMinimal } from './minimal';
 import { referenceStats } from './reference';
 import { Steer } from './steer';
-import { completions, generalization, sideEffects } from './verify';
+import { completions, generalization, type GreedyLine, sideEffects } from './verify';
 
 export interface RepairOptions {
   method?: RepairMethod;
@@ -25,8 +25,8 @@ export interface RepairOptions {
   regression?: string[];
   /** Code whose activations tell which neurons are quiet elsewhere; default: the regression prompts. */
   reference?: string[];
-  /** Greedy completions of the regression prompts with the active patches, when the caller has them. */
-  regressionBefore?: string[];
+  /** Greedy lines of the regression prompts with the active patches, when the caller has them. */
+  regressionBefore?: GreedyLine[];
   /** Enabled patches: the new one is solved on top of them. */
   active?: Patch[];
   margin?: number;

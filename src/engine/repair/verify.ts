@@ -1,15 +1,62 @@
 // What counts as fixed, and what else changed: greedy completions of regression prompts before and after a patch
 // (batched: they share one patch and one model), the mean next-token KL divergence, and the case's variants.
-import { generateBatched, preparePrompt } from '../generate';
+import { DEFAULT_MAX_NEW_TOKENS, generateBatched, preparePrompt } from '../generate';
 import { logSoftmax } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import { type LayerEdits, leftPad } from '../model/session';
-import type { RepairCaseVariant } from '../types';
+import { logitRows, positionStates } from '../trace/teacher';
+import { NeuronpatchError, type RepairCaseVariant } from '../types';
 
 const BATCH = 16;
+/** Rows of a teacher-forced check: shorter than a decode's, since every position of every line has logits. */
+const CHECK_BATCH = 8;
+/** A gap below this is left to decoding: a full forward and a KV-cached decode may round a near-exact tie apart. */
+const TIE = 1e-4;
 
 export async function completions(model: LoadedModel, prompts: string[], edits?: LayerEdits, signal?: AbortSignal): Promise<string[]> {
   return (await generateBatched(model, prompts, { edits, signal }, BATCH)).map((c) => c.completion);
+}
+
+/** A greedy line and the token ids decoding chose for it. */
+export interface GreedyLine {
+  completion: string;
+  tokens: number[];
+}
+
+export async function greedyLines(model: LoadedModel, prompts: string[], edits?: LayerEdits, signal?: AbortSignal): Promise<GreedyLine[]> {
+  return (await generateBatched(model, prompts, { edits, signal }, BATCH)).map((c) => ({ completion: c.completion, tokens: c.tokens.map((t) => t.id) }));
+}
+
+/**
+ * The greedy lines under `edits`, given the lines as decoded before. A line whose every token greedy decoding would
+ * still choose (one teacher-forced forward of prompt and line, healing constraint included) is unchanged; only
+ * the others are decoded again, since a different token can still spell the same line and a changed line's new
+ * text is shown. Most lines survive a good patch, so this costs a forward where a decode would cost one per token.
+ */
+export async function linesAfter(model: LoadedModel, prompts: string[], before: GreedyLine[], edits: LayerEdits, signal?: AbortSignal): Promise<string[]> {
+  const out = before.map((b) => b.completion);
+  const redo: number[] = [];
+  for (let i = 0; i < prompts.length; i += CHECK_BATCH) {
+    if (signal?.aborted) throw new NeuronpatchError('Generation was cancelled.');
+    const rows = prompts.slice(i, i + CHECK_BATCH).map((p, k) => {
+      const prepared = preparePrompt(model, p, DEFAULT_MAX_NEW_TOKENS);
+      const targets = before[i + k].tokens;
+      return { at: i + k, prepared, targets, input: [...prepared.ids, ...targets.slice(0, -1)] };
+    });
+    const { ids, mask, width } = leftPad(rows.map((r) => r.input));
+    const first = rows.map((r) => width - r.input.length + r.prepared.ids.length - 1);
+    const res = await model.session.forward({ ids, mask, edits, logitsFrom: Math.min(...first) });
+    rows.forEach((r, b) => {
+      const target = { prepared: r.prepared, targets: r.targets, first: first[b], input: r.input, lineEnd: false };
+      const same = r.targets.length > 0 && positionStates(model, target, logitRows(res), b).every((st) => !st.failing && st.gap >= TIE);
+      if (!same) redo.push(r.at);
+    });
+  }
+  if (redo.length) {
+    const again = await completions(model, redo.map((k) => prompts[k]), edits, signal);
+    redo.forEach((k, j) => (out[k] = again[j]));
+  }
+  return out;
 }
 
 /**
@@ -55,11 +102,11 @@ export interface SideEffects {
 }
 
 export async function sideEffects(
-  model: LoadedModel, prompts: string[], base: LayerEdits | undefined, patched: LayerEdits, before?: string[], signal?: AbortSignal,
+  model: LoadedModel, prompts: string[], base: LayerEdits | undefined, patched: LayerEdits, before?: GreedyLine[], signal?: AbortSignal,
 ): Promise<SideEffects> {
-  const old = before ?? (await completions(model, prompts, base, signal));
-  const now = await completions(model, prompts, patched, signal);
-  const changed = prompts.flatMap((prompt, i) => (old[i] === now[i] ? [] : [{ prompt, before: old[i], after: now[i] }]));
+  const old = before ?? (await greedyLines(model, prompts, base, signal));
+  const now = await linesAfter(model, prompts, old, patched, signal);
+  const changed = prompts.flatMap((prompt, i) => (old[i].completion === now[i] ? [] : [{ prompt, before: old[i].completion, after: now[i] }]));
   const { meanKl, sameNext } = await nextTokenShift(model, prompts, base, patched);
   return { specificity: prompts.length ? 1 - changed.length / prompts.length : 1, nextTokenSpecificity: sameNext, meanKl, changed };
 }
