@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { checkMargin } from '../engine/repair/index';
 import { NeuronpatchError } from '../engine/types';
 
 export const usage = `usage: neuronpatch <command> [options]
@@ -11,8 +12,10 @@ export const usage = `usage: neuronpatch <command> [options]
             [--max-new-tokens N] [--patches FILE]... [--no-heal] [--multiline]
             [--temperature T] [--top-p P] [--seed S] [--json]
   trace     --prompt-file F --desired TEXT [--top N] [--json]
-  repair    --prompt-file F --desired TEXT [--method minimal|joint] [--regression FILE] [--out PATCH] [--json]
-  eval      --cases FILE [--method minimal|joint] [--no-fallback] [--regression FILE] [--limit N] [--json]
+  repair    --prompt-file F --desired TEXT [--method minimal|joint] [--margin LOGITS] [--regression FILE]
+            [--out PATCH] [--json]
+  eval      --cases FILE [--method minimal|joint] [--margin LOGITS] [--no-fallback] [--regression FILE]
+            [--limit N] [--json]
   export    --patches FILE... --out DIR
   demo      [--out DIR]                                the main job on the embedded model, with a report
 
@@ -54,6 +57,11 @@ export function float(value: string | undefined, name: string, fallback: number)
 }
 
 /** One JSON object per non-empty line; a broken line is reported by number and skipped, the rest go on. */
+/** --margin LOGITS, checked before any work (the default where absent). */
+export function marginOption(value: string | undefined): number {
+  return checkMargin(value === undefined ? undefined : float(value, 'margin', 0));
+}
+
 export function readJsonl<T>(file: string, check: (v: unknown) => string | undefined, warn: (msg: string) => void): T[] {
   const out: T[] = [];
   readText(file, 'file').split('\n').forEach((line, i) => {

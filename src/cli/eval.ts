@@ -3,7 +3,7 @@ import { repair } from '../engine';
 import { median } from '../engine/linalg';
 import { greedyLines } from '../engine/repair/verify';
 import { NeuronpatchError, type RepairMethod } from '../engine/types';
-import { int, parse, print } from './args';
+import { int, marginOption, parse, print } from './args';
 import { readCases, readRegression } from './cases';
 import { type Command, openModel, warn } from './context';
 
@@ -29,7 +29,7 @@ const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.l
 export const evaluate: Command = async (args) => {
   const { values } = parse(args, {
     cases: { type: 'string' }, method: { type: 'string' }, regression: { type: 'string' }, limit: { type: 'string' },
-    'regression-limit': { type: 'string' }, 'no-fallback': { type: 'boolean' }, verbose: { type: 'boolean' },
+    'regression-limit': { type: 'string' }, margin: { type: 'string' }, 'no-fallback': { type: 'boolean' }, verbose: { type: 'boolean' },
   });
   if (!values.cases) throw new NeuronpatchError('eval needs --cases FILE.jsonl.');
   const method = (values.method ?? 'minimal') as RepairMethod;
@@ -37,6 +37,7 @@ export const evaluate: Command = async (args) => {
   let cases = readCases(values.cases, warn);
   if (values.limit) cases = cases.slice(0, int(values.limit, 'limit', cases.length));
   const regression = readRegression(values.regression, warn, values['regression-limit'] ? int(values['regression-limit'], 'regression-limit', 0) : undefined);
+  const margin = marginOption(values.margin);
   const model = await openModel(values.model, values.threads);
   const regressionBefore = regression.length ? await greedyLines(model.loaded, regression) : undefined;
 
@@ -49,7 +50,7 @@ export const evaluate: Command = async (args) => {
       continue;
     }
     try {
-      const r = await repair(model, c, { method, regression, regressionBefore, analyse: false, fallback: !values['no-fallback'] });
+      const r = await repair(model, c, { method, margin, regression, regressionBefore, analyse: false, fallback: !values['no-fallback'] });
       results.push({
         id, success: r.success, method: r.method, failingTokens: r.failingTokens, neurons: r.neurons.length, specificity: r.specificity,
         nextTokenSpecificity: r.nextTokenSpecificity, meanKl: r.meanKl,
@@ -69,7 +70,7 @@ export const evaluate: Command = async (args) => {
   // Fixed by the method asked for, without a fallback to the other one.
   const own = fixed.filter((r) => r.method === method);
   const summary = {
-    method, cases: attempted.length, alreadyCorrect: results.length - attempted.length,
+    method, margin, cases: attempted.length, alreadyCorrect: results.length - attempted.length,
     successRate: attempted.length ? fixed.length / attempted.length : null,
     ownSuccessRate: attempted.length ? own.length / attempted.length : null,
     fallbacks: attempted.filter((r) => r.method && r.method !== method).length,
@@ -87,7 +88,7 @@ export const evaluate: Command = async (args) => {
   };
   const f = (x: number | null, digits = 1) => (x === null ? 'n/a' : x.toFixed(digits));
   print(!!values.json, summary, () => [
-    `${method}: ${fixed.length}/${attempted.length} fixed (${f(summary.successRate === null ? null : summary.successRate * 100)} %), ${summary.alreadyCorrect} already correct`,
+    `${method} (margin ${margin}): ${fixed.length}/${attempted.length} fixed (${f(summary.successRate === null ? null : summary.successRate * 100)} %), ${summary.alreadyCorrect} already correct`,
     ...(summary.fallbacks ? [`  ${own.length} (${f(summary.ownSuccessRate! * 100)} %) by ${method} alone; ${summary.fallbacks} fell back to the joint solver`] : []),
     `median neurons ${f(summary.medianNeurons)}, per failing token ${f(summary.neuronsPerFailingToken, 2)}`,
     `specificity ${f(summary.specificity === null ? null : summary.specificity * 100, 2)} % of ${regression.length} regression lines unchanged `

@@ -4,7 +4,7 @@ import { repair, trace } from '../engine';
 import { exportPatched } from '../engine/export/export';
 import { PatchStore } from '../engine/patches/store';
 import { NeuronpatchError, type RepairMethod } from '../engine/types';
-import { int, parse, print, readText } from './args';
+import { int, marginOption, parse, print, readText } from './args';
 import { readRegression } from './cases';
 import { type Command, openModel, readPatches, warn } from './context';
 import { repairText, traceText } from './report';
@@ -38,7 +38,7 @@ export const traceCommand: Command = async (args) => {
 export const repairCommand: Command = async (args) => {
   const { values } = parse(args, {
     prompt: { type: 'string' }, 'prompt-file': { type: 'string' }, desired: { type: 'string' }, method: { type: 'string' },
-    regression: { type: 'string' }, 'regression-limit': { type: 'string' }, out: { type: 'string' }, verbose: { type: 'boolean' },
+    regression: { type: 'string' }, 'regression-limit': { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, verbose: { type: 'boolean' },
   });
   if (values.desired === undefined) throw new NeuronpatchError('repair needs --desired TEXT.');
   const model = await openModel(values.model, values.threads);
@@ -46,7 +46,7 @@ export const repairCommand: Command = async (args) => {
   const store = values.out ? await PatchStore.open(values.out, model.info) : undefined;
   const regression = readRegression(values.regression, warn, values['regression-limit'] ? int(values['regression-limit'], 'regression-limit', 0) : undefined);
   const r = await repair(model, { prompt: promptOf(values), desired: values.desired }, {
-    method: method(values.method), regression, active: store?.active(), onProgress: values.verbose ? warn : undefined,
+    method: method(values.method), regression, active: store?.active(), margin: marginOption(values.margin), onProgress: values.verbose ? warn : undefined,
   });
   if (r.notice) warn(r.notice);
   let patchPath: string | null = null;

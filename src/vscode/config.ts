@@ -1,6 +1,7 @@
 // The one place that reads `workspace.getConfiguration('neuronpatch')`; everything else asks typed questions.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { DEFAULT_MARGIN, MAX_MARGIN } from '../engine/repair/index';
 import type { RepairMethod } from '../engine/types';
 
 export const SECTION = 'neuronpatch';
@@ -40,6 +41,11 @@ export class Config {
 
   get repairMethod(): RepairMethod {
     return this.cfg.get<string>('repair.method') === 'joint' ? 'joint' : 'minimal';
+  }
+
+  get repairMargin(): number {
+    const v = this.cfg.get<number>('repair.margin');
+    return typeof v === 'number' && Number.isFinite(v) ? Math.min(MAX_MARGIN, Math.max(0.25, v)) : DEFAULT_MARGIN;
   }
 
   get regressionSampleSize(): number {

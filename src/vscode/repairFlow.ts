@@ -50,7 +50,8 @@ export async function runRepair(ctx: Ctx, req: RepairRequest, cancel?: vscode.Ca
         const result = await repair(
           model,
           { prompt: req.prompt, desired: req.desired },
-          { method: req.method, regression, active: ctx.patches.active(), signal: ac.signal, onProgress: say, maxNewTokens: ctx.config.maxNewTokens },
+          { method: req.method, regression, active: ctx.patches.active(), signal: ac.signal, onProgress: say, maxNewTokens: ctx.config.maxNewTokens,
+            margin: ctx.config.repairMargin },
         );
         ctx.log.info(
           `repair ${result.success ? 'succeeded' : 'failed'} (${result.method}) in ${Math.round(result.ms)} ms: ` +

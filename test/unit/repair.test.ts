@@ -168,6 +168,19 @@ describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(de
     const own = (await model.generate(c.prompt)).completion;
     await assert.rejects(repair(model, { prompt: c.prompt, desired: own }), (e: unknown) => e instanceof NeuronpatchError && /already/.test(e.message));
     await assert.rejects(repair(model, { prompt: c.prompt, desired: 'a\nb' }), (e: unknown) => e instanceof NeuronpatchError && /several lines/.test(e.message));
+    for (const margin of [0, -1, Number.NaN, 50]) {
+      await assert.rejects(repair(model, c, { margin }), (e: unknown) => e instanceof NeuronpatchError && /margin must be/.test(e.message));
+    }
+  });
+
+  test('a smaller margin makes a smaller patch that still fixes the case', async (t) => {
+    const model = (await modelOf(t, demo))!;
+    const c = cases().find((x) => x.id === 'dev-0005')!;
+    const size = (p: Patch) => Math.hypot(...p.edits.flatMap((e) => e.delta));
+    const [small, large] = [await repair(model, c, { margin: 0.5, analyse: false }), await repair(model, c, { margin: 4, analyse: false })];
+    t.diagnostic(`‖Δ‖ ${size(small.patch).toFixed(2)} at margin 0.5, ${size(large.patch).toFixed(2)} at margin 4`);
+    assert.ok(small.success && large.success);
+    assert.ok(size(small.patch) < size(large.patch));
   });
 
   test('a prompt beyond the context window is cut with a notice', async (t) => {

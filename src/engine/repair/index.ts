@@ -29,6 +29,10 @@ export interface RepairOptions {
   regressionBefore?: GreedyLine[];
   /** Enabled patches: the new one is solved on top of them. */
   active?: Patch[];
+  /**
+   * Logits by which each desired token must win (default 2). A smaller margin makes smaller patches: less of the
+   * model's other behaviour changes, and fewer variants of the case are fixed along with it.
+   */
   margin?: number;
   /** Neuron budget of the method asked for (a fallback to the joint solver keeps its own). */
   maxNeurons?: number;
@@ -44,8 +48,21 @@ export interface RepairOptions {
 
 export { Cancelled };
 
+export const DEFAULT_MARGIN = 2;
+export const MAX_MARGIN = 10;
+
+/** The margin asked for, or the default; a clear error where it is out of range. */
+export function checkMargin(asked?: number): number {
+  const margin = asked ?? DEFAULT_MARGIN;
+  if (!(margin > 0 && margin <= MAX_MARGIN)) {
+    throw new NeuronpatchError(`The repair margin must be a number of logits above 0 and at most ${MAX_MARGIN}, got ${margin}.`, `Leave it at ${DEFAULT_MARGIN} unless you are trading side effects against generalization.`);
+  }
+  return margin;
+}
+
 export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOptions = {}): Promise<RepairResult> {
   const method = opts.method ?? 'minimal';
+  const margin = checkMargin(opts.margin);
   const active = opts.active ?? [];
   const d = model.info.width;
   const base = active.length ? patchSet(active, d) : undefined;
@@ -78,7 +95,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const started = performance.now();
   progress(`solving (${method}) for ${Math.max(1, failing0.length)} failing token(s)`);
   const context = (m: RepairMethod): SolveContext => ({
-    model, target, base, active, steer, ref, start: f0, margin: opts.margin ?? 2,
+    model, target, base, active, steer, ref, start: f0, margin,
     maxNeurons: (m === method ? opts.maxNeurons : undefined) ?? (m === 'minimal' ? Math.min(48, 3 * Math.max(1, failing0.length) + 2) : Math.min(256, 8 * Math.max(1, target.targets.length))),
     maxRounds: m === 'minimal' ? 3 * Math.max(1, failing0.length) + 6 : 10,
     signal: opts.signal, log: progress,
