@@ -105,7 +105,7 @@ function planEdits(model: onnx.ModelProto, graph: Pick<ModelGraph, 'sites'>, pat
     const dims = tensorDims(t);
     if (dims.length !== 2 || dims.join(',') !== site.weight.dims.join(','))
       refuse(`Layer ${layer}'s weight "${name}" has dims [${dims}] in ${onnxName}, but the model graph describes [${site.weight.dims}].`);
-    const [m, d] = site.weight.layout === 'rows' ? dims : [dims[1], dims[0]];
+    const [m, d] = extent(site.weight);  // the dims were just checked to be the graph's
     if (d !== width) refuse(`Layer ${layer}'s weight "${name}" has residual width ${d}, the patches ${width}.`);
     if (neuron >= m) refuse(`The patches edit neuron ${neuron} of layer ${layer}, which has ${m} neurons.`, 'These patches were made for another model.');
     byWeight.set(name, [...(byWeight.get(name) ?? []), { site, neuron, delta }]);
@@ -154,7 +154,7 @@ export async function exportPatched(opts: ExportOptions): Promise<ExportResult> 
       const t = findInitializer(model, name)!;
       weightType = t.dataType === onnx.TensorProto.DataType.FLOAT16 ? 'fp16' : 'fp32';
       const values = readTensor(t, srcDir);
-      const [m, d] = edits[0].site.weight.layout === 'rows' ? tensorDims(t) : tensorDims(t).reverse();
+      const [m, d] = extent(edits[0].site.weight);
       for (const e of edits) addDelta(values, e, m, d);
       const storage = writeTensorData(t, values, tmpOnnxDir);
       // raw_data decoded as a view into `bytes` is now patched inside them; anything else needs an encode.

@@ -1,10 +1,11 @@
 // Combining patches into what the instrumented session and export consume: per layer, the edited neurons and
 // their summed value-vector changes. Patches whose `enabled` is false are skipped, so callers may pass either
 // `store.list()` or `store.active()`.
+import type { LayerEdits } from '../model/session';
 import { NeuronpatchError, type NeuronEdit, type Patch } from '../types';
 
-/** Per layer: neuron indices (ascending) and their deltas, K×d row-major (row k is the change of indices[k]). */
-export type PatchSet = Map<number, { indices: number[]; deltas: Float32Array }>;
+/** Per layer: neuron indices and their deltas, K×d row-major (row k is the change of indices[k]). */
+export type PatchSet = LayerEdits;
 
 /**
  * The edits of the enabled patches with the same (layer, neuron) summed (in float64), sorted by layer then
@@ -37,15 +38,27 @@ export function patchSet(patches: readonly Patch[], width: number): PatchSet {
       `The patches' deltas have ${edits[0].delta.length} numbers, but the model's residual width is ${width}.`,
       'These patches were made for another model.',
     );
-  const set: PatchSet = new Map();
-  for (let i = 0; i < edits.length; ) {
-    const layer = edits[i].layer;
-    let j = i;
-    while (j < edits.length && edits[j].layer === layer) j++;
-    const deltas = new Float32Array((j - i) * width);
-    for (let k = i; k < j; k++) deltas.set(edits[k].delta, (k - i) * width);
-    set.set(layer, { indices: edits.slice(i, j).map((e) => e.neuron), deltas });
-    i = j;
+  return combine(undefined, edits, width);
+}
+
+/**
+ * `base` (copied, never changed) plus `edits`, summed per neuron: a neuron new to its layer is appended, so edits
+ * sorted by layer and neuron give ascending indices.
+ */
+export function combine(base: PatchSet | undefined, edits: readonly { layer: number; neuron: number; delta: ArrayLike<number> }[], width: number): PatchSet {
+  const out: PatchSet = new Map();
+  for (const [layer, e] of base ?? []) out.set(layer, { indices: [...e.indices], deltas: Float32Array.from(e.deltas) });
+  for (const e of edits) {
+    const cur = out.get(e.layer) ?? { indices: [], deltas: new Float32Array(0) };
+    let k = cur.indices.indexOf(e.neuron);
+    if (k < 0) {
+      k = cur.indices.push(e.neuron) - 1;
+      const grown = new Float32Array(cur.indices.length * width);
+      grown.set(cur.deltas);
+      cur.deltas = grown;
+    }
+    for (let i = 0; i < width; i++) cur.deltas[k * width + i] += e.delta[i];
+    out.set(e.layer, cur);
   }
-  return set;
+  return out;
 }

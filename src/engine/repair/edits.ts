@@ -1,30 +1,10 @@
-// Value-vector edits while a repair is being solved, and their combination with the patches already active.
-import type { LayerEdits } from '../model/session';
+// Value-vector edits while a repair is being solved (their sum with the active patches is patchset.ts's combine).
 import type { NeuronEdit, Patch } from '../types';
 
 export interface Edit {
   layer: number;
   neuron: number;
   delta: Float64Array;
-}
-
-/** The active patches' edits plus the ones being solved, summed per neuron, in the session's form. */
-export function combine(base: LayerEdits | undefined, edits: Edit[], width: number): LayerEdits {
-  const out: LayerEdits = new Map();
-  for (const [layer, e] of base ?? []) out.set(layer, { indices: [...e.indices], deltas: Float32Array.from(e.deltas) });
-  for (const e of edits) {
-    const cur = out.get(e.layer) ?? { indices: [], deltas: new Float32Array(0) };
-    let k = cur.indices.indexOf(e.neuron);
-    if (k < 0) {
-      k = cur.indices.push(e.neuron) - 1;
-      const grown = new Float32Array(cur.indices.length * width);
-      grown.set(cur.deltas);
-      cur.deltas = grown;
-    }
-    for (let i = 0; i < width; i++) cur.deltas[k * width + i] += e.delta[i];
-    out.set(e.layer, cur);
-  }
-  return out;
 }
 
 /** Adds `delta` to the edit of (layer, neuron), creating it if needed: a list built this way holds one edit per neuron. */

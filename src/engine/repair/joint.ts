@@ -7,7 +7,8 @@
 import { dot, row, solveSymmetric, topK } from '../linalg';
 import { contrast, valueProjections } from '../trace/attribution';
 import { teacherForce, weakPositions } from '../trace/teacher';
-import { accumulate, combine, type Edit, orthogonalize, priorDeltas } from './edits';
+import { combine } from '../patches/patchset';
+import { accumulate, type Edit, orthogonalize, priorDeltas } from './edits';
 import { Cancelled, refFloor, type SolveContext, type SolveResult } from './minimal';
 
 const NEURONS_PER_TOKEN = 8;

@@ -11,7 +11,8 @@ import type { ForwardResult, LayerEdits } from '../model/session';
 import type { Patch } from '../types';
 import { contrast } from '../trace/attribution';
 import { type Forced, logitRows, type PositionState, positionStates, type RepairTarget, teacherForce, weakPositions } from '../trace/teacher';
-import { accumulate, combine, type Edit, orthogonalize, priorDeltas } from './edits';
+import { combine } from '../patches/patchset';
+import { accumulate, type Edit, orthogonalize, priorDeltas } from './edits';
 import type { ReferenceStats } from './reference';
 import type { Steer } from './steer';
 
