@@ -13,6 +13,7 @@ import { exportPatched } from '../../src/engine/export/export';
 import { logSumExp } from '../../src/engine/linalg';
 import type { LayerEdits } from '../../src/engine/model/session';
 import { findInitializer, loadModel as loadOnnx, onnx } from '../../src/engine/onnx/proto';
+import { combine } from '../../src/engine/patches/patchset';
 import { readTensor, tensorDims, writeTensorData } from '../../src/engine/onnx/tensor';
 import { loadModel } from '../../src/engine';
 import {
@@ -37,18 +38,6 @@ const patchTolerance = (m: Model, logits: Float32Array): number => (fp16(m) ? to
 const deltaScale = (m: Model): number => (fp16(m) ? 40 : 4);
 
 /** A patch's edits as the session consumes them: per layer, neuron indices and K×d deltas. */
-function layerEdits(width: number, edits: { layer: number; neuron: number; delta: Float32Array }[]): LayerEdits {
-  const out: LayerEdits = new Map();
-  for (const e of edits) {
-    const cur = out.get(e.layer) ?? { indices: [], deltas: new Float32Array(0) };
-    const deltas = new Float32Array(cur.deltas.length + width);
-    deltas.set(cur.deltas);
-    deltas.set(e.delta, cur.deltas.length);
-    out.set(e.layer, { indices: [...cur.indices, e.neuron], deltas });
-  }
-  return out;
-}
-
 /** Root-mean-square of a layer's W_out entries: the scale of a delta that visibly moves the logits. */
 function weightRms(m: Model, layer: number): number {
   const w = m.loaded.weights.valueVectors(layer);
@@ -96,6 +85,16 @@ function chosenEdits(m: Model, z: Map<number, Float32Array>, seed: number): { la
     neuron %= neurons;
     return { layer, neuron, delta: gaussian(width, seed + k, deltaScale(m) * weightRms(m, layer)) };
   });
+}
+
+/** A 12-token sample, its forward with every layer's activations, chosen edits, and the forward with them. */
+async function chosenPatch(m: Model, sample: number, seed: number) {
+  const s = m.loaded.session;
+  const ids = [sampleIds(m, 12, sample)];
+  const base = await s.forward({ ids, activations: range(m.info.layers) });
+  const edits = chosenEdits(m, base.activations, seed);
+  const patched = await s.forward({ ids, edits: combine(undefined, edits, m.info.width) });
+  return { ids, base, edits, patched };
 }
 
 for (const e of MODELS) {
@@ -259,12 +258,7 @@ for (const e of MODELS) {
     test('a patch through the edit inputs gives the logits of a model file whose W_out was edited', async (t) => {
       const m = await modelOf(t, e);
       if (!m) return;
-      const s = m.loaded.session;
-      const { layers, width } = m.info;
-      const ids = [sampleIds(m, 12, 3)];
-      const base = await s.forward({ ids, activations: range(layers) });
-      const edits = chosenEdits(m, base.activations, 11);
-      const patched = await s.forward({ ids, edits: layerEdits(width, edits) });
+      const { ids, base, edits, patched } = await chosenPatch(m, 3, 11);
       const moved = maxAbsDiff(patched.logits, base.logits);
 
       const dir = await editedCopy(e, m, edits);
@@ -311,12 +305,7 @@ for (const e of MODELS) {
     test('export bakes a patch into a folder that reproduces the patched logits', async (t) => {
       const m = await modelOf(t, e);
       if (!m) return;
-      const s = m.loaded.session;
-      const { layers, width } = m.info;
-      const ids = [sampleIds(m, 12, 3)];
-      const base = await s.forward({ ids, activations: range(layers) });
-      const edits = chosenEdits(m, base.activations, 21);
-      const patched = await s.forward({ ids, edits: layerEdits(width, edits) });
+      const { ids, edits, patched } = await chosenPatch(m, 3, 21);
       const patch: Patch = {
         id: 'p1', createdAt: new Date(0).toISOString(), enabled: true, method: 'minimal',
         case: { prompt: 'p', desired: 'd', before: 'b', after: 'd' },
@@ -375,14 +364,14 @@ for (const e of MODELS) {
       const rms0 = deltaScale(m) * weightRms(m, 0);
       const rmsL = deltaScale(m) * weightRms(m, layers - 1);
       // Example 0 and 1 share neuron 3 of layer 0 with different deltas; each also edits a neuron the other does not.
-      const a = layerEdits(width, [
+      const a = combine(undefined, [
         { layer: 0, neuron: 3, delta: gaussian(width, 1, rms0) },
         { layer: 0, neuron: neurons - 1, delta: gaussian(width, 2, rms0) },
-      ]);
-      const b = layerEdits(width, [
+      ], width);
+      const b = combine(undefined, [
         { layer: 0, neuron: 3, delta: gaussian(width, 3, rms0) },
         { layer: layers - 1, neuron: 7 % neurons, delta: gaussian(width, 4, rmsL) },
-      ]);
+      ], width);
       const none: LayerEdits = new Map();
       const batched = await s.forward({ ids, edits: [a, b, none] });
       const V = m.info.vocab;
