@@ -56,12 +56,12 @@ export function float(value: string | undefined, name: string, fallback: number)
   return n;
 }
 
-/** One JSON object per non-empty line; a broken line is reported by number and skipped, the rest go on. */
 /** --margin LOGITS, checked before any work (the default where absent). */
 export function marginOption(value: string | undefined): number {
   return checkMargin(value === undefined ? undefined : float(value, 'margin', 0));
 }
 
+/** One JSON object per non-empty line; a broken line is reported by number and skipped, the rest go on. */
 export function readJsonl<T>(file: string, check: (v: unknown) => string | undefined, warn: (msg: string) => void): T[] {
   const out: T[] = [];
   readText(file, 'file').split('\n').forEach((line, i) => {
