@@ -26,7 +26,7 @@ export function traceText(t: TraceResult): string {
 
 export function repairText(r: RepairResult): string {
   return [
-    `${r.success ? 'fixed' : 'NOT fixed'} (${r.method}) in ${r.ms.toFixed(0)} ms = ${(r.ms / Math.max(1, r.generationMs)).toFixed(1)}× one generation`,
+    `${r.success ? 'fixed' : 'NOT fixed'} (${r.method}${r.patch.metrics.margin === undefined ? '' : `, margin ${r.patch.metrics.margin}`}) in ${r.ms.toFixed(0)} ms = ${(r.ms / Math.max(1, r.generationMs)).toFixed(1)}× one generation`,
     ...(r.fallback ? [r.fallback] : []),
     `before  ${q(r.before)}`,
     `after   ${q(r.after)}`,

@@ -72,6 +72,8 @@ export interface PatchMetrics {
   generalization: number | null;
   /** Time of the repair itself (locate, solve, confirm), without the side-effect check. */
   repairMs: number;
+  /** Logits by which each desired token was asked to win; absent in patches made before it was recorded. */
+  margin?: number;
 }
 
 export interface Patch {

@@ -100,6 +100,7 @@ describe('validatePatchFile', () => {
     p.createdAt = 'yesterday';
     (p.case as Record<string, unknown>).desired = 7;
     (p.metrics as Record<string, unknown>).specificity = 1.5;
+    (p.metrics as Record<string, unknown>).margin = -2;
     delete (p.metrics as Record<string, unknown>).repairMs;
     ((p.edits as { delta: unknown[] }[])[0].delta)[3] = 'x';
     const q = makePatch([{ layer: 0, neuron: 0 }], { id: (p.id as string) });
@@ -112,6 +113,7 @@ describe('validatePatchFile', () => {
       'patches[0].edits[1]: edits layer 1 neuron 2 again (already in patches[0].edits[0]); one patch edits a neuron once',
       'patches[0].metrics.specificity: expected a number between 0 and 1, got 1.5',
       'patches[0].metrics.repairMs: expected a number, got undefined undefined',
+      'patches[0].metrics.margin: expected a number ≥ 0, got -2',
       `patches[1].id: "${p.id as string}" is also the id of patches[0]; ids must be unique`,
     ]);
   });

@@ -180,6 +180,7 @@ describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(de
     const [small, large] = [await repair(model, c, { margin: 0.5, analyse: false }), await repair(model, c, { margin: 4, analyse: false })];
     t.diagnostic(`‖Δ‖ ${size(small.patch).toFixed(2)} at margin 0.5, ${size(large.patch).toFixed(2)} at margin 4`);
     assert.ok(small.success && large.success);
+    assert.deepEqual([small.patch.metrics.margin, large.patch.metrics.margin], [0.5, 4], 'the patch records its margin');
     assert.ok(size(small.patch) < size(large.patch));
   });
 

@@ -59,7 +59,8 @@ export function patchesMarkdown(r: ReportInput): string {
       '',
       `- Method: ${p.method}; created ${p.createdAt}; neurons: ${neurons(p)}`,
       `- Fixed: ${m.success ? 'yes' : 'no'}; failing tokens: ${m.failingTokens}; specificity: ${pct(m.specificity)}; ` +
-        `generalization: ${pct(m.generalization)}; repair time: ${Math.round(m.repairMs)} ms`,
+        `generalization: ${pct(m.generalization)}; repair time: ${Math.round(m.repairMs)} ms` +
+        (m.margin === undefined ? '' : `; margin: ${m.margin} logits`),
       `- Desired: ${inline(p.case.desired)}`,
       `- Before: ${inline(p.case.before)}`,
       `- After: ${inline(p.case.after)}`,

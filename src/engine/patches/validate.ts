@@ -125,6 +125,7 @@ class Checker {
       meanKl: this.number(o, 'meanKl', path, { min: 0 }, true),
       generalization: this.number(o, 'generalization', path, { min: 0, max: 1 }, true),
       repairMs: this.number(o, 'repairMs', path, { min: 0 }) as number,
+      ...(o.margin === undefined ? {} : { margin: this.number(o, 'margin', path, { min: 0 }) as number }),
     };
   }
 

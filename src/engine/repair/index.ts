@@ -169,7 +169,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     id: newPatchId(), createdAt: isoNow(), enabled: true, method: solvedBy,
     case: { prompt: c.prompt, desired, before: beforeGen.completion, after: afterGen.completion },
     edits: toNeuronEdits(edits),
-    metrics: { success, failingTokens: failing0.length, specificity, meanKl, generalization: gen, repairMs: Math.round(ms) },
+    metrics: { success, failingTokens: failing0.length, specificity, meanKl, generalization: gen, repairMs: Math.round(ms), margin },
   };
   return {
     success, method: solvedBy, before: beforeGen.completion, after: afterGen.completion, failingTokens: failing0.length, positions, neurons,
