@@ -31,9 +31,10 @@ export async function greedyLines(model: LoadedModel, prompts: string[], edits?:
  * The greedy lines under `edits`, given the lines as decoded before. A line whose every token greedy decoding would
  * still choose (one teacher-forced forward of prompt and line, healing constraint included) is unchanged; only
  * the others are decoded again, since a different token can still spell the same line and a changed line's new
- * text is shown. Most lines survive a good patch, so this costs a forward where a decode would cost one per token.
+ * text is shown. A line the patch leaves alone costs its share of a forward instead of a decode.
  */
 export async function linesAfter(model: LoadedModel, prompts: string[], before: GreedyLine[], edits: LayerEdits, signal?: AbortSignal): Promise<string[]> {
+  if (before.length !== prompts.length) throw new NeuronpatchError(`${before.length} lines before for ${prompts.length} regression prompts.`);
   const out = before.map((b) => b.completion);
   const redo: number[] = [];
   for (let i = 0; i < prompts.length; i += CHECK_BATCH) {
