@@ -7,6 +7,7 @@ import { ModelHost, errorMessage, firstLine } from './model';
 import type { RepairPanel } from './panel/panel';
 import { PatchHost } from './patches';
 import { RegressionSampler } from './regression';
+import { RegressionLines } from './regressionLines';
 
 export type CommandFactory = (ctx: Ctx) => (...args: any[]) => unknown;
 
@@ -16,6 +17,8 @@ export class Ctx implements vscode.Disposable {
   readonly models: ModelHost;
   readonly patches: PatchHost;
   readonly regression: RegressionSampler;
+  /** The regression prompts' lines before a repair, while the active patches stay the same. */
+  readonly regressionLines = new RegressionLines();
   readonly completions: CompletionProvider;
   readonly edits: EditTracker;
   /** The repair panel while it is open (one at a time). */

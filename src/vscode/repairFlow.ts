@@ -46,11 +46,13 @@ export async function runRepair(ctx: Ctx, req: RepairRequest, cancel?: vscode.Ca
         say('sampling regression prompts from the workspace…');
         const regression = await ctx.regression.sample(req.doc, req.line, ctx.config.regressionSampleSize);
         if (ac.signal.aborted) throw new Error('cancelled');
+        const active = ctx.patches.active();
+        const regressionBefore = regression.length ? await ctx.regressionLines.get(model, regression, active, ac.signal) : undefined;
         say(`tracing and solving (${regression.length} regression prompts)…`);
         const result = await repair(
           model,
           { prompt: req.prompt, desired: req.desired },
-          { method: req.method, regression, active: ctx.patches.active(), signal: ac.signal, onProgress: say, maxNewTokens: ctx.config.maxNewTokens,
+          { method: req.method, regression, regressionBefore, active, signal: ac.signal, onProgress: say, maxNewTokens: ctx.config.maxNewTokens,
             margin: ctx.config.repairMargin },
         );
         ctx.log.info(
