@@ -230,4 +230,3 @@ function prune(edits: Edit[]): Edit[] {
   return edits.filter((_, i) => size[i] > 1e-4 * max);
 }
 
-export { completions };

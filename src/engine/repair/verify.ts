@@ -13,10 +13,6 @@ const CHECK_BATCH = 8;
 /** A gap below this is left to decoding: a full forward and a KV-cached decode may round a near-exact tie apart. */
 const TIE = 1e-4;
 
-export async function completions(model: LoadedModel, prompts: string[], edits?: LayerEdits, signal?: AbortSignal): Promise<string[]> {
-  return (await generateBatched(model, prompts, { edits, signal }, BATCH)).map((c) => c.completion);
-}
-
 /** A greedy line and the token ids decoding chose for it. */
 export interface GreedyLine {
   completion: string;
@@ -25,6 +21,10 @@ export interface GreedyLine {
 
 export async function greedyLines(model: LoadedModel, prompts: string[], edits?: LayerEdits, signal?: AbortSignal): Promise<GreedyLine[]> {
   return (await generateBatched(model, prompts, { edits, signal }, BATCH)).map((c) => ({ completion: c.completion, tokens: c.tokens.map((t) => t.id) }));
+}
+
+export async function completions(model: LoadedModel, prompts: string[], edits?: LayerEdits, signal?: AbortSignal): Promise<string[]> {
+  return (await greedyLines(model, prompts, edits, signal)).map((l) => l.completion);
 }
 
 /**
