@@ -1,10 +1,11 @@
 // What the benchmarks share: options, statistics, and a plain onnxruntime-node session on the original model
 // (the baseline every ratio is taken against).
+import '../src/engine/onnx/privacy'; // first: telemetry off before onnxruntime-node loads
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 export { mulberry32 } from '../src/engine/random';
-import * as ort from 'onnxruntime-node';
+import { ort } from '../src/engine/onnx/runtime';
 import { openFolder } from '../src/engine/model/folder';
 
 export const ROOT = path.resolve(__dirname, '..', '..');

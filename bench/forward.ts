@@ -2,6 +2,7 @@
 // a plain onnxruntime-node session on the original model.onnx, same inputs, same session options. Repetitions
 // are interleaved (the order alternates every repetition), medians are compared. Target: ≤ 1.05×.
 //   npm run bench:forward -- [--model DIR] [--reps 30] [--threads N] [--json]
+import '../src/engine/onnx/privacy'; // first: telemetry off before onnxruntime-node loads
 import { loadModel } from '../src/engine/model/load';
 import { fmt, median, mulberry32, options, PlainModel } from './common';
 

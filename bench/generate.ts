@@ -6,6 +6,7 @@
 // its default healed decoding is timed as well. Repetitions interleaved, medians compared. Target: the engine at
 // least as fast as both.
 //   npm run bench:generate -- [--model DIR] [--prompts N] [--new-tokens 64] [--reps 5] [--threads N] [--json]
+import '../src/engine/onnx/privacy'; // first: telemetry off before onnxruntime-node loads
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type * as ort from 'onnxruntime-node';

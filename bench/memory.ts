@@ -4,6 +4,7 @@
 // set size (getrusage maxrss). A child that only loads onnxruntime-node gives the floor both stand on. Children
 // alternate over the repetitions; medians are compared.
 //   npm run bench:memory -- [--model DIR] [--reps 3] [--threads N] [--json]
+import '../src/engine/onnx/privacy'; // first: telemetry off before onnxruntime-node loads
 import { execFileSync } from 'node:child_process';
 import { loadModel } from '../src/engine/model/load';
 import { generate } from '../src/engine/generate';

@@ -3,6 +3,7 @@
 // the lines whose tokens greedy would no longer choose (`linesAfter`, what `sideEffects` does now). The patches
 // come from repairing the first dev cases with each method; both ways must give the same lines.
 //   npm run bench:side-effects -- [--cases 4] [--methods minimal,joint] [--prompts 120] [--reps 3] [--json]
+import '../src/engine/onnx/privacy'; // first: telemetry off before onnxruntime-node loads
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { repair } from '../src/engine/repair/index';

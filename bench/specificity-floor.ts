@@ -3,6 +3,7 @@
 // patch at a tenth of its size still changes lines, line specificity is bounded by the model's near-ties, not by
 // the repair method.
 //   npm run bench:specificity-floor -- [--cases 8] [--prompts 120] [--scales 1,0.3,0.1,0.03,0.01] [--json]
+import '../src/engine/onnx/privacy'; // first: telemetry off before onnxruntime-node loads
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { loadModel } from '../src/engine/model/load';

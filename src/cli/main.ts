@@ -1,5 +1,6 @@
 // The `neuronpatch` command: a thin front door over the engine. `--json` prints one JSON object on stdout;
 // errors go to stderr with a non-zero exit.
+import '../engine/onnx/privacy'; // first: onnxruntime's telemetry off before anything loads it
 import { NeuronpatchError } from '../engine/types';
 import { commands } from './commands';
 import { usage } from './args';

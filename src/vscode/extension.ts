@@ -1,5 +1,6 @@
 // The extension's table of contents: build the context, then one line per command, view and provider.
 // The work happens in src/engine; everything here is glue.
+import '../engine/onnx/privacy'; // first: onnxruntime's telemetry off before anything loads it
 import * as vscode from 'vscode';
 import { completionAccepted, dismissEdit, repairAtCursor, repairFromEdit } from './commands/repair';
 import { deletePatch, disablePatch, enablePatch, revealPatchFile, showPatches } from './commands/patches';

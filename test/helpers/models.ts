@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { TestContext } from 'node:test';
-import * as ort from 'onnxruntime-node';
+import { ort } from '../../src/engine/onnx/runtime';
 import { loadModel, type Model } from '../../src/engine';
 import { mulberry32 as rng } from '../../src/engine/random';
 

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import * as ort from 'onnxruntime-node';
+import { ort } from '../../src/engine/onnx/runtime';
 import { exportPatched } from '../../src/engine/export/export';
 import type { FfnSite } from '../../src/engine/model/graph';
 import { f16ToF32, f32ToF16 } from '../../src/engine/onnx/float16';

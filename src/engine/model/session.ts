@@ -1,6 +1,6 @@
 // Runs the instrumented graph: a batched forward with ablations and patches, returning logits, the named
 // activations and the KV cache. Types (int32/int64 ids, float16/float32 activations) follow the graph.
-import * as ort from 'onnxruntime-node';
+import { ort } from '../onnx/runtime';
 import { f16ToF32, f32ToF16 } from '../onnx/float16';
 import { hooks, NeuronpatchError } from '../types';
 import type { ModelGraph } from './graph';

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../atomic';
-import * as ort from 'onnxruntime-node';
+import { ort } from '../onnx/runtime';
 import { onnx } from 'onnx-proto';
 import { cholesky, choleskySolve } from '../linalg';
 import type { LoadedModel } from '../model/load';
