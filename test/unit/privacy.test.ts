@@ -54,6 +54,25 @@ describe('privacy: onnxruntime telemetry', () => {
       'onnxruntime wrote its telemetry debug log for this test process');
   });
 
+  it('no source file loads onnxruntime-node except through the door (src/engine/onnx/runtime.ts)', () => {
+    const offenders: string[] = [];
+    const walk = (dir: string): void => {
+      for (const d of fs.readdirSync(dir, { withFileTypes: true })) {
+        const f = path.join(dir, d.name);
+        if (d.isDirectory()) walk(f);
+        else if (/\.(ts|mts|cts)$/.test(d.name) && !f.endsWith(path.join('onnx', 'runtime.ts'))) {
+          const text = fs.readFileSync(f, 'utf8');
+          // Type-only imports load nothing; a value import or require() would load the runtime before the door.
+          if (/^import (?!type\b)[^;]*from 'onnxruntime-node'|require\('onnxruntime-node'\)|import\('onnxruntime-node'\)/m.test(text)) {
+            offenders.push(path.relative(root, f));
+          }
+        }
+      }
+    };
+    for (const dir of ['src', 'test', 'bench']) walk(path.join(root, dir));
+    assert.deepEqual(offenders, [], 'import { ort } from src/engine/onnx/runtime instead');
+  });
+
   it(`a ${TRACE_SECONDS} s CLI generation connects to nothing outside the machine and leaves no mat-debug log`,
     { skip: straceMissing, timeout: (TRACE_SECONDS + 30) * 1000 }, async () => {
       const cli = path.join(root, 'dist', 'cli.js');
