@@ -2,6 +2,7 @@
 import * as path from 'node:path';
 import { repair, trace } from '../engine';
 import { exportPatched } from '../engine/export/export';
+import { rescuePatch } from '../engine/patches/rescue';
 import { PatchStore } from '../engine/patches/store';
 import { NeuronpatchError, type RepairMethod } from '../engine/types';
 import { int, marginOption, parse, print, readText } from './args';
@@ -44,16 +45,28 @@ export const repairCommand: Command = async (args) => {
   const model = await openModel(values.model, values.threads);
   // An existing patch file is read (and validated) before any work, and the new patch is stacked on it.
   const store = values.out ? await PatchStore.open(values.out, model.info) : undefined;
+  if (store?.swept.length) warn(`removed ${store.swept.length} temp file(s) left by writers that died: ${store.swept.join(', ')}`);
   const regression = readRegression(values.regression, warn, values['regression-limit'] ? int(values['regression-limit'], 'regression-limit', 0) : undefined);
   const r = await repair(model, { prompt: promptOf(values), desired: values.desired }, {
     method: method(values.method), regression, active: store?.active(), margin: marginOption(values.margin), onProgress: values.verbose ? warn : undefined,
   });
   if (r.notice) warn(r.notice);
   let patchPath: string | null = null;
+  let rescued = false;
   if (store && r.success) {
-    store.add(r.patch);
-    await store.save();
-    patchPath = path.resolve(values.out!);
+    try {
+      store.add(r.patch);
+      await store.save();
+      patchPath = path.resolve(values.out!);
+    } catch (e) {
+      // The repair's result is not lost: it goes into a patch file of its own, and the user is told where.
+      const why = e instanceof NeuronpatchError ? e.message : (e as Error).message;
+      patchPath = await rescuePatch(values.out!, model.info, r.patch);
+      rescued = true;
+      warn(`could not save the patch into ${values.out}: ${why}
+The new patch was written to ${patchPath} instead; ` +
+        `merge it by hand, or pass that file with --patches.`);
+    }
   } else if (store) {
     warn(`the repair did not succeed; ${values.out} was left as it was`);
   }
@@ -63,9 +76,9 @@ export const repairCommand: Command = async (args) => {
     generalization: r.generalization, ms: Math.round(r.ms), generationMs: Math.round(r.generationMs), patch: patchPath, method: r.method,
     ...(r.fallback ? { fallback: r.fallback } : {}),
   };
-  print(!!values.json, summary, () => repairText(r) + (patchPath ? `patch written to ${patchPath}\n` : ''));
+  print(!!values.json, { ...summary, ...(rescued ? { rescued: true } : {}) }, () => repairText(r) + (patchPath ? `patch written to ${patchPath}\n` : ''));
   await model.dispose();
-  return r.success ? 0 : 3;
+  return rescued ? 4 : r.success ? 0 : 3;
 };
 
 export const exportCommand: Command = async (args) => {

@@ -10,6 +10,52 @@ export function tempPathBeside(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
 }
 
+const TEMP_RE = /^\.(.+)\.(\d+)\.[0-9a-f]{8}\.tmp$/;
+/** Temp files older than this (ms) are swept even when their pid is alive (the pid was reused). */
+const TEMP_MAX_AGE_MS = 24 * 3600 * 1000;
+
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'; // exists, owned by someone else
+  }
+}
+
+/**
+ * Removes the temp files that writeFileAtomic left beside `file` when its process died between creating and
+ * renaming them (kill -9, power loss): those whose pid no longer runs, or older than a day. Returns the paths
+ * removed. Never throws: a folder that cannot be listed has nothing to sweep.
+ */
+export async function sweepStaleTemps(file: string): Promise<string[]> {
+  const dir = path.dirname(file);
+  const base = path.basename(file);
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = TEMP_RE.exec(name);
+    if (!m || m[1] !== base) continue;
+    const tmp = path.join(dir, name);
+    try {
+      const old = Date.now() - (await fs.stat(tmp)).mtimeMs > TEMP_MAX_AGE_MS;
+      if (!alive(Number(m[2])) || old) {
+        await fs.rm(tmp, { force: true });
+        removed.push(tmp);
+      }
+    } catch {
+      // gone meanwhile, or not ours to remove
+    }
+  }
+  return removed;
+}
+
 /** Writes `data` to `file` through a temp file in the same directory: write, fsync, rename, fsync the directory. */
 export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true });

@@ -5,13 +5,26 @@
 // unsaved changes are replayed on top of it: additions are appended, enable/disable and removals applied by id.
 // A change whose patch another writer removed is dropped and reported in the save result (their removal
 // wins). If the file on disk became invalid or was rebound to another model, nothing is written and the save
-// throws; the unsaved changes stay in memory. (The compare and the rename are two steps: a write by another
-// program in the milliseconds between them is not seen. No lock file: editors and git do not honour one either.)
+// throws; the unsaved changes stay in memory. The read, merge and rename run under an inter-process lock
+// (./lock.ts), so two neuronpatch writers (two `repair --out F`, the CLI and the extension) never lose each
+// other's patches; editors and git do not take that lock, and a write of theirs in the milliseconds between the
+// read and the rename is not seen. Opening a file sweeps the temp files of writers that died mid-save.
 import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
 import { NeuronpatchError, PATCH_FORMAT, type ModelInfo, type Patch, type PatchFile } from '../types';
-import { writeFileAtomic } from '../atomic';
+import { sweepStaleTemps, writeFileAtomic } from '../atomic';
 import { parseJson, roundDelta, serializePatchFile } from './format';
+import { type HeldLock, withFileLock } from './lock';
 import { checkPatchFile, formatProblems, validatePatch } from './validate';
+
+/**
+ * Tests only: milliseconds to sleep inside the lock, before the file is re-read, widening the read-modify-write
+ * window that the lock protects (NEURONPATCH_TEST_SAVE_DELAY_MS).
+ */
+function testDelayMs(): number {
+  const ms = Number(process.env.NEURONPATCH_TEST_SAVE_DELAY_MS ?? 0);
+  return Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
 
 type Change =
   | { kind: 'add'; patch: Patch }
@@ -81,6 +94,8 @@ export class PatchStore {
     private state: PatchFile,
     /** The text on disk when last read or written; null when there was no file. */
     private base: string | null,
+    /** Temp files of dead writers removed beside the file when it was opened. */
+    readonly swept: string[] = [],
   ) {}
 
   /**
@@ -92,7 +107,8 @@ export class PatchStore {
     const text = await readText(file);
     if (text === null && opts.mustExist) throw new NeuronpatchError(`Patch file not found: ${file}`);
     const state = text === null ? PatchStore.empty(model) : parseFor(text, file, model);
-    return new PatchStore(file, model, state, text);
+    const swept = await sweepStaleTemps(file);
+    return new PatchStore(file, model, state, text, swept);
   }
 
   private static empty(model: ModelInfo): PatchFile {
@@ -176,6 +192,13 @@ export class PatchStore {
 
   private async saveNow(): Promise<SaveResult> {
     if (this.changes.length === 0) return { written: false, merged: false, dropped: [] };
+    await fs.mkdir(path.dirname(this.file), { recursive: true });
+    return withFileLock(this.file, (lock) => this.saveLocked(lock));
+  }
+
+  private async saveLocked(lock: HeldLock): Promise<SaveResult> {
+    const delay = testDelayMs();
+    if (delay) await new Promise((r) => setTimeout(r, delay));
     const disk = await readText(this.file);
     // From here to serialising, nothing awaits: the state and the change list hold still.
     const n = this.changes.length;
@@ -199,6 +222,7 @@ export class PatchStore {
       }
     }
     const text = serializePatchFile(next);
+    lock.check();
     await writeFileAtomic(this.file, text);
     const later = this.changes.slice(n);
     if (merged) for (const c of later) this.apply(c, next); // made while writing: already in this.state, not in next

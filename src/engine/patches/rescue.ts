@@ -1,0 +1,29 @@
+// A repair's result is never lost to a save error: when its patch cannot join the patch file (the file became
+// invalid on disk, is locked, the disk refused), the patch is written to a patch file of its own beside it, or in
+// the system's temp folder when that fails too.
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { ModelInfo, Patch } from '../types';
+import { PatchStore } from './store';
+
+/**
+ * Writes `patch` alone into a new patch file for `model` (`<file>.rescued-<patch id>.json`, else the same name in
+ * os.tmpdir()) and returns its path. Throws (the last error) only when neither place can be written; the caller
+ * still holds the patch in memory then.
+ */
+export async function rescuePatch(file: string, model: ModelInfo, patch: Patch): Promise<string> {
+  const name = `${path.basename(file).replace(/\.json$/i, '')}.rescued-${patch.id.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 64)}.json`;
+  let last: unknown;
+  for (const dir of [path.dirname(path.resolve(file)), os.tmpdir()]) {
+    try {
+      const target = path.join(dir, name);
+      const store = await PatchStore.open(target, model);
+      if (!store.get(patch.id)) store.add(patch);
+      await store.save();
+      return target;
+    } catch (e) {
+      last = e;
+    }
+  }
+  throw last;
+}
