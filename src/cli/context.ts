@@ -9,7 +9,9 @@ export type Command = (args: string[]) => Promise<number>;
 export const warn = (msg: string) => process.stderr.write(`neuronpatch: ${msg}\n`);
 
 export async function openModel(dir: string | undefined, threads?: string): Promise<Model> {
-  return loadModel(dir ?? defaultModelDir(), { threads: threads ? int(threads, 'threads', 0) : undefined });
+  const model = await loadModel(dir ?? defaultModelDir(), { threads: threads ? int(threads, 'threads', 0) : undefined });
+  if (model.info.notice) warn(model.info.notice);
+  return model;
 }
 
 /** Enabled patches of every file given, in order; each file is validated against the model. */

@@ -58,7 +58,7 @@ export function preparePrompt(model: LoadedModel, prompt: string, maxNewTokens: 
       ids = ids.slice(0, keep);
     } else healed = '';
   }
-  const bos = tok.addBos && tok.bosTokenId !== undefined ? [tok.bosTokenId] : [];
+  const bos = tok.prefix;
   let notice: string | undefined;
   const budget = model.info.context - maxNewTokens - bos.length;
   if (budget < 1) throw new NeuronpatchError(`maxNewTokens ${maxNewTokens} leaves no room in the context window of ${model.info.context}.`);
@@ -120,7 +120,29 @@ function visible(full: string, healed: string, multiline: boolean): { text: stri
   return { text, ended: false };
 }
 
+/**
+ * Greedy or sampled completions of `prompts`, decoded together: left-padded to one width, one KV cache. A graph
+ * without `position_ids` numbers every row's slots from 0, so padding would shift a shorter prompt's positions:
+ * there, prompts of equal token length are decoded together, each group on its own.
+ */
 export async function generate(model: LoadedModel, prompts: string[], opts: GenerateOptions = {}): Promise<Completion[]> {
+  if (model.graph.inputs.positions || prompts.length < 2) return decode(model, prompts, opts);
+  const maxNew = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
+  const groups = new Map<number, number[]>();
+  prompts.forEach((p, i) => {
+    const n = preparePrompt(model, p, maxNew, opts.heal ?? true).ids.length;
+    groups.set(n, [...(groups.get(n) ?? []), i]);
+  });
+  if (groups.size === 1) return decode(model, prompts, opts);
+  const out = new Array<Completion>(prompts.length);
+  for (const idx of groups.values()) {
+    const got = await decode(model, idx.map((i) => prompts[i]), opts);
+    idx.forEach((i, k) => (out[i] = got[k]));
+  }
+  return out;
+}
+
+async function decode(model: LoadedModel, prompts: string[], opts: GenerateOptions): Promise<Completion[]> {
   const started = performance.now();
   const maxNew = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
   const multiline = opts.multiline ?? false;

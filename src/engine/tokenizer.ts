@@ -9,19 +9,41 @@ export class CodeTokenizer {
   /** The same tokenizer without its special added tokens: text that spells `<|endoftext|>` stays text. */
   private readonly encoder: Tokenizer;
   private texts: string[] | undefined;
-  readonly addBos: boolean;
+  /**
+   * The ids the tokenizer puts before a text when it encodes it for generation (its post-processor's BOS, or
+   * `bos_token` where `tokenizer_config.json` says `add_bos_token: true`); empty when it adds none.
+   */
+  readonly prefix: number[];
+  /** Its `bos_token`'s id, where it names one in the vocabulary. */
   readonly bosTokenId: number | undefined;
+  /** Its `eos_token`'s id, where it names one the model can produce. */
+  readonly eosTokenId: number | undefined;
+  /** Its `unk_token`'s id, where it names one. */
+  readonly unkTokenId: number | undefined;
 
-  constructor(tokenizerJson: unknown, config: Record<string, unknown>, readonly vocabSize: number, bosTokenId?: number) {
+  constructor(tokenizerJson: unknown, config: Record<string, unknown>, readonly vocabSize: number) {
     const cfg = { clean_up_tokenization_spaces: false, ...config };
     this.tokenizer = new Tokenizer(tokenizerJson as object, cfg);
     const json = tokenizerJson as { added_tokens?: { special?: boolean }[] };
     this.encoder = new Tokenizer({ ...json, added_tokens: (json.added_tokens ?? []).filter((t) => !t.special) }, cfg);
-    this.addBos = config.add_bos_token === true;
-    this.bosTokenId = bosTokenId;
+    const idOf = (key: string): number | undefined => {
+      const v = config[key];
+      const text = typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : undefined;
+      const id = text === undefined ? undefined : this.tokenizer.token_to_id(text);
+      return typeof id === 'number' && id >= 0 && id < vocabSize ? id : undefined;
+    };
+    this.bosTokenId = idOf('bos_token');
+    this.eosTokenId = idOf('eos_token');
+    this.unkTokenId = idOf('unk_token');
+    this.prefix = generationPrefix(this.tokenizer, this.encoder, config.add_bos_token, this.bosTokenId);
   }
 
-  static fromFiles(tokenizerPath: string, configPath: string | undefined, vocabSize: number, bosTokenId?: number): CodeTokenizer {
+  /**
+   * @param configPath tokenizer_config.json (bos/eos/unk tokens, add_bos_token), absent for some exports.
+   * @param extraConfig special_tokens_map.json's entries, used where tokenizer_config.json does not name a token.
+   * @throws NeuronpatchError when a file does not parse or is no Hugging Face tokenizer.
+   */
+  static fromFiles(tokenizerPath: string, configPath: string | undefined, vocabSize: number, specialTokensPath?: string): CodeTokenizer {
     const parse = (file: string): Record<string, unknown> => {
       try {
         return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
@@ -34,7 +56,8 @@ export class CodeTokenizer {
       throw new NeuronpatchError(`${tokenizerPath} is not a Hugging Face tokenizer.json (no "model" section).`);
     }
     try {
-      return new CodeTokenizer(json, configPath ? parse(configPath) : {}, vocabSize, bosTokenId);
+      const special = specialTokensPath ? parse(specialTokensPath) : {};
+      return new CodeTokenizer(json, { ...special, ...(configPath ? parse(configPath) : {}) }, vocabSize);
     } catch (e) {
       if (e instanceof NeuronpatchError) throw e;
       throw new NeuronpatchError(`${tokenizerPath} could not be loaded: ${(e as Error).message}`);
@@ -73,4 +96,21 @@ export class CodeTokenizer {
   tokenName(id: number): string {
     return this.tokenizer.id_to_token(id) ?? `<${id}>`;
   }
+}
+
+/**
+ * What a tokenizer prepends for generation: the special tokens its post-processor adds before the text (as
+ * `encode(text)` with special tokens does, Llama-3-style tokenizers included), unless `add_bos_token` is false (the
+ * slow-tokenizer flag transformers honours by rewriting the post-processor); with no such tokens and
+ * `add_bos_token: true`, its bos_token.
+ */
+function generationPrefix(tokenizer: Tokenizer, encoder: Tokenizer, addBos: unknown, bos: number | undefined): number[] {
+  if (addBos === false) return [];
+  const probe = 'a';
+  const plain = encoder.encode(probe, { add_special_tokens: false }).ids;
+  const full = tokenizer.encode(probe, { add_special_tokens: true }).ids;
+  const at = plain.length ? full.indexOf(plain[0]) : -1;
+  const prefix = at > 0 && plain.every((id, i) => full[at + i] === id) ? full.slice(0, at) : [];
+  if (prefix.length) return prefix;
+  return addBos === true && bos !== undefined ? [bos] : [];
 }

@@ -39,6 +39,8 @@ export interface ModelInfo {
   /** sha256 of the model's ONNX file and its external data. */
   hash: string;
   eosTokenIds: number[];
+  /** Said once at load: where the config and the tokenizer disagreed (BOS/EOS) and that the tokenizer was followed. */
+  notice?: string;
 }
 
 export interface RepairCaseVariant {

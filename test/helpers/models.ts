@@ -212,6 +212,11 @@ export function plainFeeds(session: ort.InferenceSession, ids: number[][], mask?
     if (meta.name === 'input_ids') feeds[meta.name] = indexTensor(meta.type, ids);
     else if (meta.name === 'attention_mask') feeds[meta.name] = indexTensor(meta.type, m);
     else if (meta.name === 'position_ids') feeds[meta.name] = indexTensor(meta.type, positions);
+    else if (/^(num_)?logits_to_keep$/.test(meta.name)) {
+      // 0: every position's logits.
+      const dims = meta.shape.length ? [1] : [];
+      feeds[meta.name] = meta.type === 'int32' ? new ort.Tensor('int32', Int32Array.of(0), dims) : new ort.Tensor('int64', BigInt64Array.of(0n), dims);
+    }
     else {
       // A past: fixed dims as declared; the first symbolic dim is the batch, any other symbolic dim (the past
       // length) is 0.

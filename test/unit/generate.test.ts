@@ -165,7 +165,7 @@ for (const e of MODELS) {
       t.diagnostic(`${e.name}: ${n} tokens → ${prepared.ids.length} kept (context ${context}); notice: ${c.notice}`);
       // A tokenizer that starts every prompt with BOS (LLaMA's) starts a cut one with it too: the cut is after it.
       const bos = preparePrompt(m.loaded, unit, maxNewTokens, true).ids[0];
-      if (m.tokenizer.addBos) assert.equal(prepared.ids[0], bos, `the cut prompt keeps the BOS token ${bos} first`);
+      if (m.tokenizer.prefix.length) assert.equal(prepared.ids[0], bos, `the cut prompt keeps the BOS token ${bos} first`);
       // A prompt that just fits gets no notice (checked where the window is small enough to be quick).
       if (context <= 512) {
         const fits = await m.generate(m.tokenizer.decode(m.tokenizer.encode(long).slice(-(context - maxNewTokens - 8))), { maxNewTokens, heal: false });

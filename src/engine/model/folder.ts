@@ -28,6 +28,8 @@ export interface ModelFolder {
   onnxPath: string;
   tokenizerPath: string;
   tokenizerConfigPath?: string;
+  /** special_tokens_map.json, where the folder has one. */
+  specialTokensPath?: string;
   config: FolderConfig;
 }
 
@@ -118,6 +120,7 @@ export function openFolder(folder: string): ModelFolder {
   return {
     folder: dir, onnxPath: at(onnxFile), tokenizerPath: at('tokenizer.json'), config,
     tokenizerConfigPath: existsSync(at('tokenizer_config.json')) ? at('tokenizer_config.json') : undefined,
+    specialTokensPath: existsSync(at('special_tokens_map.json')) ? at('special_tokens_map.json') : undefined,
   };
 }
 

@@ -50,7 +50,24 @@ export type CacheLayout =
   /** `past_key_values.N.key` / `.value`, each [batch, heads, past, headDim]. */
   | { kind: 'pairs'; inputs: { key: string; value: string }[]; outputs: { key: string; value: string }[] }
   /** `past_N`, [2, batch, heads, past, headDim]: key and value stacked. */
-  | { kind: 'stacked'; inputs: string[]; outputs: string[] };
+  | { kind: 'stacked'; inputs: string[]; outputs: string[] }
+  /**
+   * `past_key_values.N.key_value`, [batch, past, 2 · headDim]: StarCoder's (gpt_bigcode) multi-query cache, key and
+   * value concatenated on the last axis (`heads` is 1, `headDim` the concatenated width).
+   */
+  | { kind: 'fused'; inputs: string[]; outputs: string[] };
+
+/**
+ * A scalar input the engine feeds itself: `num_logits_to_keep` / `logits_to_keep` (how many last positions the
+ * lm_head computes; 0 = all of them), [] or [1], int64 or int32.
+ */
+export interface ScalarInput {
+  name: string;
+  kind: 'logitsToKeep';
+  type: 'int64' | 'int32';
+  /** 0 for a scalar, 1 for a [1] tensor. */
+  rank: 0 | 1;
+}
 
 export interface ModelGraph {
   sites: FfnSite[];
@@ -65,6 +82,8 @@ export interface ModelGraph {
   /** Element type of activations, pasts and logits. */
   floatType: 'float32' | 'float16';
   inputs: { ids: string; mask?: string; positions?: string };
+  /** Extra scalar inputs and what to feed them (absent in graphs recognised before they were). */
+  scalars?: ScalarInput[];
   logits: string;
   /** Input of the instrumented graph: the positions whose logits the lm_head computes (absent: all of them). */
   logitPositions?: string;

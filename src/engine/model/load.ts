@@ -13,11 +13,12 @@ import { extent, type ModelGraph } from './graph';
 import { hashFiles, openFolder } from './folder';
 import { instrument } from './instrument';
 import { recognise } from './recognise';
+import { specialTokens } from './special';
 import { InstrumentedSession } from './session';
 import { Weights } from './weights';
 
 /** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
-const INSTRUMENT_VERSION = 7;
+const INSTRUMENT_VERSION = 8;
 
 export interface LoadOptions {
   cacheDir?: string;
@@ -93,7 +94,9 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
     throw new NeuronpatchError(`The config's vocab_size (${c.vocab}) is smaller than the graph's lm_head (${graphVocab} tokens).`, 'The config does not belong to this model.');
   }
   // The tokenizer is checked before anything is written to the cache.
-  const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, graphVocab, c.bosTokenId);
+  const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, graphVocab, mf.specialTokensPath);
+  const special = specialTokens(c, tokenizer);
+  if (special.notice) log(special.notice);
 
   const cacheDir = path.join(opts.cacheDir ?? defaultCacheDir(), hash.slice(0, 24));
   const file = path.join(cacheDir, 'model.instrumented.onnx');
@@ -129,7 +132,8 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   const info: ModelInfo = {
     name: c.name, folder: mf.folder, architecture: c.modelType, gated: site.gated, layers: graph.sites.length, neurons, width, vocab,
     context: c.context ?? 2048, finalNorm: graph.finalNorm.kind, tiedUnembedding: c.tied ?? graph.tied,
-    weightType: graph.floatType, hash, eosTokenIds: c.eosTokenIds,
+    weightType: graph.floatType, hash, eosTokenIds: special.eosTokenIds,
+    ...(special.notice ? { notice: special.notice } : {}),
   };
   let session: InstrumentedSession;
   try {

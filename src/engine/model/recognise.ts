@@ -3,7 +3,7 @@
 // graphs with generic names are handled the same way.
 import { onnx } from 'onnx-proto';
 import { NeuronpatchError } from '../types';
-import { type CacheLayout, extent, type FfnSite, type FinalNorm, type ModelGraph, type WeightRef } from './graph';
+import { type CacheLayout, extent, type FfnSite, type FinalNorm, type ModelGraph, type ScalarInput, type WeightRef } from './graph';
 
 export const KNOWN_ARCHITECTURES =
   'LLaMA, Qwen2, Mistral (gated SiLU MLP, down_proj), GPT-2 and StarCoder (c_fc/c_proj), GPT-NeoX ' +
@@ -217,16 +217,72 @@ function findCache(g: onnx.IGraphProto, layers: number, names?: CacheNames): Cac
     return { kind: 'pairs', inputs: range.map((i) => ({ key: fmt(pk, i), value: fmt(pv, i) })),
       outputs: range.map((i) => ({ key: fmt(ok, i), value: fmt(ov, i) })) };
   }
+  // StarCoder (gpt_bigcode) with multi-query attention: one [batch, past, 2 · headDim] tensor per layer.
+  const fk = 'past_key_values.%d.key_value';
+  const fo = 'present.%d.key_value';
+  if (inputs.has(fmt(fk, 0))) {
+    const range = [...Array(layers).keys()];
+    const missing = range.flatMap((i) => (inputs.has(fmt(fk, i)) ? [] : [fmt(fk, i)]))
+      .concat(range.flatMap((i) => (outputs.has(fmt(fo, i)) ? [] : [fmt(fo, i)])));
+    if (missing.length) throw new NeuronpatchError(`The fused KV cache is incomplete: ${missing.slice(0, 4).join(', ')} missing.`);
+    return { kind: 'fused', inputs: range.map((i) => fmt(fk, i)), outputs: range.map((i) => fmt(fo, i)) };
+  }
   const sp = names?.past ?? 'past_%d';
   const so = names?.present ?? 'present_%d';
   if (inputs.has(fmt(sp, 0))) {
     const range = [...Array(layers).keys()];
     return { kind: 'stacked', inputs: range.map((i) => fmt(sp, i)), outputs: range.map((i) => fmt(so, i)) };
   }
+  const pastLike = [...inputs].filter((n) => /past|cache/i.test(n));
+  if (pastLike.length) {
+    throw new NeuronpatchError(
+      `The model's KV-cache inputs have a layout neuronpatch does not read: ${pastLike.slice(0, 3).map((n) => JSON.stringify(n.slice(0, 80))).join(', ')}.`,
+      'Supported: past_key_values.N.key/.value, past_key_values.N.key_value (StarCoder) and past_N (or the names genai_config.json gives).',
+    );
+  }
   throw new NeuronpatchError(
-    'The model has no KV-cache inputs (past_key_values.N.key/value or past_N).',
+    'The model has no KV-cache inputs (past_key_values.N.key/value, past_key_values.N.key_value or past_N).',
     'Export it with a cache (Optimum: --task text-generation-with-past).',
   );
+}
+
+/** The cache's input names, in feed order. */
+export function cacheInputNames(cache: CacheLayout): string[] {
+  return cache.kind === 'pairs' ? cache.inputs.flatMap((p) => [p.key, p.value]) : cache.inputs;
+}
+
+const LOGITS_TO_KEEP = /^(num_)?logits_to_keep$/;
+
+/**
+ * Graph inputs beyond ids, mask, positions and the cache: the scalars the engine knows how to feed
+ * (`num_logits_to_keep` / `logits_to_keep`). Any other input is refused by name, since onnxruntime would only say
+ * it is missing from the feeds.
+ * @throws NeuronpatchError naming the inputs the engine cannot feed.
+ */
+function scalarInputs(g: onnx.IGraphProto, known: string[]): ScalarInput[] {
+  const knownSet = new Set(known);
+  const initializers = new Set((g.initializer ?? []).map((t) => t.name));
+  const scalars: ScalarInput[] = [];
+  const unknown: string[] = [];
+  for (const i of g.input ?? []) {
+    const name = i.name ?? '';
+    if (knownSet.has(name) || initializers.has(name)) continue;
+    const t = i.type?.tensorType;
+    const rank = t?.shape?.dim?.length ?? 0;
+    const type = t?.elemType === onnx.TensorProto.DataType.INT32 ? 'int32' : t?.elemType === onnx.TensorProto.DataType.INT64 ? 'int64' : undefined;
+    if (LOGITS_TO_KEEP.test(name) && type && rank <= 1) scalars.push({ name, kind: 'logitsToKeep', type, rank: rank as 0 | 1 });
+    else unknown.push(name);
+  }
+  if (unknown.length) {
+    const merged = unknown.includes('use_cache_branch');
+    throw new NeuronpatchError(
+      `The graph has input(s) neuronpatch does not know how to feed: ${unknown.slice(0, 4).map((n) => JSON.stringify(n.slice(0, 80))).join(', ')}.`,
+      merged
+        ? 'This is a merged decoder (If on use_cache_branch) whose branches could not be read; export the model with past (decoder_with_past_model.onnx) or without merging.'
+        : 'Known extra inputs: num_logits_to_keep / logits_to_keep. Re-export the decoder with input_ids, attention_mask, position_ids and the KV cache only.',
+    );
+  }
+  return scalars;
 }
 
 export interface CacheNames {
@@ -307,8 +363,8 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
   const firstPast = (g.input ?? []).find((i) => i.name === (cache.kind === 'pairs' ? cache.inputs[0].key : cache.inputs[0]));
   const pastDims = firstPast?.type?.tensorType?.shape?.dim ?? [];
   const off = cache.kind === 'stacked' ? 1 : 0;
-  const heads = Number(pastDims[1 + off]?.dimValue ?? 0);
-  const headDim = Number(pastDims[3 + off]?.dimValue ?? 0);
+  const heads = cache.kind === 'fused' ? 1 : Number(pastDims[1 + off]?.dimValue ?? 0);
+  const headDim = Number(pastDims[cache.kind === 'fused' ? 2 : 3 + off]?.dimValue ?? 0);
   if (!heads || !headDim) throw new NeuronpatchError(`The KV-cache input ${firstPast?.name} has no fixed head count or head size.`);
 
   const inputType = (name: string) => (g.input ?? []).find((i) => i.name === name)?.type?.tensorType?.elemType;
@@ -319,8 +375,9 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
   const positions = opts.inputNames?.positions ?? 'position_ids';
   const floatType = inputType(cache.kind === 'pairs' ? cache.inputs[0].key : cache.inputs[0]) === FLOAT16 ? 'float16' : 'float32';
 
+  const scalars = scalarInputs(g, [ids, mask, positions, ...cacheInputNames(cache)]);
   return {
-    sites, finalNorm, unembedding: unembed.ref, cache, heads, headDim, floatType,
+    sites, finalNorm, unembedding: unembed.ref, cache, heads, headDim, floatType, scalars,
     tied: (ix.consumers.get(unembed.ref.name) ?? []).some((c) => c.opType === 'Gather'),
     indexType: inputType(ids) === onnx.TensorProto.DataType.INT32 ? 'int32' : 'int64',
     inputs: { ids, mask: has(mask) ? mask : undefined, positions: has(positions) ? positions : undefined },

@@ -3,8 +3,9 @@
 import { ort } from '../onnx/runtime';
 import { f16ToF32, f32ToF16 } from '../onnx/float16';
 import { hooks, NeuronpatchError } from '../types';
-import type { ModelGraph } from './graph';
+import type { ModelGraph, ScalarInput } from './graph';
 import { interventionInputs, LAST_LOGITS, LAST_NORMALIZER } from './instrument';
+import { cacheInputNames } from './recognise';
 
 /** Per-layer patch edits in the form the graph consumes: neuron indices and their value-vector deltas (K×d). */
 export type LayerEdits = Map<number, { indices: number[]; deltas: Float32Array }>;
@@ -84,7 +85,7 @@ export class InstrumentedSession {
   ) {
     this.floatType = graph.floatType;
     const { cache } = graph;
-    this.cacheInputs = cache.kind === 'pairs' ? cache.inputs.flatMap((p) => [p.key, p.value]) : cache.inputs;
+    this.cacheInputs = cacheInputNames(cache);
     this.cacheOutputs = cache.kind === 'pairs' ? cache.outputs.flatMap((p) => [p.key, p.value]) : cache.outputs;
   }
 
@@ -147,7 +148,8 @@ export class InstrumentedSession {
 
   emptyCache(batch: number): KvCache {
     const { heads, headDim, cache } = this.graph;
-    const empty = () => this.floats(new Float32Array(0), cache.kind === 'stacked' ? [2, batch, heads, 0, headDim] : [batch, heads, 0, headDim]);
+    const dims = { stacked: [2, batch, heads, 0, headDim], pairs: [batch, heads, 0, headDim], fused: [batch, 0, headDim] }[cache.kind];
+    const empty = () => this.floats(new Float32Array(0), dims);
     const count = cache.kind === 'pairs' ? cache.inputs.length * 2 : cache.inputs.length;
     return { tensors: Array.from({ length: count }, empty), length: 0, batch };
   }
@@ -170,6 +172,12 @@ export class InstrumentedSession {
     if (past.batch !== b) throw new NeuronpatchError(`forward: cache batch ${past.batch} ≠ ids batch ${b}.`);
     const total = past.length + t;
     const mask = req.mask ?? Array.from({ length: b }, () => new Array<number>(total).fill(1));
+    if (!this.graph.inputs.positions && req.mask?.some(leftPadded)) {
+      throw new NeuronpatchError(
+        'forward: a left-padded row for a graph without position_ids (its positions would count the padding).',
+        'Pad such rows on the right (padRows) or batch rows of equal length only.',
+      );
+    }
 
     const { graph, shape } = this;
     const feeds: Record<string, ort.Tensor> = { [graph.inputs.ids]: this.indexTensor(req.ids) };
@@ -178,6 +186,8 @@ export class InstrumentedSession {
     this.cacheInputs.forEach((name, i) => (feeds[name] = past.tensors[i]));
     const from = req.lastOnly ? t - 1 : Math.min(Math.max(0, req.logitsFrom ?? 0), t - 1);
     if (graph.logitPositions) feeds[graph.logitPositions] = req.lastOnly ? LAST_POSITION : sequencePositions(from, t);
+    // num_logits_to_keep: the last position when decoding, else all (0), gathered from by logitPositions.
+    for (const sc of graph.scalars ?? []) feeds[sc.name] = scalarTensor(sc, req.lastOnly ? 1 : 0);
 
     const scales = new Map<number, Float32Array>();
     for (const a of req.ablations ?? []) {
@@ -214,6 +224,8 @@ export class InstrumentedSession {
     let logits = this.toF32(out[logitsName]);
     // A graph whose lm_head could not be found computes every position: keep the ones asked for.
     if (!req.lastOnly && from > 0 && !graph.logitPositions) logits = laterPositions(logits, b, t, from, shape.vocab);
+    const bad = nonFinite(logits, mask, past.length + from, shape.vocab);
+    if (bad) throw new NonFiniteLogits(bad, logits.length, !!(req.edits || req.ablations?.length));
     return {
       batch: b, seq: t,
       logits,
@@ -248,6 +260,70 @@ export function leftPad(rows: number[][], pad?: number): { ids: number[][]; mask
     ids: rows.map((r) => [...new Array<number>(width - r.length).fill(pad ?? r[0]), ...r]),
     mask: rows.map((r) => [...new Array<number>(width - r.length).fill(0), ...r.map(() => 1)]),
   };
+}
+
+/**
+ * Rows of token ids padded to one width for a single forward (no decoding continues it): on the left where the
+ * graph takes per-row positions, on the right where it does not (`position_ids` absent: the graph numbers every
+ * row's slots from 0, so left padding would shift the real tokens' positions; on the right, causal attention keeps
+ * the padding out of the real tokens). `start[b]` is the slot of row b's first real token.
+ */
+export function padRows(graph: ModelGraph, rows: number[][], pad?: number): { ids: number[][]; mask: number[][]; width: number; start: number[] } {
+  if (graph.inputs.positions) {
+    const p = leftPad(rows, pad);
+    return { ...p, start: rows.map((r) => p.width - r.length) };
+  }
+  const width = Math.max(...rows.map((r) => r.length));
+  return {
+    width,
+    ids: rows.map((r) => [...r, ...new Array<number>(width - r.length).fill(pad ?? r[r.length - 1])]),
+    mask: rows.map((r) => [...r.map(() => 1), ...new Array<number>(width - r.length).fill(0)]),
+    start: rows.map(() => 0),
+  };
+}
+
+/** A mask row with padding before a real token. */
+function leftPadded(mask: number[]): boolean {
+  const first = mask.indexOf(1);
+  return first > 0;
+}
+
+/**
+ * Count of NaN and ±Infinity values among the logits of real tokens: [batch, P, V] logits whose first position is
+ * mask slot `at` (padding may legitimately attend to nothing).
+ */
+function nonFinite(logits: Float32Array, mask: number[][], at: number, V: number): number {
+  let n = 0;
+  const P = logits.length / (mask.length * V);
+  mask.forEach((row, b) => {
+    for (let p = 0; p < P; p++) {
+      if (!row[at + p]) continue;
+      const off = (b * P + p) * V;
+      for (let i = off; i < off + V; i++) if (!Number.isFinite(logits[i])) n++;
+    }
+  });
+  return n;
+}
+
+/**
+ * The model's logits hold NaN or ±Infinity: in fp16 graphs, an overflow of the activations (the usual failure of
+ * fp16 builds of large models); with edits or ablations applied, possibly those.
+ */
+export class NonFiniteLogits extends NeuronpatchError {
+  constructor(readonly count: number, readonly total: number, readonly intervened: boolean) {
+    super(
+      `The model's logits are not finite: ${count} of ${total} values are NaN or ±Infinity${intervened ? ' with the patch edits or ablations applied' : ''}.`,
+      intervened
+        ? 'The edits are too large for the model\'s float range; check the patch file or repair with a smaller margin.'
+        : 'The graph overflows its float range (an fp16 build of a large model does this): use an fp32 export, or fp16 weights with fp32 activations (mixed precision).',
+    );
+    this.name = 'NonFiniteLogits';
+  }
+}
+
+function scalarTensor(sc: ScalarInput, value: number): ort.Tensor {
+  const dims = sc.rank === 0 ? [] : [1];
+  return sc.type === 'int32' ? new ort.Tensor('int32', Int32Array.of(value), dims) : new ort.Tensor('int64', BigInt64Array.of(BigInt(value)), dims);
 }
 
 /**

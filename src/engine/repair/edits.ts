@@ -1,5 +1,5 @@
 // Value-vector edits while a repair is being solved (their sum with the active patches is patchset.ts's combine).
-import type { NeuronEdit, Patch } from '../types';
+import { NeuronpatchError, type NeuronEdit, type Patch } from '../types';
 
 export interface Edit {
   layer: number;
@@ -49,4 +49,21 @@ export function orthogonalize(v: Float64Array, basis: number[][]): Float64Array 
 
 export function toNeuronEdits(edits: Edit[]): NeuronEdit[] {
   return edits.map((e) => ({ layer: e.layer, neuron: e.neuron, delta: Array.from(e.delta) }));
+}
+
+/**
+ * A solver whose changes are no longer finite numbers has diverged (its linearization broke down, typically on an
+ * fp16 graph whose activations saturate): said as such, instead of the edits being dropped as empty.
+ * @throws NeuronpatchError naming the solver, the round and the neurons whose change is NaN or ±Infinity.
+ */
+export function assertFinite(edits: Edit[], solver: string, round: number): void {
+  const bad = edits.filter((e) => e.delta.some((v) => !Number.isFinite(v)));
+  if (!bad.length) return;
+  const largest = Math.max(0, ...edits.filter((e) => !bad.includes(e)).map((e) => Math.sqrt(e.delta.reduce((s, v) => s + v * v, 0))));
+  throw new NeuronpatchError(
+    `The ${solver} solver diverged in round ${round}: the change of ${bad.length} of ${edits.length} neuron(s) `
+      + `(${bad.slice(0, 3).map((e) => `L${e.layer}/${e.neuron}`).join(', ')}) is not finite`
+      + (largest ? `, the largest finite change has norm ${largest.toPrecision(3)}.` : '.'),
+    'No patch was made. Try the other method, a smaller --margin, or an fp32 export of the model (fp16 activations saturate).',
+  );
 }

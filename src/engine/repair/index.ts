@@ -12,7 +12,7 @@ import { contrast, logitLens } from '../trace/attribution';
 import { ablationEffects, trace } from '../trace/index';
 import { describePosition, repairTarget, teacherForce } from '../trace/teacher';
 import { NeuronpatchError, type Patch, type RepairCase, type RepairMethod, type RepairResult, type TraceResult } from '../types';
-import { accumulate, type Edit, toNeuronEdits } from './edits';
+import { accumulate, assertFinite, type Edit, toNeuronEdits } from './edits';
 import { solveJoint } from './joint';
 import { Cancelled, type SolveContext, solveMinimal } from './minimal';
 import { referenceStats } from './reference';
@@ -116,7 +116,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   }
   const held = await holdEarlierFixes(ctx, solved.edits, { prompt: c.prompt, desired }, produces, progress);
   // Confirmed exactly as the patch file will store it (deltas rounded to its precision).
-  const edits = prune(held.edits).map((e) => ({ ...e, delta: Float64Array.from(e.delta, roundValue) }));
+  const edits = prune(held.edits, solvedBy, solved.rounds).map((e) => ({ ...e, delta: Float64Array.from(e.delta, roundValue) }));
   const patched = combine(base, edits, d);
 
   progress('confirming by greedy generation');
@@ -224,7 +224,8 @@ async function earlierFixesHold(ctx: SolveContext, patched: LayerEdits): Promise
 }
 
 /** Drops edits too small to matter next to the largest one. */
-function prune(edits: Edit[]): Edit[] {
+function prune(edits: Edit[], solver: string, rounds: number): Edit[] {
+  assertFinite(edits, solver, rounds);
   const size = edits.map((e) => Math.sqrt(e.delta.reduce((s, v) => s + v * v, 0)));
   const max = Math.max(0, ...size);
   return edits.filter((_, i) => size[i] > 1e-4 * max);

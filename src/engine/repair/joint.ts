@@ -8,7 +8,7 @@ import { dot, row, solveSymmetric, topK } from '../linalg';
 import { contrast, valueProjections } from '../trace/attribution';
 import { teacherForce, weakPositions } from '../trace/teacher';
 import { combine } from '../patches/patchset';
-import { accumulate, type Edit, orthogonalize, priorDeltas } from './edits';
+import { accumulate, assertFinite, type Edit, orthogonalize, priorDeltas } from './edits';
 import { Cancelled, refFloor, type SolveContext, type SolveResult } from './minimal';
 
 const NEURONS_PER_TOKEN = 8;
@@ -101,6 +101,7 @@ export async function solveJoint(ctx: SolveContext): Promise<SolveResult> {
       if (prior.length) delta = orthogonalize(delta, prior);
       edits = accumulate(edits, n.layer, n.neuron, delta);
     });
+    assertFinite(edits, 'joint', rounds + 1);
     ctx.log?.(`round ${rounds + 1}: ${T} failing positions, ${k} neurons in layers ${chosenLayers.join(', ')}`);
   }
   const f = await teacherForce(model, target, combine(ctx.base, edits, d));

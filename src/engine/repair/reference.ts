@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { writeFileAtomic } from '../atomic';
 import { preparePrompt } from '../generate';
 import type { LoadedModel } from '../model/load';
-import { leftPad } from '../model/session';
+import { padRows } from '../model/session';
 import { Gram } from './steer';
 
 const BATCH = 8;
@@ -45,7 +45,7 @@ export async function referenceStats(model: LoadedModel, prompts: string[]): Pro
   try {
     for (let i = 0; i < prompts.length; i += BATCH) {
       const rows = prompts.slice(i, i + BATCH).map((p) => preparePrompt(model, p, 1, false).ids);
-      const { ids, mask, width } = leftPad(rows);
+      const { ids, mask, width, start } = padRows(model.graph, rows);
       const res = await model.session.forward({ ids, mask, activations: all });
       const real = rows.reduce((s, r) => s + r.length, 0);
       count += real;
@@ -54,7 +54,7 @@ export async function referenceStats(model: LoadedModel, prompts: string[]): Pro
         const picked = new Float32Array(real * m);
         let at = 0;
         rows.forEach((r, b) => {
-          const from = (b * width + width - r.length) * m;
+          const from = (b * width + start[b]) * m;
           picked.set(z.subarray(from, from + r.length * m), at);
           at += r.length * m;
         });

@@ -3,7 +3,7 @@
 import { DEFAULT_MAX_NEW_TOKENS, generateBatched, preparePrompt } from '../generate';
 import { logSoftmax } from '../linalg';
 import type { LoadedModel } from '../model/load';
-import { type LayerEdits, leftPad } from '../model/session';
+import { type LayerEdits, padRows } from '../model/session';
 import { logitRows, positionStates } from '../trace/teacher';
 import { NeuronpatchError, type RepairCaseVariant } from '../types';
 
@@ -44,8 +44,8 @@ export async function linesAfter(model: LoadedModel, prompts: string[], before: 
       const targets = before[i + k].tokens;
       return { at: i + k, prepared, targets, input: [...prepared.ids, ...targets.slice(0, -1)] };
     });
-    const { ids, mask, width } = leftPad(rows.map((r) => r.input));
-    const first = rows.map((r) => width - r.input.length + r.prepared.ids.length - 1);
+    const { ids, mask, start } = padRows(model.graph, rows.map((r) => r.input));
+    const first = rows.map((r, b) => start[b] + r.prepared.ids.length - 1);
     const res = await model.session.forward({ ids, mask, edits, logitsFrom: Math.min(...first) });
     rows.forEach((r, b) => {
       const target = { prepared: r.prepared, targets: r.targets, first: first[b], input: r.input, lineEnd: false };
@@ -70,13 +70,13 @@ export async function nextTokenShift(model: LoadedModel, prompts: string[], befo
   let same = 0;
   for (let i = 0; i < prompts.length; i += BATCH) {
     const rows = prompts.slice(i, i + BATCH).map((p) => preparePrompt(model, p, 1).ids);
-    const { ids, mask, width } = leftPad(rows);
+    const { ids, mask, width, start } = padRows(model.graph, rows);
     const [a, b] = await Promise.all([
       model.session.forward({ ids, mask, edits: before }),
       model.session.forward({ ids, mask, edits: after }),
     ]);
     for (let r = 0; r < rows.length; r++) {
-      const off = (r * width + width - 1) * V;
+      const off = (r * width + start[r] + rows[r].length - 1) * V;
       const p = logSoftmax(a.logits, off, V);
       const q = logSoftmax(b.logits, off, V);
       let kl = 0;
