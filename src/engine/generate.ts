@@ -3,6 +3,7 @@
 // are left-padded and decoded together.
 import type { LoadedModel } from './model/load';
 import { type LayerEdits, leftPad } from './model/session';
+import { eolOf, toLf, withEol } from './eol';
 import { mulberry32 } from './random';
 import { type Completion, type GeneratedToken, NeuronpatchError } from './types';
 
@@ -38,8 +39,9 @@ const WORD_CHAR = /[\p{L}\p{N}_]/u;
  * Token healing: back off the last token (and the tokens before it while they continue the same word), so that
  * decoding can pick the token the model would have used across the boundary (`\n` + indentation, ` else`).
  */
-export function preparePrompt(model: LoadedModel, prompt: string, maxNewTokens: number, heal = true): PreparedPrompt {
+export function preparePrompt(model: LoadedModel, original: string, maxNewTokens: number, heal = true): PreparedPrompt {
   const tok = model.tokenizer;
+  const prompt = toLf(original);
   let ids = tok.encode(prompt);
   let healed = '';
   let healedTokens = 0;
@@ -126,6 +128,12 @@ function visible(full: string, healed: string, multiline: boolean): { text: stri
  * there, prompts of equal token length are decoded together, each group on its own.
  */
 export async function generate(model: LoadedModel, prompts: string[], opts: GenerateOptions = {}): Promise<Completion[]> {
+  // The model reads LF; a CRLF prompt's completion is given back in CRLF.
+  const done = await decodeGroups(model, prompts.map(toLf), opts);
+  return done.map((c, i) => (eolOf(prompts[i]) === '\n' ? c : { ...c, completion: withEol(c.completion, eolOf(prompts[i])) }));
+}
+
+async function decodeGroups(model: LoadedModel, prompts: string[], opts: GenerateOptions): Promise<Completion[]> {
   if (model.graph.inputs.positions || prompts.length < 2) return decode(model, prompts, opts);
   const maxNew = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
   const groups = new Map<number, number[]>();

@@ -4,7 +4,7 @@
 import * as vscode from 'vscode';
 import type { Ctx } from './ctx';
 import { errorMessage } from './model';
-import { abortSignal, atLineEnd, promptAt, sleep } from './prompt';
+import { abortSignal, atLineEnd, inDocumentEol, promptAt, sleep } from './prompt';
 
 export interface AcceptedCompletion {
   uri: string;
@@ -45,7 +45,7 @@ export class CompletionProvider implements vscode.InlineCompletionItemProvider {
           patches: patches.active(),
           signal: mine.signal,
         });
-        text = out.completion;
+        text = inDocumentEol(doc, out.completion);
         log.info(
           `completion ${vscode.workspace.asRelativePath(doc.uri)}:${pos.line + 1}:${pos.character + 1} ` +
             `(${patches.active().length} patches, ${Math.round(out.ms)} ms): ${JSON.stringify(text)}`,
@@ -79,7 +79,7 @@ export class CompletionProvider implements vscode.InlineCompletionItemProvider {
       patches: this.ctx.patches.active(),
       signal,
     });
-    return out.completion;
+    return inDocumentEol(doc, out.completion);
   }
 
   private remember(key: string, text: string): void {

@@ -16,6 +16,15 @@ export function promptAt(doc: vscode.TextDocument, pos: vscode.Position): string
   return text;
 }
 
+/**
+ * A completion in the document's own line ending: the engine reads and writes LF (and gives a CRLF prompt's
+ * completion back in CRLF), but a prompt of one line does not show the document's ending.
+ */
+export function inDocumentEol(doc: vscode.TextDocument, text: string): string {
+  const lf = text.replace(/\r\n?/g, '\n');
+  return doc.eol === vscode.EndOfLine.CRLF ? lf.replace(/\n/g, '\r\n') : lf;
+}
+
 /** `file.py:12:8` for headers and logs. */
 export function describePosition(doc: vscode.TextDocument, pos: vscode.Position): string {
   return `${vscode.workspace.asRelativePath(doc.uri)}:${pos.line + 1}:${pos.character + 1}`;

@@ -9,7 +9,7 @@ import { after, describe, test, type TestContext } from 'node:test';
 import { loadModel, type Model, repair, trace } from '../../src/engine';
 import { generate, preparePrompt } from '../../src/engine/generate';
 import { linesAfter, greedyLines, nextTokenShift } from '../../src/engine/repair/verify';
-import { maxAbsDiff, plainFeeds, plainSession, floats, sharedFixtures, testCacheDir } from '../helpers/models';
+import { floats, maxAbsDiff, plainFeeds, plainSession, root, sharedFixtures, testCacheDir } from '../helpers/models';
 
 const inputs = path.join(sharedFixtures, 'inputs');
 const models = new Map<string, Promise<Model>>();
@@ -160,5 +160,29 @@ describe('starcoder-fused-kv: past_key_values.N.key_value', () => {
     assert.ok(r.success, `repaired: ${JSON.stringify(r.after)}`);
     assert.equal((await m.generate(prompt, { patches: [r.patch] })).completion, desired);
     t.diagnostic(`starcoder-fused-kv: max |logit − PyTorch| ${diff.toExponential(2)}; repair ${r.patch.edits.length} neuron(s)`);
+  });
+});
+
+describe('crlf-prompt: CRLF documents get the LF completions, in CRLF', () => {
+  const dir = path.join(inputs, 'crlf-prompt');
+  test('the same completions as LF, given back in the prompt\'s own line ending; nothing to repair on the \\r', async (t) => {
+    if (!fs.existsSync(dir)) return t.skip('../shared/fixtures/inputs/crlf-prompt is absent');
+    const m = await inputModel(t, path.join(root, 'models', 'demo'));
+    if (!m) return;
+    const lf = fs.readFileSync(path.join(dir, 'prompt-lf.py'), 'utf8');
+    const crlf = fs.readFileSync(path.join(dir, 'prompt-crlf.py'), 'utf8');
+    assert.ok(crlf.includes('\r\n'));
+    const a = await m.generate(lf);
+    assert.equal((await m.generate(crlf)).completion, a.completion);
+    assert.equal(a.completion, '        return 1');
+    const multi = await m.generate(lf, { multiline: true, maxNewTokens: 24 });
+    const multiCrlf = await m.generate(crlf, { multiline: true, maxNewTokens: 24 });
+    assert.equal(multiCrlf.completion, multi.completion.replace(/\n/g, '\r\n'), 'a multi-line completion comes back in CRLF');
+    const lfLines = (await m.generateMany(readPrompts(path.join(dir, 'regression30-lf.jsonl')))).map((c) => c.completion);
+    const crlfLines = (await m.generateMany(readPrompts(path.join(dir, 'regression30-crlf.jsonl')))).map((c) => c.completion);
+    assert.deepEqual(crlfLines, lfLines);
+    const tr = await trace(m, { prompt: crlf, desired: a.completion });
+    assert.equal(tr.failing.length, 0, 'the CRLF prompt already produces the LF completion: no neuron is spent on \\r');
+    t.diagnostic(`crlf: ${crlfLines.filter((l) => !l.trim()).length} of 30 CRLF regression lines blank, ${lfLines.filter((l) => !l.trim()).length} LF; ${crlfLines.filter((l, i) => l === lfLines[i]).length}/30 identical`);
   });
 });

@@ -1,5 +1,6 @@
 // Teacher forcing: feed prompt + desired text, read the argmax at every position of the desired text exactly as
 // greedy decoding would (healing constraint included), and report where the model and the desired text part.
+import { toLf } from '../eol';
 import { healingMask, preparePrompt, type PreparedPrompt } from '../generate';
 import { logSoftmax } from '../linalg';
 import type { LoadedModel } from '../model/load';
@@ -37,8 +38,9 @@ export function checkDesired(desired: string): string {
   return text;
 }
 
-export function repairTarget(model: LoadedModel, prompt: string, desired: string, lineEnd = true, reserve = 64): RepairTarget {
+export function repairTarget(model: LoadedModel, original: string, desired: string, lineEnd = true, reserve = 64): RepairTarget {
   const text = checkDesired(desired);
+  const prompt = toLf(original);
   const tok = model.tokenizer;
   const prepared = preparePrompt(model, prompt, reserve, true);
   const end = lineEnd ? '\n' : '';
