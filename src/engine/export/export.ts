@@ -172,6 +172,8 @@ export async function exportPatched(opts: ExportOptions): Promise<ExportResult> 
     const files = await listFiles(temp);
     for (const f of files) await syncFile(path.join(temp, f));
     if (outState === 'empty') await fs.rmdir(outDir);
+    // mkdtemp makes a private (0700) folder: the exported one gets the umask's normal mode, as mkdir would give.
+    await fs.chmod(temp, 0o777 & ~process.umask());
     await fs.rename(temp, outDir);
     await syncDirectory(path.dirname(outDir));
     return { outDir, files };

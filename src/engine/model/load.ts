@@ -1,6 +1,6 @@
 // Model folder → recognised, instrumented, running model. The instrumented graph is cached on disk, keyed by the
 // source model's hash, so the surgery runs once per model version.
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
@@ -115,10 +115,13 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
       const target = path.join(cacheDir, f);
       if (existsSync(target)) unlinkSync(target);
       mkdirSync(path.dirname(target), { recursive: true });
+      // Through real paths: a hub-cache snapshot's file is a relative link into ../../blobs, and a hard link of the
+      // link itself would mean nothing in the cache folder.
+      const real = realpathSync(path.join(baseDir, f));
       try {
-        linkSync(path.join(baseDir, f), target);
+        linkSync(real, target);
       } catch {
-        copyFileSync(path.join(baseDir, f), target);
+        copyFileSync(real, target);
       }
     }
     await writeFileAtomic(file, onnx.ModelProto.encode(out.model as onnx.ModelProto).finish());
