@@ -212,6 +212,7 @@ export function plainFeeds(session: ort.InferenceSession, ids: number[][], mask?
     if (meta.name === 'input_ids') feeds[meta.name] = indexTensor(meta.type, ids);
     else if (meta.name === 'attention_mask') feeds[meta.name] = indexTensor(meta.type, m);
     else if (meta.name === 'position_ids') feeds[meta.name] = indexTensor(meta.type, positions);
+    else if (meta.name === 'use_cache_branch') feeds[meta.name] = new ort.Tensor('bool', [false], [1]);  // a merged decoder's no-past branch
     else if (/^(num_)?logits_to_keep$/.test(meta.name)) {
       // 0: every position's logits.
       const dims = meta.shape.length ? [1] : [];

@@ -12,6 +12,7 @@ import { type ModelInfo, NeuronpatchError } from '../types';
 import { extent, type ModelGraph } from './graph';
 import { hashFiles, openFolder } from './folder';
 import { instrument } from './instrument';
+import { liftMerged } from './merged';
 import { recognise } from './recognise';
 import { specialTokens } from './special';
 import { InstrumentedSession } from './session';
@@ -73,7 +74,9 @@ function checkExternalSizes(model: onnx.IModelProto, baseDir: string): void {
 export async function loadModel(folder: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const log = opts.log ?? (() => undefined);
   const mf = openFolder(folder);
-  const proto = await loadModelProto(mf.onnxPath);
+  // A merged decoder (If on use_cache_branch) is read through its with-past branch.
+  const { model: proto, lifted } = liftMerged(await loadModelProto(mf.onnxPath));
+  if (lifted) log(`${path.basename(mf.onnxPath)} is a merged decoder: running its with-past branch (${lifted}) with an empty cache on the first step`);
   const baseDir = path.dirname(mf.onnxPath);
   const external = externalFiles(proto);
   for (const f of external) {

@@ -274,12 +274,9 @@ function scalarInputs(g: onnx.IGraphProto, known: string[]): ScalarInput[] {
     else unknown.push(name);
   }
   if (unknown.length) {
-    const merged = unknown.includes('use_cache_branch');
     throw new NeuronpatchError(
       `The graph has input(s) neuronpatch does not know how to feed: ${unknown.slice(0, 4).map((n) => JSON.stringify(n.slice(0, 80))).join(', ')}.`,
-      merged
-        ? 'This is a merged decoder (If on use_cache_branch) whose branches could not be read; export the model with past (decoder_with_past_model.onnx) or without merging.'
-        : 'Known extra inputs: num_logits_to_keep / logits_to_keep. Re-export the decoder with input_ids, attention_mask, position_ids and the KV cache only.',
+      'Known extra inputs: num_logits_to_keep / logits_to_keep (and use_cache_branch of a merged decoder). Re-export the decoder with input_ids, attention_mask, position_ids and the KV cache only.',
     );
   }
   return scalars;

@@ -1,0 +1,149 @@
+// The layouts and inputs of real exports, built from the repository's own fixtures by tools/inputs/make_inputs.py
+// (test/inputs/), so that a clean checkout tests them: a merged decoder (If on use_cache_branch), StarCoder's fused
+// KV cache, a graph without position_ids, the logits_to_keep input, logits that overflow. The shared folders of the
+// same kinds (../shared/fixtures/inputs, formats/demo-merged) are tested where present.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, describe, test, type TestContext } from 'node:test';
+import { loadModel, type Model, repair, trace } from '../../src/engine';
+import { exportPatched } from '../../src/engine/export/export';
+import { preparePrompt } from '../../src/engine/generate';
+import { patchSet } from '../../src/engine/patches/patchset';
+import { floats, maxAbsDiff, plainFeeds, plainSession, root, sharedFixtures, tempDir, testCacheDir } from '../helpers/models';
+
+const built = path.join(root, 'test', 'inputs');
+const models = new Map<string, Promise<Model>>();
+after(async () => {
+  for (const p of models.values()) await (await p.catch(() => undefined))?.dispose();
+});
+
+async function open(t: TestContext, dir: string): Promise<Model | undefined> {
+  if (!fs.existsSync(dir)) {
+    t.skip(`${path.relative(root, dir)} is absent (${dir.startsWith(built) ? 'write it with /usr/bin/python3 tools/inputs/make_inputs.py' : '../shared/fixtures exists only beside the project\'s own checkouts'})`);
+    return undefined;
+  }
+  let p = models.get(dir);
+  if (!p) models.set(dir, (p = loadModel(dir, { cacheDir: testCacheDir() })));
+  return p;
+}
+
+/** Logits of the plain onnxruntime session on the original file ([batch, seq, V], no engine). */
+async function plainLogits(file: string, ids: number[][]): Promise<Float32Array> {
+  const s = await plainSession(file);
+  return floats((await s.run(plainFeeds(s, ids), ['logits'])).logits);
+}
+
+/** Greedy ids from a plain loop on the original file: the whole sequence every step, no cache. */
+async function plainGreedy(file: string, ids: number[], steps: number, eos: number[]): Promise<number[]> {
+  const seq = [...ids];
+  const out: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const logits = await plainLogits(file, [seq]);
+    const V = logits.length / seq.length;
+    let best = 0;
+    for (let v = 1; v < V; v++) if (logits[(seq.length - 1) * V + v] > logits[(seq.length - 1) * V + best]) best = v;
+    out.push(best);
+    seq.push(best);
+    if (eos.includes(best)) break;
+  }
+  return out;
+}
+
+const ids = (m: Model, n: number, seed: number): number[] => Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729) % Math.min(m.info.vocab, 320));
+const PROMPT = 'def add(a, b):\n    return';
+
+/** Neutral instrumentation = the plain session; --no-heal decoding = a plain greedy loop. */
+async function sameAsPlain(t: TestContext, m: Model, tol: number): Promise<void> {
+  const rows = [ids(m, 12, 1), ids(m, 12, 2)];
+  const engine = (await m.loaded.session.forward({ ids: rows })).logits;
+  const diff = maxAbsDiff(engine, await plainLogits(m.loaded.onnxPath, rows));
+  assert.ok(diff < tol, `max |engine − plain| = ${diff}`);
+  const c = await m.generate(PROMPT, { heal: false, maxNewTokens: 8, multiline: true });
+  const plain = await plainGreedy(m.loaded.onnxPath, preparePrompt(m.loaded, PROMPT, 8, false).ids, 8, m.info.eosTokenIds);
+  assert.deepEqual(c.tokens.map((x) => x.id), plain, 'KV-cached decoding = the plain loop');
+  t.diagnostic(`${path.basename(m.info.folder)}: max |engine − plain| ${diff.toExponential(2)}; greedy ${JSON.stringify(c.completion)} = plain loop`);
+}
+
+/** A trace and a repair succeed; the patch reproduces; export bakes it into a folder that gives the patched logits. */
+async function repairsAndExports(t: TestContext, m: Model, desired: string): Promise<void> {
+  const tr = await trace(m, { prompt: PROMPT, desired });
+  assert.ok(tr.at, 'a failing position is traced');
+  const r = await repair(m, { prompt: PROMPT, desired }, { analyse: false });
+  assert.ok(r.success, `repaired: ${JSON.stringify(r.after)}`);
+  assert.equal((await m.generate(PROMPT, { patches: [r.patch] })).completion, desired);
+  const out = path.join(tempDir('export'), 'patched');
+  await exportPatched({ sourceFolder: m.info.folder, onnxPath: m.loaded.onnxPath, graph: m.loaded.graph, patches: [r.patch], outDir: out });
+  const exported = await loadModel(out, { cacheDir: testCacheDir() });
+  try {
+    const rows = [preparePrompt(m.loaded, PROMPT, 1, false).ids];
+    const patched = (await m.loaded.session.forward({ ids: rows, edits: patchSet([r.patch], m.info.width) })).logits;
+    const baked = (await exported.loaded.session.forward({ ids: rows })).logits;
+    const diff = maxAbsDiff(patched, baked);
+    assert.ok(diff < 1e-4, `exported logits differ from the patched ones by ${diff}`);
+    assert.equal((await exported.generate(PROMPT)).completion, desired);
+    t.diagnostic(`${path.basename(m.info.folder)}: repair ${r.patch.edits.length} neuron(s), export max |Δlogit| ${diff.toExponential(2)}`);
+  } finally {
+    await exported.dispose();
+  }
+}
+
+for (const dir of [path.join(built, 'tiny-qwen2-merged'), path.join(sharedFixtures, 'formats', 'demo-merged')]) {
+  describe(`merged decoder: ${path.relative(path.dirname(path.dirname(dir)), dir)}`, () => {
+    test('loads through its with-past branch, decodes as the no-past branch\'s plain loop, traces, repairs, exports', async (t) => {
+      const m = await open(t, dir);
+      if (!m) return;
+      assert.match(m.loaded.onnxPath, /decoder_model_merged\.onnx$/);
+      await sameAsPlain(t, m, 1e-4);
+      await repairsAndExports(t, m, ' a + b');
+    });
+  });
+}
+
+describe('fused KV cache (tiny-starcoder-fused-kv)', () => {
+  test('loads, decodes as the plain loop, traces, repairs, exports', async (t) => {
+    const m = await open(t, path.join(built, 'tiny-starcoder-fused-kv'));
+    if (!m) return;
+    assert.equal(m.loaded.graph.cache.kind, 'fused');
+    await sameAsPlain(t, m, 1e-4);
+    await repairsAndExports(t, m, ' a + b');
+  });
+});
+
+describe('logits_to_keep (tiny-codegen-logits-to-keep)', () => {
+  test('the scalar is fed: the plain session\'s logits, the plain loop, a trace and a repair', async (t) => {
+    const m = await open(t, path.join(built, 'tiny-codegen-logits-to-keep'));
+    if (!m) return;
+    assert.deepEqual(m.loaded.graph.scalars?.map((s) => s.name), ['logits_to_keep']);
+    await sameAsPlain(t, m, 1e-4);
+    await repairsAndExports(t, m, ' a + b');
+  });
+});
+
+describe('no position_ids (tiny-gpt-neox-no-positions)', () => {
+  test('batched decoding of prompts of different lengths = one at a time', async (t) => {
+    const m = await open(t, path.join(built, 'tiny-gpt-neox-no-positions'));
+    if (!m) return;
+    assert.equal(m.loaded.graph.inputs.positions, undefined);
+    await sameAsPlain(t, m, 1e-4);
+    const prompts = ['def f(x):\n    return', 'import os\n', 'class A:\n    def __init__(self):\n        self.', 'x = 1\ny =', 'for i in range(10):\n    print(', 'if x:\n    pass\nelse:\n'];
+    const batched = (await m.generateMany(prompts)).map((c) => c.completion);
+    const single: string[] = [];
+    for (const p of prompts) single.push((await m.generate(p)).completion);
+    assert.deepEqual(batched, single);
+    t.diagnostic(`tiny-gpt-neox-no-positions: batched vs single ${batched.filter((b, i) => b === single[i]).length}/${prompts.length}`);
+    // A left-padded row is refused at the session, not silently shifted.
+    await assert.rejects(m.loaded.session.forward({ ids: [[1, 2, 3], [0, 4, 5]], mask: [[1, 1, 1], [0, 1, 1]] }), /without position_ids/);
+  });
+});
+
+describe('non-finite logits (tiny-gpt-neox-overflow)', () => {
+  test('generate, trace and repair refuse before decoding, naming the overflow', async (t) => {
+    const m = await open(t, path.join(built, 'tiny-gpt-neox-overflow'));
+    if (!m) return;
+    const clear = (e: Error) => /logits are not finite/.test(e.message);
+    await assert.rejects(m.generate(PROMPT), clear);
+    await assert.rejects(trace(m, { prompt: PROMPT, desired: ' a + b' }), clear);
+    await assert.rejects(repair(m, { prompt: PROMPT, desired: ' a + b' }, { analyse: false }), clear);
+  });
+});
