@@ -2,6 +2,7 @@
 // at a token budget or at end of sequence, with patches applied through the graph's inputs. Prompts of a batch
 // are left-padded and decoded together.
 import type { LoadedModel } from './model/load';
+import { padsLeft } from './model/graph';
 import { type LayerEdits, leftPad } from './model/session';
 import { eolOf, toLf, withEol } from './eol';
 import { mulberry32 } from './random';
@@ -124,8 +125,8 @@ function visible(full: string, healed: string, multiline: boolean): { text: stri
 
 /**
  * Greedy or sampled completions of `prompts`, decoded together: left-padded to one width, one KV cache. A graph
- * without `position_ids` numbers every row's slots from 0, so padding would shift a shorter prompt's positions:
- * there, prompts of equal token length are decoded together, each group on its own.
+ * that cannot take left padding (no `position_ids`: it numbers every row's slots from 0; GroupQueryAttention)
+ * decodes prompts of equal token length together, each group on its own.
  */
 export async function generate(model: LoadedModel, prompts: string[], opts: GenerateOptions = {}): Promise<Completion[]> {
   // The model reads LF; a CRLF prompt's completion is given back in CRLF.
@@ -134,7 +135,7 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
 }
 
 async function decodeGroups(model: LoadedModel, prompts: string[], opts: GenerateOptions): Promise<Completion[]> {
-  if (model.graph.inputs.positions || prompts.length < 2) return decode(model, prompts, opts);
+  if (padsLeft(model.graph) || prompts.length < 2) return decode(model, prompts, opts);
   const maxNew = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
   const groups = new Map<number, number[]>();
   prompts.forEach((p, i) => {

@@ -147,3 +147,18 @@ describe('non-finite logits (tiny-gpt-neox-overflow)', () => {
     await assert.rejects(repair(m, { prompt: PROMPT, desired: ' a + b' }, { analyse: false }), clear);
   });
 });
+
+describe('GroupQueryAttention (tiny-gqa-llama, onnxruntime-genai\'s CPU layout)', () => {
+  test('decodes as the plain loop, batched = single, traces, repairs, exports', async (t) => {
+    const m = await open(t, path.join(built, 'tiny-gqa-llama'));
+    if (!m) return;
+    assert.equal(m.loaded.graph.padding, 'right', 'seqlens_k puts each row first: never left-padded');
+    await sameAsPlain(t, m, 1e-4);
+    const prompts = ['def f(x):\n    return', 'import os\n', 'class A:\n    def __init__(self):\n        self.', 'x = 1\ny ='];
+    const batched = (await m.generateMany(prompts)).map((c) => c.completion);
+    const single: string[] = [];
+    for (const p of prompts) single.push((await m.generate(p)).completion);
+    assert.deepEqual(batched, single);
+    await repairsAndExports(t, m, ' a + b');
+  });
+});

@@ -15,6 +15,8 @@ specs, into one of these forms (each computes the same function as its source, e
   tiny-gpt-neox-no-positions/  no position_ids input: positions = past length + arange(seq), the same every row.
   tiny-codegen-logits-to-keep/ the required scalar input logits_to_keep (int64; 0 = all positions) slicing the
       hidden states before the lm_head, as newer transformers exports carry.
+  tiny-gqa-llama/              a LLaMA whose attention is com.microsoft.GroupQueryAttention (onnxruntime-genai's
+      CPU builds), written from the operator's spec in onnxruntime's ContribOperators.md; genai_config.json.
   tiny-gpt-neox-overflow/      the lm_head scaled by 1e38: logits overflow to +-inf (what fp16 builds of large models
       do in float16), for the engine's refusal.
 
@@ -194,6 +196,104 @@ def overflow(src: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
+def gqa_llama(out_dir: str) -> None:
+    """A LLaMA-style decoder whose attention is com.microsoft.GroupQueryAttention, as onnxruntime-genai's CPU builds
+    make it: seqlens_k = sum(attention_mask) - 1 and total_sequence_length from the mask (int32), rotary inside
+    the op (do_rotary, cos/sin caches), no position_ids input, 4 query heads over 2 KV heads; RMSNorm decomposed,
+    SiLU-gated MLP with Hugging Face node names, random weights (N(0, 1/fan_in), seed 12)."""
+    rng = np.random.default_rng(12)
+    d, heads, kv_heads, m, layers, vocab, ctx = 64, 4, 2, 128, 2, 320, 128  # the op wants head_size % 16 == 0
+    hd = d // heads
+    inits, nodes = [], []
+
+    def w(name, shape, scale=None):
+        a = rng.normal(0, scale if scale is not None else 1 / np.sqrt(shape[0]), shape).astype(np.float32)
+        inits.append(numpy_helper.from_array(a, name))
+        return name
+
+    def rms(x, name, prefix):
+        g = numpy_helper.from_array((1 + rng.normal(0, 0.1, d)).astype(np.float32), f'{name}.weight')
+        inits.append(g)
+        nodes.extend([
+            helper.make_node('Pow', [x, 'c_two'], [f'{prefix}/Pow_output_0'], name=f'{prefix}/Pow'),
+            helper.make_node('ReduceMean', [f'{prefix}/Pow_output_0'], [f'{prefix}/ReduceMean_output_0'], name=f'{prefix}/ReduceMean', axes=[-1], keepdims=1),
+            helper.make_node('Add', [f'{prefix}/ReduceMean_output_0', 'c_eps'], [f'{prefix}/Add_output_0'], name=f'{prefix}/Add'),
+            helper.make_node('Sqrt', [f'{prefix}/Add_output_0'], [f'{prefix}/Sqrt_output_0'], name=f'{prefix}/Sqrt'),
+            helper.make_node('Div', [x, f'{prefix}/Sqrt_output_0'], [f'{prefix}/Div_output_0'], name=f'{prefix}/Div'),
+            helper.make_node('Mul', [f'{prefix}/Div_output_0', f'{name}.weight'], [f'{prefix}/Mul_output_0'], name=f'{prefix}/Mul'),
+        ])
+        return f'{prefix}/Mul_output_0'
+
+    inits += [numpy_helper.from_array(np.array(2, np.float32), 'c_two'), numpy_helper.from_array(np.array(1e-6, np.float32), 'c_eps'),
+              const_i64('c_axes1', [1]), const_i64('c_one', [1]), const_i64('c_idx1', 1)]
+    inv = 1.0 / (10000 ** (np.arange(0, hd, 2, dtype=np.float32) / hd))
+    freqs = np.outer(np.arange(ctx, dtype=np.float32), inv)
+    inits += [numpy_helper.from_array(np.cos(freqs).astype(np.float32), 'cos_cache'), numpy_helper.from_array(np.sin(freqs).astype(np.float32), 'sin_cache')]
+    w('model.embed_tokens.weight', [vocab, d], 1.0)
+    nodes += [
+        helper.make_node('Gather', ['model.embed_tokens.weight', 'input_ids'], ['/model/embed_tokens/Gather_output_0'], name='/model/embed_tokens/Gather'),
+        # seqlens_k = sum(mask) - 1, total_sequence_length = mask width: int32, as the op wants them.
+        helper.make_node('ReduceSum', ['attention_mask', 'c_axes1'], ['/model/attn_mask_reformat/ReduceSum_output_0'], name='/model/attn_mask_reformat/ReduceSum', keepdims=0),
+        helper.make_node('Sub', ['/model/attn_mask_reformat/ReduceSum_output_0', 'c_one'], ['/model/attn_mask_reformat/Sub_output_0'], name='/model/attn_mask_reformat/Sub'),
+        helper.make_node('Cast', ['/model/attn_mask_reformat/Sub_output_0'], ['seqlens_k'], name='/model/attn_mask_reformat/Cast', to=TensorProto.INT32),
+        helper.make_node('Shape', ['attention_mask'], ['/model/attn_mask_reformat/Shape_output_0'], name='/model/attn_mask_reformat/Shape'),
+        helper.make_node('Gather', ['/model/attn_mask_reformat/Shape_output_0', 'c_idx1'], ['/model/attn_mask_reformat/Gather_output_0'], name='/model/attn_mask_reformat/Gather'),
+        helper.make_node('Cast', ['/model/attn_mask_reformat/Gather_output_0'], ['total_seq_len'], name='/model/attn_mask_reformat/Cast_1', to=TensorProto.INT32),
+    ]
+    x = '/model/embed_tokens/Gather_output_0'
+    inputs = [helper.make_tensor_value_info('input_ids', TensorProto.INT64, ['batch_size', 'sequence_length']),
+              helper.make_tensor_value_info('attention_mask', TensorProto.INT64, ['batch_size', 'total_sequence_length'])]
+    outputs = [helper.make_tensor_value_info('logits', TensorProto.FLOAT, ['batch_size', 'sequence_length', vocab])]
+    for L in range(layers):
+        p = f'/model/layers.{L}'
+        h = rms(x, f'model.layers.{L}.input_layernorm', f'{p}/input_layernorm')
+        for proj, width in (('q_proj', d), ('k_proj', kv_heads * hd), ('v_proj', kv_heads * hd)):
+            nodes.append(helper.make_node('MatMul', [h, w(f'model.layers.{L}.self_attn.{proj}.MatMul.weight', [d, width])], [f'{p}/self_attn/{proj}/MatMul_output_0'], name=f'{p}/self_attn/{proj}/MatMul'))
+        pk, pv = f'past_key_values.{L}.key', f'past_key_values.{L}.value'
+        inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ['batch_size', kv_heads, 'past_sequence_length', hd]) for n in (pk, pv)]
+        outputs += [helper.make_tensor_value_info(f'present.{L}.{n}', TensorProto.FLOAT, ['batch_size', kv_heads, 'total_sequence_length', hd]) for n in ('key', 'value')]
+        nodes.append(helper.make_node(
+            'GroupQueryAttention',
+            [f'{p}/self_attn/q_proj/MatMul_output_0', f'{p}/self_attn/k_proj/MatMul_output_0', f'{p}/self_attn/v_proj/MatMul_output_0', pk, pv, 'seqlens_k', 'total_seq_len', 'cos_cache', 'sin_cache'],
+            [f'{p}/self_attn/GroupQueryAttention_output_0', f'present.{L}.key', f'present.{L}.value'],
+            name=f'{p}/self_attn/GroupQueryAttention', domain='com.microsoft', num_heads=heads, kv_num_heads=kv_heads, do_rotary=1, rotary_interleaved=0))
+        nodes += [
+            helper.make_node('MatMul', [f'{p}/self_attn/GroupQueryAttention_output_0', w(f'model.layers.{L}.self_attn.o_proj.MatMul.weight', [d, d])], [f'{p}/self_attn/o_proj/MatMul_output_0'], name=f'{p}/self_attn/o_proj/MatMul'),
+            helper.make_node('Add', [x, f'{p}/self_attn/o_proj/MatMul_output_0'], [f'{p}/Add_output_0'], name=f'{p}/Add'),
+        ]
+        h2 = rms(f'{p}/Add_output_0', f'model.layers.{L}.post_attention_layernorm', f'{p}/post_attention_layernorm')
+        nodes += [
+            helper.make_node('MatMul', [h2, w(f'model.layers.{L}.mlp.gate_proj.MatMul.weight', [d, m])], [f'{p}/mlp/gate_proj/MatMul_output_0'], name=f'{p}/mlp/gate_proj/MatMul'),
+            helper.make_node('Sigmoid', [f'{p}/mlp/gate_proj/MatMul_output_0'], [f'{p}/mlp/act_fn/Sigmoid_output_0'], name=f'{p}/mlp/act_fn/Sigmoid'),
+            helper.make_node('Mul', [f'{p}/mlp/gate_proj/MatMul_output_0', f'{p}/mlp/act_fn/Sigmoid_output_0'], [f'{p}/mlp/act_fn/Mul_output_0'], name=f'{p}/mlp/act_fn/Mul'),
+            helper.make_node('MatMul', [h2, w(f'model.layers.{L}.mlp.up_proj.MatMul.weight', [d, m])], [f'{p}/mlp/up_proj/MatMul_output_0'], name=f'{p}/mlp/up_proj/MatMul'),
+            helper.make_node('Mul', [f'{p}/mlp/act_fn/Mul_output_0', f'{p}/mlp/up_proj/MatMul_output_0'], [f'{p}/mlp/Mul_output_0'], name=f'{p}/mlp/Mul'),
+            helper.make_node('MatMul', [f'{p}/mlp/Mul_output_0', w(f'model.layers.{L}.mlp.down_proj.MatMul.weight', [m, d])], [f'{p}/mlp/down_proj/MatMul_output_0'], name=f'{p}/mlp/down_proj/MatMul'),
+            helper.make_node('Add', [f'{p}/Add_output_0', f'{p}/mlp/down_proj/MatMul_output_0'], [f'{p}/Add_1_output_0'], name=f'{p}/Add_1'),
+        ]
+        x = f'{p}/Add_1_output_0'
+    h = rms(x, 'model.norm', '/model/norm')
+    nodes.append(helper.make_node('MatMul', [h, w('lm_head.MatMul.weight', [d, vocab])], ['logits'], name='/lm_head/MatMul'))
+    graph = helper.make_graph(nodes, 'gqa-llama', inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17), helper.make_opsetid('com.microsoft', 1)], producer_name='neuronpatch tools/inputs')
+    model.ir_version = 8
+    copy_folder(os.path.join(FIXTURES, 'tiny-qwen2'), out_dir)
+    os.remove(os.path.join(out_dir, 'config.json'))
+    onnx.save(model, os.path.join(out_dir, 'model.onnx'))
+    import json
+    with open(os.path.join(out_dir, 'genai_config.json'), 'w') as f:
+        json.dump({'model': {'type': 'llama', 'bos_token_id': 0, 'eos_token_id': 0, 'pad_token_id': 0, 'vocab_size': vocab, 'context_length': ctx,
+                             'decoder': {'filename': 'model.onnx', 'hidden_size': d, 'head_size': hd, 'num_attention_heads': heads,
+                                         'num_key_value_heads': kv_heads, 'num_hidden_layers': layers,
+                                         'inputs': {'input_ids': 'input_ids', 'attention_mask': 'attention_mask',
+                                                    'past_key_names': 'past_key_values.%d.key', 'past_value_names': 'past_key_values.%d.value'},
+                                         'outputs': {'logits': 'logits', 'present_key_names': 'present.%d.key', 'present_value_names': 'present.%d.value'}}}},
+                  f, indent=2)
+    with open(os.path.join(out_dir, 'SOURCE.md'), 'w') as f:
+        f.write('# tiny-gqa-llama\n\nWritten by `tools/inputs/make_inputs.py` (gqa_llama: ' + gqa_llama.__doc__.split(chr(10))[0] + ' ...); do not edit by hand. The tokenizer is test/fixtures/tiny-qwen2\'s.\n')
+    print(f'{out_dir}/model.onnx: {os.path.getsize(os.path.join(out_dir, "model.onnx"))} bytes')
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--out', default=os.path.join(ROOT, 'test', 'inputs'))
@@ -213,6 +313,7 @@ def main(argv=None) -> int:
         with open(os.path.join(dst, 'SOURCE.md'), 'w') as f:
             f.write(f'# {name}\n\nWritten by `tools/inputs/make_inputs.py` from `test/fixtures/{src_name}` ({fn.__doc__.strip().splitlines()[0] if fn.__doc__ else fn.__name__}); do not edit by hand.\n')
         print(f'{dst}/{rel}: {os.path.getsize(os.path.join(dst, rel))} bytes')
+    gqa_llama(os.path.join(args.out, 'tiny-gqa-llama'))
     return 0
 
 

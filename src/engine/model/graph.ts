@@ -82,9 +82,20 @@ export interface ModelGraph {
   /** Element type of activations, pasts and logits. */
   floatType: 'float32' | 'float16';
   inputs: { ids: string; mask?: string; positions?: string };
+  /**
+   * Where rows of a batch may be padded: 'left' where the graph takes per-row positions and a left-padded mask;
+   * 'right' where it cannot (no position_ids: positions count the padding; GroupQueryAttention: seqlens_k says
+   * each row's tokens start at slot 0). Absent in graphs recognised before it was: 'left' with position_ids.
+   */
+  padding?: 'left' | 'right';
   /** Extra scalar inputs and what to feed them (absent in graphs recognised before they were). */
   scalars?: ScalarInput[];
   logits: string;
   /** Input of the instrumented graph: the positions whose logits the lm_head computes (absent: all of them). */
   logitPositions?: string;
+}
+
+/** Whether rows of a batch may be left-padded (and so decoded together whatever their lengths). */
+export function padsLeft(graph: ModelGraph): boolean {
+  return graph.padding ? graph.padding === 'left' : !!graph.inputs.positions;
 }

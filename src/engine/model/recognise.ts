@@ -373,8 +373,11 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
   const floatType = inputType(cache.kind === 'pairs' ? cache.inputs[0].key : cache.inputs[0]) === FLOAT16 ? 'float16' : 'float32';
 
   const scalars = scalarInputs(g, [ids, mask, positions, ...cacheInputNames(cache)]);
+  // GroupQueryAttention reads each row's length from the mask (seqlens_k) and takes its tokens from slot 0.
+  const gqa = g.node.some((n) => n.opType === 'GroupQueryAttention');
+  const padding = has(positions) && !gqa ? 'left' : 'right';
   return {
-    sites, finalNorm, unembedding: unembed.ref, cache, heads, headDim, floatType, scalars,
+    sites, finalNorm, unembedding: unembed.ref, cache, heads, headDim, floatType, scalars, padding,
     tied: (ix.consumers.get(unembed.ref.name) ?? []).some((c) => c.opType === 'Gather'),
     indexType: inputType(ids) === onnx.TensorProto.DataType.INT32 ? 'int32' : 'int64',
     inputs: { ids, mask: has(mask) ? mask : undefined, positions: has(positions) ? positions : undefined },

@@ -3,7 +3,7 @@
 import { ort } from '../onnx/runtime';
 import { f16ToF32, f32ToF16 } from '../onnx/float16';
 import { hooks, NeuronpatchError } from '../types';
-import type { ModelGraph, ScalarInput } from './graph';
+import { type ModelGraph, padsLeft, type ScalarInput } from './graph';
 import { interventionInputs, LAST_LOGITS, LAST_NORMALIZER } from './instrument';
 import { cacheInputNames } from './recognise';
 
@@ -172,9 +172,9 @@ export class InstrumentedSession {
     if (past.batch !== b) throw new NeuronpatchError(`forward: cache batch ${past.batch} ≠ ids batch ${b}.`);
     const total = past.length + t;
     const mask = req.mask ?? Array.from({ length: b }, () => new Array<number>(total).fill(1));
-    if (!this.graph.inputs.positions && req.mask?.some(leftPadded)) {
+    if (!padsLeft(this.graph) && req.mask?.some(leftPadded)) {
       throw new NeuronpatchError(
-        'forward: a left-padded row for a graph without position_ids (its positions would count the padding).',
+        'forward: a left-padded row for a graph that cannot take one (no position_ids, or GroupQueryAttention): its positions would count the padding.',
         'Pad such rows on the right (padRows) or batch rows of equal length only.',
       );
     }
@@ -265,11 +265,11 @@ export function leftPad(rows: number[][], pad?: number): { ids: number[][]; mask
 /**
  * Rows of token ids padded to one width for a single forward (no decoding continues it): on the left where the
  * graph takes per-row positions, on the right where it does not (`position_ids` absent: the graph numbers every
- * row's slots from 0, so left padding would shift the real tokens' positions; on the right, causal attention keeps
- * the padding out of the real tokens). `start[b]` is the slot of row b's first real token.
+ * row's slots from 0, so left padding would shift the real tokens' positions; GroupQueryAttention: its seqlens_k
+ * puts each row's tokens first). On the right, causal attention keeps the padding out of the real tokens. `start[b]` is the slot of row b's first real token.
  */
 export function padRows(graph: ModelGraph, rows: number[][], pad?: number): { ids: number[][]; mask: number[][]; width: number; start: number[] } {
-  if (graph.inputs.positions) {
+  if (padsLeft(graph)) {
     const p = leftPad(rows, pad);
     return { ...p, start: rows.map((r) => p.width - r.length) };
   }
