@@ -10,6 +10,7 @@ import { loadModel, type Model, repair, trace } from '../../src/engine';
 import { exportPatched } from '../../src/engine/export/export';
 import { preparePrompt } from '../../src/engine/generate';
 import { patchSet } from '../../src/engine/patches/patchset';
+import { assertFinite } from '../../src/engine/repair/edits';
 import { floats, maxAbsDiff, plainFeeds, plainSession, root, sharedFixtures, tempDir, testCacheDir } from '../helpers/models';
 
 const built = path.join(root, 'test', 'inputs');
@@ -133,7 +134,7 @@ describe('no position_ids (tiny-gpt-neox-no-positions)', () => {
     assert.deepEqual(batched, single);
     t.diagnostic(`tiny-gpt-neox-no-positions: batched vs single ${batched.filter((b, i) => b === single[i]).length}/${prompts.length}`);
     // A left-padded row is refused at the session, not silently shifted.
-    await assert.rejects(m.loaded.session.forward({ ids: [[1, 2, 3], [0, 4, 5]], mask: [[1, 1, 1], [0, 1, 1]] }), /without position_ids/);
+    await assert.rejects(m.loaded.session.forward({ ids: [[1, 2, 3], [0, 4, 5]], mask: [[1, 1, 1], [0, 1, 1]] }), /left-padded row for a graph that cannot take one/);
   });
 });
 
@@ -161,4 +162,10 @@ describe('GroupQueryAttention (tiny-gqa-llama, onnxruntime-genai\'s CPU layout)'
     assert.deepEqual(batched, single);
     await repairsAndExports(t, m, ' a + b');
   });
+});
+
+test('edits that are no longer finite numbers are a divergence, named, never dropped as empty', () => {
+  const edits = [{ layer: 1, neuron: 3, delta: Float64Array.of(0.5, 1) }, { layer: 0, neuron: 7, delta: Float64Array.of(NaN, 1) }];
+  assert.throws(() => assertFinite(edits, 'joint', 4), /joint solver diverged in round 4: the change of 1 of 2 neuron\(s\) \(L0\/7\) is not finite/);
+  assert.doesNotThrow(() => assertFinite(edits.slice(0, 1), 'joint', 4));
 });

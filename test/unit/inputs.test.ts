@@ -74,6 +74,17 @@ describe('fp16-overflow: non-finite logits', () => {
   });
 });
 
+describe('a solver that diverges says so', () => {
+  test('ortgenai-tiny-llama-fp16: the joint solver\'s changes overflow fp16; the repair names the divergence, no zero-neuron patch', async (t) => {
+    const m = await inputModel(t, path.join(sharedFixtures, 'ortgenai-tiny-llama-fp16'));
+    if (!m) return;
+    await assert.rejects(repair(m, { prompt: 'def main():\n    ', desired: 'return 0' }, { method: 'joint', analyse: false }), (e: Error) => {
+      t.diagnostic(e.message.split('\n')[0]);
+      return /joint solver diverged/.test(e.message) && /No patch was made/.test(e.message);
+    });
+  });
+});
+
 describe('num-logits-to-keep: an extra scalar input', () => {
   const dir = path.join(inputs, 'num-logits-to-keep', 'model');
   test('the engine feeds it: logits as PyTorch\'s, generate = a plain greedy loop, trace and repair run', async (t) => {

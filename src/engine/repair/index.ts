@@ -4,7 +4,7 @@
 import { generate } from '../generate';
 import { dot, row } from '../linalg';
 import type { LoadedModel } from '../model/load';
-import type { LayerEdits } from '../model/session';
+import { type LayerEdits, NonFiniteLogits } from '../model/session';
 import { newPatchId, isoNow } from '../patches/id';
 import { roundValue } from '../patches/format';
 import { combine, patchSet } from '../patches/patchset';
@@ -101,7 +101,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     signal: opts.signal, log: progress,
   });
   let ctx = context(method);
-  let solved = method === 'minimal' ? await solveMinimal(ctx) : await solveJoint(ctx);
+  let solved = await diverges(method, () => (method === 'minimal' ? solveMinimal(ctx) : solveJoint(ctx)));
   let solvedBy = method;
   let fallback: string | undefined;
   // Long completions can leave the greedy search trading positions until its budget is spent; the joint solve,
@@ -111,7 +111,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
       + `(${plural(solved.edits.length, 'neuron')}, ${plural(solved.rounds, 'round')}); the patch comes from the joint solver.`;
     progress(fallback);
     ctx = context('joint');
-    solved = await solveJoint(ctx);
+    solved = await diverges('joint', () => solveJoint(ctx));
     solvedBy = 'joint';
   }
   const held = await holdEarlierFixes(ctx, solved.edits, { prompt: c.prompt, desired }, produces, progress);
@@ -224,6 +224,24 @@ async function earlierFixesHold(ctx: SolveContext, patched: LayerEdits): Promise
 }
 
 /** Drops edits too small to matter next to the largest one. */
+/**
+ * Runs a solver; where its own edits make the model's logits non-finite (its changes grew past the float range:
+ * seen on fp16 graphs, whose activations saturate), the repair stops saying the solver diverged, rather than
+ * dropping the edits and reporting a patch of zero neurons.
+ * @throws NeuronpatchError naming the solver and the divergence.
+ */
+async function diverges<T>(solver: RepairMethod, solve: () => Promise<T>): Promise<T> {
+  try {
+    return await solve();
+  } catch (e) {
+    if (!(e instanceof NonFiniteLogits) || !e.intervened) throw e;
+    throw new NeuronpatchError(
+      `The ${solver} solver diverged: with its changes the model's logits became non-finite (${e.count} of ${e.total} NaN or ±Infinity).`,
+      `No patch was made. Try ${solver === 'joint' ? '--method minimal' : '--method joint'}, a smaller --margin, or an fp32 export of the model (fp16 activations saturate).`,
+    );
+  }
+}
+
 function prune(edits: Edit[], solver: string, rounds: number): Edit[] {
   assertFinite(edits, solver, rounds);
   const size = edits.map((e) => Math.sqrt(e.delta.reduce((s, v) => s + v * v, 0)));
