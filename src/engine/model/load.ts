@@ -10,6 +10,7 @@ import { externalRef } from '../onnx/tensor';
 import { CodeTokenizer } from '../tokenizer';
 import { type ModelInfo, NeuronpatchError } from '../types';
 import { extent, type ModelGraph } from './graph';
+import { checkDtype } from './dtype';
 import { hashFiles, openFolder } from './folder';
 import { instrument } from './instrument';
 import { recognise } from './recognise';
@@ -17,9 +18,11 @@ import { InstrumentedSession } from './session';
 import { Weights } from './weights';
 
 /** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
-const INSTRUMENT_VERSION = 7;
+const INSTRUMENT_VERSION = 8;
 
 export interface LoadOptions {
+  /** Which dtype file of a multi-dtype folder (transformers.js names, or 'auto'; default 'auto'). */
+  dtype?: string;
   cacheDir?: string;
   threads?: number;
   log?: (line: string) => void;
@@ -71,7 +74,8 @@ function checkExternalSizes(model: onnx.IModelProto, baseDir: string): void {
 
 export async function loadModel(folder: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const log = opts.log ?? (() => undefined);
-  const mf = openFolder(folder);
+  const mf = openFolder(folder, checkDtype(opts.dtype));
+  if (mf.dtype) log(mf.dtype.reason);
   const proto = await loadModelProto(mf.onnxPath);
   const baseDir = path.dirname(mf.onnxPath);
   const external = externalFiles(proto);
@@ -129,7 +133,10 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   const info: ModelInfo = {
     name: c.name, folder: mf.folder, architecture: c.modelType, gated: site.gated, layers: graph.sites.length, neurons, width, vocab,
     context: c.context ?? 2048, finalNorm: graph.finalNorm.kind, tiedUnembedding: c.tied ?? graph.tied,
-    weightType: graph.floatType, hash, eosTokenIds: c.eosTokenIds,
+    weightType: site.activationType === onnx.TensorProto.DataType.FLOAT16 ? 'float16' : graph.floatType,
+    weightFormat: graph.weightFormat, onnxFile: path.relative(mf.folder, mf.onnxPath),
+    dtype: mf.dtype ? { ...mf.dtype, files: mf.dtypeFiles } : undefined,
+    hash, eosTokenIds: c.eosTokenIds,
   };
   let session: InstrumentedSession;
   try {

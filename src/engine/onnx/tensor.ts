@@ -211,3 +211,32 @@ export function writeTensorData(t: onnx.ITensorProto, values: Float32Array, base
   }
   return storage;
 }
+
+/**
+ * Writes the bytes of an INT8 or UINT8 tensor back in its own storage (as writeTensorData does for floats): raw_data
+ * in place, int32_data replaced, or external data at its offset under `baseDir` (the export's copy).
+ */
+export function writeTensorBytes(t: onnx.ITensorProto, bytes: Uint8Array, baseDir: string): TensorStorage {
+  const count = elementCount(t);
+  if (elementSize(t) !== 1) fail(t, 'it is not an INT8 or UINT8 tensor.');
+  if (bytes.length !== count) fail(t, `cannot write ${bytes.length} bytes into a tensor of dims [${tensorDims(t)}] (${count} values).`);
+  const storage = tensorStorage(t);
+  if (storage === 'fields') {
+    t.int32Data = t.dataType === DataType.INT8 ? Array.from(new Int8Array(bytes.buffer, bytes.byteOffset, bytes.length)) : Array.from(bytes);
+    return storage;
+  }
+  if (storage === 'raw') {
+    if (t.rawData!.length !== bytes.length) fail(t, `raw_data has ${t.rawData!.length} bytes, ${bytes.length} given.`);
+    t.rawData!.set(bytes);
+    return storage;
+  }
+  const ref = externalRef(t, baseDir)!;
+  const fd = fs.openSync(ref.file, 'r+');
+  try {
+    let done = 0;
+    while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done, ref.offset + done);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return storage;
+}
