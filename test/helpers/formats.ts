@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as ort from 'onnxruntime-node';
+import { ort } from '../../src/engine/onnx/runtime';
 import { floats, plainSession, root, sharedFixtures, tempDir } from './models';
 
 export interface FormatEntry {
