@@ -86,6 +86,8 @@ export class ElemTypes {
     if (op === 'MatMulInteger' || op === 'ConvInteger') return T.INT32;
     if (op === 'QuantizeLinear') return inputs[2] ? this.needOrType(inputs[2]) : T.UINT8;
     if (op === 'DequantizeLinear') return inputs[1] ? this.needOrType(inputs[1]) : T.FLOAT;
+    // com.microsoft EmbedLayerNormalization: (output, mask_index, embedding_sum); floats of the word embedding's type.
+    if (op === 'EmbedLayerNormalization') return index === 1 ? T.INT32 : this.needOrType(inputs[2] ?? '');
     if (op === 'SkipLayerNormalization' || op === 'SkipSimplifiedLayerNormalization') return this.needOrType(inputs[0]);
     if (op in TYPE_OF_INPUT) return this.needOrType(inputs[TYPE_OF_INPUT[op]] ?? '');
     const firstTyped = inputs.find((i) => i);

@@ -402,6 +402,8 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
   }
 
   const types = new ElemTypes(g);
+  // The pasts' type, the fallback where an activation's type cannot be inferred.
+  const pastType = (g.input ?? []).find((i) => /past/.test(i.name ?? ''))?.type?.tensorType?.elemType === FLOAT16 ? FLOAT16 : onnx.TensorProto.DataType.FLOAT;
   const sites: FfnSite[] = [];
   for (const proj of all.values()) {
     const n = proj.node;
@@ -413,8 +415,8 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
     sites.push({
       layer: sites.length, node: n.name ?? '', entry: proj.entry?.name ?? undefined, activation: z, output: proj.output, weight: proj.ref,
       activationOp: act?.opType ?? 'input', gated: isGated(ix, z),
-      activationType: floatTypeOf(types, z, `layer ${sites.length}'s FFN activation`),
-      outputType: floatTypeOf(types, proj.output, `layer ${sites.length}'s FFN output`),
+      activationType: floatTypeOf(types, z, pastType),
+      outputType: floatTypeOf(types, proj.output, pastType),
     });
   }
   if (!sites.length) {
@@ -459,9 +461,9 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
   const positions = opts.inputNames?.positions ?? 'position_ids';
   const floatType = inputType(cache.kind === 'pairs' ? cache.inputs[0].key : cache.inputs[0]) === FLOAT16 ? 'float16' : 'float32';
 
-  const residualType = resid.tensor ? floatTypeOf(types, resid.tensor, 'the final residual stream') : undefined;
-  const logitsType = floatTypeOf(types, logits, 'the logits');
   const floatEnum = floatType === 'float16' ? FLOAT16 : onnx.TensorProto.DataType.FLOAT;
+  const residualType = resid.tensor ? floatTypeOf(types, resid.tensor, floatEnum) : undefined;
+  const logitsType = floatTypeOf(types, logits, floatEnum);
   return {
     sites, finalNorm, unembedding: unembed.ref, cache, heads, headDim, floatType,
     residualType: residualType !== floatEnum ? residualType : undefined,
@@ -474,15 +476,13 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
   };
 }
 
-/** A tensor's element type, which must be FLOAT or FLOAT16 where the engine inserts nodes or reads values. */
-function floatTypeOf(types: ElemTypes, tensor: string, what: string): ElemType {
+/**
+ * A float tensor's element type (FLOAT or FLOAT16) as inferred from the graph; `fallback` (the pasts' type) where
+ * the inference finds no float type (an op it has no rule for).
+ */
+function floatTypeOf(types: ElemTypes, tensor: string, fallback: ElemType): ElemType {
   const t = types.typeOf(tensor);
-  if (t === undefined) return onnx.TensorProto.DataType.FLOAT; // no rule applies: assume the common case
-  if (t !== onnx.TensorProto.DataType.FLOAT && t !== FLOAT16) {
-    const name = onnx.TensorProto.DataType[t] ?? `type ${t}`;
-    throw new NeuronpatchError(`${what} (${tensor}) is ${name}, not float32 or float16.`, 'neuronpatch instruments float activations only.');
-  }
-  return t;
+  return t === onnx.TensorProto.DataType.FLOAT || t === FLOAT16 ? t : fallback;
 }
 
 /** How the FFN output weights and the unembedding are stored, for `info`: "float32", "MatMulNBits 4-bit (block 32)", … */
