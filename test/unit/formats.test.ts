@@ -17,6 +17,7 @@ import { after, describe, test } from 'node:test';
 import { loadModel, type Model, repair, trace } from '../../src/engine';
 import { exportPatched } from '../../src/engine/export/export';
 import { patchSet } from '../../src/engine/patches/patchset';
+import { PatchStore } from '../../src/engine/patches/store';
 import type { RepairCase } from '../../src/engine/types';
 import { convertedFormats, type FormatEntry, plainGreedy, sharedFormats } from '../helpers/formats';
 import { entry, maxAbs, maxAbsDiff, modelOf, plainLogits, present, releaseAll, root, sampleIds, tempDir, testCacheDir } from '../helpers/models';
@@ -139,11 +140,18 @@ describe('formats', { skip: !present(demo) ? 'models/demo is absent' : why ?? fa
         assert.ok(r.after.startsWith(c.desired.trimEnd().slice(0, 1)), 'the repaired completion');
         const again = await m.generate(c.prompt, { patches: [r.patch], maxNewTokens: 48 });
         assert.equal(again.completion, r.after, 'the patch alone reproduces the repaired completion');
+        // The patch is bound to this exact file: the fp32 model of the same weights refuses its patch file.
+        const file = path.join(tempDir('bound'), 'patches.json');
+        const store = await PatchStore.open(file, m.info);
+        store.add(r.patch);
+        await store.save();
+        const fp32 = (await modelOf(t, demo))!;
+        await assert.rejects(PatchStore.open(file, fp32.info, { mustExist: true }), /holds patches for model/);
 
         // Export: the exported folder, in a plain session, against the engine's patched forward.
         const ids = [m.tokenizer.encode(c.prompt + c.desired)];
         const patched = await m.loaded.session.forward({ ids, edits: patchSet([r.patch], m.info.width) });
-        const methods = f.quant === 'nbits' ? (['side-branch', 'requantize'] as const) : f.quant === 'linear' ? (['side-branch'] as const) : ([undefined] as const);
+        const methods = f.quant === 'float' ? ([undefined] as const) : (['side-branch', 'requantize'] as const);
         const report: string[] = [];
         for (const method of methods) {
           const out = path.join(tempDir('export'), 'patched');

@@ -6,12 +6,12 @@
 // - requantize: every quantization block that holds a patched neuron's weights is dequantized, gets Δv_j added, and
 //   is quantized again with a fresh scale (and zero point); the other blocks keep their bytes. The file keeps its
 //   ops, but each touched block carries new rounding error, reported as the largest |W_new − (W + Δ)|.
-//   MatMulNBits: the blocks along K that contain neuron j, one per output row. 8-bit linear weights: the columns
-//   (per-channel) or the whole tensor (per-tensor) whose range the edit changes.
+//   MatMulNBits: the blocks along K that contain neuron j, one per output row. 8-bit linear weights: Δv_j spans
+//   every output column, so every column (per channel) or the whole tensor (per tensor) is quantized again.
 import { onnx } from 'onnx-proto';
 import type { FfnSite } from '../model/graph';
 import { findInitializer } from '../onnx/proto';
-import { dequantizeNBits, nbitsSizes, nbitsZeroPoints, requantizeNBitsBlock, setPackedZeroPoint } from '../onnx/quant';
+import { dequantizeLinear, dequantizeNBits, nbitsSizes, nbitsZeroPoints, requantizeNBitsBlock, setPackedZeroPoint } from '../onnx/quant';
 import { readTensor, readTensorBytes, writeTensorBytes, writeTensorData } from '../onnx/tensor';
 import { NeuronpatchError } from '../types';
 
@@ -127,10 +127,46 @@ export function requantize(model: onnx.IModelProto, edits: QuantEdit[], srcDir: 
       const after = dequantizeNBits(q, codes, readTensor(scalesT, dataDir), nbitsZeroPoints(q, packed ? { packed } : undefined));
       for (let i = 0; i < after.length; i++) maxError = Math.max(maxError, Math.abs(after[i] - wanted[i]));
     } else {
-      throw new NeuronpatchError(
-        `Re-quantizing the 8-bit weight of layer ${site.layer} would change the scale of the whole ${'tensor or column'} it shares with every other neuron.`,
-        'Export it with --quantized side-branch (the default), which keeps the quantized weight and adds the patch beside it.',
-      );
+      // 8-bit: Δv_j spans every output column, so every column's range (per channel) or the tensor's (per tensor)
+      // may change: all of it is quantized again with fresh scales and zero points.
+      const [K, N] = site.weight.dims;
+      const signed = codesT.dataType === T.INT8;
+      const scaleT = need(q.scale);
+      const zpT = q.zeroPoint ? need(q.zeroPoint) : undefined;
+      const scale = readTensor(scaleT, srcDir);
+      const zpBytes = zpT ? readTensorBytes(zpT, srcDir) : undefined;
+      const zp = zpBytes ? (signed ? Float32Array.from(new Int8Array(zpBytes.buffer, zpBytes.byteOffset, zpBytes.length)) : Float32Array.from(zpBytes)) : Float32Array.of(0);
+      const wanted = dequantizeLinear(K, N, codes, signed, scale, zp);
+      neurons.forEach((j, i) => {
+        for (let n = 0; n < N; n++) wanted[j * N + n] += deltas[i][n];
+      });
+      const groups = scale.length;  // 1 (per tensor) or N (per column)
+      const symmetric = signed && zp.every((z) => z === 0);
+      for (let gi = 0; gi < groups; gi++) {
+        let lo = 0;
+        let hi = 0;
+        for (let k = 0; k < K; k++) for (let n = groups === 1 ? 0 : gi; n < (groups === 1 ? N : gi + 1); n++) (lo = Math.min(lo, wanted[k * N + n])), (hi = Math.max(hi, wanted[k * N + n]));
+        const [qmin, qmax] = signed ? [-128, 127] : [0, 255];
+        let s1: number;
+        let z1: number;
+        if (symmetric) (s1 = Math.max(-lo, hi) / 127 || 1), (z1 = 0);
+        else (s1 = (hi - lo) / (qmax - qmin) || 1), (z1 = Math.min(qmax, Math.max(qmin, Math.round(qmin - lo / s1))));
+        scale[gi] = s1;
+        if (zpBytes) zpBytes[gi] = z1 & 0xff;
+        for (let k = 0; k < K; k++) {
+          for (let n = groups === 1 ? 0 : gi; n < (groups === 1 ? N : gi + 1); n++) {
+            const v = Math.min(qmax, Math.max(qmin, Math.round(wanted[k * N + n] / s1) + z1));
+            codes[k * N + n] = v & 0xff;
+          }
+        }
+        blocks++;
+      }
+      writeTensorBytes(codesT, codes, dataDir);
+      writeTensorData(scaleT, scale, dataDir);
+      if (zpT && zpBytes) writeTensorBytes(zpT, zpBytes, dataDir);
+      const zpAfter = zpBytes ? (signed ? Float32Array.from(new Int8Array(zpBytes.buffer, zpBytes.byteOffset, zpBytes.length)) : Float32Array.from(zpBytes)) : Float32Array.of(0);
+      const after = dequantizeLinear(K, N, codes, signed, readTensor(scaleT, dataDir), zpAfter);
+      for (let i = 0; i < after.length; i++) maxError = Math.max(maxError, Math.abs(after[i] - wanted[i]));
     }
   }
   return { maxError, blocks };

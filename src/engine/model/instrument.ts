@@ -5,6 +5,10 @@
 //   W_out's input     ← blocks.L.mlp.post
 //   FFN output       += Gather(post, patch_index) · patch_delta  (index: [K]; delta: [1 or batch, K, d])
 // so that ablations are per example and a patch adds Σ_j z_j Δv_j without touching any weight.
+// On a quantized projection z is its float input (for 8-bit dynamic quantization, the input of the
+// DynamicQuantizeLinear, which then quantizes the scaled activation) and the FFN output is its float output (after
+// the scale Muls). Every inserted node takes the element type of the tensor it touches (fp16 activations behind
+// fp32 graph inputs get Casts of the packed inputs).
 // The interventions of all layers arrive packed in three inputs, split per layer inside the graph: every run
 // feeds them, and onnxruntime's cost per fed tensor exceeds that of a Split (each layer gets the same K, padded
 // with zero edits). They are plain required inputs (an initializer would make ORT silently ignore the feed).

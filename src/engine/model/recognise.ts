@@ -1,6 +1,9 @@
 // Recognises a decoder's structure from its ONNX graph: FFN output projections, final norm, unembedding and the
 // KV-cache interface. Node names help where they exist; the structure decides, so fused optimizer exports and
-// graphs with generic names are handled the same way.
+// graphs with generic names are handled the same way. Projections are MatMul/Gemm with a float weight, or quantized:
+// com.microsoft MatMulNBits (4-bit and other widths), and 8-bit dynamic quantization (DynamicQuantizeLinear feeding
+// MatMulInteger + Cast + scale Mul, or com.microsoft MatMulIntegerToFloat); their weights are described for
+// dequantization (graph.ts QuantRef), never copied here.
 import { onnx } from 'onnx-proto';
 import { NeuronpatchError } from '../types';
 import { ElemTypes } from './elemtypes';
