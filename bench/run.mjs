@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs one TypeScript benchmark: bundles bench/NAME.ts with esbuild (the engine's sources included, the native
 // packages left external) into out/bench-bundles/NAME.cjs, then runs it with the remaining arguments.
-//   node bench/run.mjs forward|generate|memory|side-effects|specificity-floor [args...]
+//   node bench/run.mjs forward|generate|dtypes|quantized|memory|side-effects|specificity-floor [args...]
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
@@ -12,7 +12,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const [name, ...args] = process.argv.slice(2);
 const entry = path.join(root, 'bench', `${name}.ts`);
 if (!name || !existsSync(entry)) {
-  process.stderr.write('usage: node bench/run.mjs forward|generate|memory|side-effects|specificity-floor [args...]\n');
+  process.stderr.write('usage: node bench/run.mjs forward|generate|dtypes|quantized|memory|side-effects|specificity-floor [args...]\n');
   process.exit(2);
 }
 const outfile = path.join(root, 'out', 'bench-bundles', `${name}.cjs`);

@@ -16,13 +16,14 @@ export const usage = `usage: neuronpatch <command> [options]
             [--out PATCH] [--json]
   eval      --cases FILE [--method minimal|joint] [--margin LOGITS] [--no-fallback] [--regression FILE]
             [--limit N] [--json]
-  export    --patches FILE... --out DIR
+  export    --patches FILE... --out DIR [--quantized side-branch|requantize]
   demo      [--out DIR]                                the main job on the embedded model, with a report
 
-  Every command takes --model DIR (default: the embedded demo model, models/demo).
+  Every command takes --model DIR (default: the embedded demo model, models/demo) and --dtype
+  auto|fp32|fp16|q8|int8|uint8|q4|q4f16 (which file of a folder holding several dtypes; default auto).
 `;
 
-export const modelOption = { model: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' } } as const;
+export const modelOption = { model: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' } } as const;
 
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T) {
   return parseArgs({ args, options: { ...modelOption, ...options }, allowPositionals: false, strict: true });

@@ -8,7 +8,7 @@ import { exportCommand, repairCommand, traceCommand } from './repair';
 
 const info: Command = async (args) => {
   const { values } = parse(args, {});
-  const model = await openModel(values.model, values.threads);
+  const model = await openModel(values.model, values.threads, values.dtype);
   const i = model.info;
   print(!!values.json, i, () =>
     [
@@ -19,7 +19,9 @@ const info: Command = async (args) => {
       `width         ${i.width}`,
       `vocabulary    ${i.vocab}`,
       `context       ${i.context}`,
-      `weights       ${i.weightType}`,
+      `file          ${i.onnxFile ?? ''}`,
+      `weights       ${i.weightFormat ?? i.weightType}${i.weightFormat && !i.weightFormat.startsWith('float16') && i.weightType === 'float16' ? ', float16 activations' : ''}`,
+      ...(i.dtype ? [`dtypes        ${i.dtype.files.map((f) => `${f.dtype} (${f.file})`).join(', ')}; loaded ${i.dtype.reason}`] : []),
       `hash          ${i.hash}`,
       '',
     ].join('\n'));
@@ -38,7 +40,7 @@ const generate: Command = async (args) => {
   const prompts = values.prompts
     ? readJsonl<{ prompt: string }>(values.prompts, (v) => (typeof (v as { prompt?: unknown })?.prompt === 'string' ? undefined : 'no "prompt" string'), warn).map((p) => p.prompt)
     : [values.prompt ?? readText(values['prompt-file']!, 'prompt file')];
-  const model = await openModel(values.model, values.threads);
+  const model = await openModel(values.model, values.threads, values.dtype);
   const opts = {
     maxNewTokens: int(values['max-new-tokens'], 'max-new-tokens', 48), heal: !values['no-heal'], multiline: !!values.multiline,
     temperature: float(values.temperature, 'temperature', 0), topP: float(values['top-p'], 'top-p', 1), seed: int(values.seed, 'seed', 0),

@@ -2,14 +2,20 @@
 import { loadModel, type Model } from '../engine';
 import { PatchStore } from '../engine/patches/store';
 import type { Patch } from '../engine/types';
+import { checkDtype } from '../engine/model/dtype';
 import { defaultModelDir, int } from './args';
 
 export type Command = (args: string[]) => Promise<number>;
 
 export const warn = (msg: string) => process.stderr.write(`neuronpatch: ${msg}\n`);
 
-export async function openModel(dir: string | undefined, threads?: string): Promise<Model> {
-  const model = await loadModel(dir ?? defaultModelDir(), { threads: threads ? int(threads, 'threads', 0) : undefined });
+/** The model of --model (default: the embedded demo) in the file --dtype picks; `auto`'s choice is said on stderr. */
+export async function openModel(dir: string | undefined, threads?: string, dtype?: string): Promise<Model> {
+  const model = await loadModel(dir ?? defaultModelDir(), {
+    threads: threads ? int(threads, 'threads', 0) : undefined, dtype: checkDtype(dtype),
+    log: (line) => (line.startsWith('dtype ') ? warn(line) : undefined),
+  });
+  // Where the config and the tokenizer disagreed on BOS/EOS: said once.
   if (model.info.notice) warn(model.info.notice);
   return model;
 }

@@ -20,7 +20,7 @@ export const demo: Command = async (args) => {
   const out = path.resolve(values.out ?? path.join('demo-output', new Date().toISOString().replace(/[:.]/g, '-')));
   const say = (s = '') => process.stdout.write(`${s}\n`);
 
-  const model = await openModel(values.model, values.threads);
+  const model = await openModel(values.model, values.threads, values.dtype);
   const i = model.info;
   say(`neuronpatch demo on ${i.name}: ${i.architecture}, ${i.layers} layers × ${i.neurons} neurons, width ${i.width}, vocabulary ${i.vocab}`);
   const pick = values.case ? cases.filter((c) => c.id === values.case) : cases;

@@ -38,7 +38,7 @@ export const evaluate: Command = async (args) => {
   if (values.limit) cases = cases.slice(0, int(values.limit, 'limit', cases.length));
   const regression = readRegression(values.regression, warn, values['regression-limit'] ? int(values['regression-limit'], 'regression-limit', 0) : undefined);
   const margin = marginOption(values.margin);
-  const model = await openModel(values.model, values.threads);
+  const model = await openModel(values.model, values.threads, values.dtype);
   const regressionBefore = regression.length ? await greedyLines(model.loaded, regression) : undefined;
 
   const results: CaseResult[] = [];

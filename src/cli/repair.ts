@@ -27,7 +27,7 @@ export const traceCommand: Command = async (args) => {
     patches: { type: 'string', multiple: true },
   });
   if (values.desired === undefined) throw new NeuronpatchError('trace needs --desired TEXT.');
-  const model = await openModel(values.model, values.threads);
+  const model = await openModel(values.model, values.threads, values.dtype);
   const active = await readPatches(model, values.patches ?? []);
   const t = await trace(model, { prompt: promptOf(values), desired: values.desired }, { top: int(values.top, 'top', 10), active });
   if (t.notice) warn(t.notice);
@@ -42,7 +42,7 @@ export const repairCommand: Command = async (args) => {
     regression: { type: 'string' }, 'regression-limit': { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, verbose: { type: 'boolean' },
   });
   if (values.desired === undefined) throw new NeuronpatchError('repair needs --desired TEXT.');
-  const model = await openModel(values.model, values.threads);
+  const model = await openModel(values.model, values.threads, values.dtype);
   // An existing patch file is read (and validated) before any work, and the new patch is stacked on it.
   const store = values.out ? await PatchStore.open(values.out, model.info) : undefined;
   if (store?.swept.length) warn(`removed ${store.swept.length} temp file(s) left by writers that died: ${store.swept.join(', ')}`);
@@ -82,15 +82,24 @@ The new patch was written to ${patchPath} instead; ` +
 };
 
 export const exportCommand: Command = async (args) => {
-  const { values } = parse(args, { patches: { type: 'string', multiple: true }, out: { type: 'string' } });
+  const { values } = parse(args, { patches: { type: 'string', multiple: true }, out: { type: 'string' }, quantized: { type: 'string' } });
   if (!values.out) throw new NeuronpatchError('export needs --out DIR (a new folder).');
+  const quantized = values.quantized ?? 'side-branch';
+  if (quantized !== 'side-branch' && quantized !== 'requantize') {
+    throw new NeuronpatchError(`--quantized must be side-branch or requantize, got "${quantized.slice(0, 40)}".`);
+  }
   if (!values.patches?.length) throw new NeuronpatchError('export needs at least one --patches FILE.');
-  const model = await openModel(values.model, values.threads);
+  const model = await openModel(values.model, values.threads, values.dtype);
   const patches = await readPatches(model, values.patches);
   const res = await exportPatched({
     sourceFolder: model.info.folder, onnxPath: model.loaded.onnxPath, graph: model.loaded.graph, patches, outDir: path.resolve(values.out),
+    quantized,
   });
-  print(!!values.json, { out: res.outDir, files: res.files, patches: patches.length }, () => `exported ${patches.length} patch(es) into ${res.outDir}\n`);
+  const q = res.quantized;
+  const how = !q ? '' : q.method === 'side-branch'
+    ? ` (quantized layers ${q.layers.join(', ')}: the patch as a float side branch, exact)`
+    : ` (quantized layers ${q.layers.join(', ')}: ${q.blocks} block(s) re-quantized; largest weight error ${q.maxWeightError!.toExponential(2)})`;
+  print(!!values.json, { out: res.outDir, files: res.files, patches: patches.length, quantized: q }, () => `exported ${patches.length} patch(es) into ${res.outDir}${how}\n`);
   await model.dispose();
   return 0;
 };

@@ -35,7 +35,14 @@ export interface ModelInfo {
   context: number;
   finalNorm: 'rms' | 'layer';
   tiedUnembedding: boolean;
+  /** Float type the FFN activations are computed in (fp16 with fp32 graph I/O counts as float16). */
   weightType: 'float32' | 'float16';
+  /** How the FFN output weights and the unembedding are stored: "float32", "MatMulNBits 4-bit (block 32, …)", … */
+  weightFormat?: string;
+  /** The decoder file, relative to the folder (patches are bound to its hash). */
+  onnxFile?: string;
+  /** Where the folder holds several dtype files: the one loaded, why, and all of them. */
+  dtype?: { dtype: string; reason: string; files: { dtype: string; file: string }[] };
   /** sha256 of the model's ONNX file and its external data. */
   hash: string;
   eosTokenIds: number[];

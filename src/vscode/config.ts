@@ -23,6 +23,11 @@ export class Config {
     return path.resolve(ws ?? this.extensionPath, expanded);
   }
 
+  /** Which dtype file of a multi-dtype model folder to load (transformers.js's names, or 'auto'). */
+  get modelDtype(): string {
+    return (this.cfg.get<string>('model.dtype') ?? 'auto').trim() || 'auto';
+  }
+
   get demoModelFolder(): string {
     return path.join(this.extensionPath, 'models', 'demo');
   }
@@ -61,7 +66,7 @@ export class Config {
   }
 
   affectsModel(e: vscode.ConfigurationChangeEvent): boolean {
-    return e.affectsConfiguration(`${SECTION}.modelFolder`);
+    return e.affectsConfiguration(`${SECTION}.modelFolder`) || e.affectsConfiguration(`${SECTION}.model.dtype`);
   }
 
   affectsPatchFile(e: vscode.ConfigurationChangeEvent): boolean {

@@ -64,7 +64,7 @@ export class ModelHost implements vscode.Disposable {
       { location: vscode.ProgressLocation.Notification, title: `Neuron Patch: loading model ${shortName(folder)}…` },
       // The engine's own cache (NEURONPATCH_CACHE or ~/.cache/neuronpatch), shared with the CLI: instrumented
       // graphs are keyed by the model's hash, so one build serves both.
-      () => loadModel(folder, { log: (line) => this.log.info(line) }),
+      () => loadModel(folder, { dtype: this.config.modelDtype, log: (line) => this.log.info(line) }),
     ));
     const loading = p.then(
       async (model) => {

@@ -15,6 +15,7 @@ import { findInitializer, loadModel, onnx } from '../onnx/proto';
 import { externalRef, readTensor, tensorDims, writeTensorData } from '../onnx/tensor';
 import { NeuronpatchError, type Patch } from '../types';
 import { copyInto, filesToCopy, syncFile } from './files';
+import { addSideBranches, type QuantizedExport, requantize } from './quantized';
 import { patchesMarkdown } from './report';
 
 export interface ExportOptions {
@@ -28,12 +29,16 @@ export interface ExportOptions {
   patches: Patch[];
   /** The new folder: must not exist, or be empty, and must not be inside sourceFolder. */
   outDir: string;
+  /** How a patch of a quantized weight is baked (see quantized.ts); default 'side-branch'. */
+  quantized?: QuantizedExport;
 }
 
 export interface ExportResult {
   outDir: string;
   /** Files of the new folder, relative to it, sorted. */
   files: string[];
+  /** Where quantized weights were patched: how, and for 'requantize' the largest weight error it left. */
+  quantized?: { method: QuantizedExport; layers: number[]; maxWeightError?: number; blocks?: number };
 }
 
 interface LayerEdit {
@@ -103,7 +108,7 @@ function planEdits(model: onnx.ModelProto, graph: Pick<ModelGraph, 'sites'>, pat
       findInitializer(model, name) ??
       refuse(`Layer ${layer}'s FFN output weight "${name}" is not an initializer of ${onnxName}.`, 'A quantized or computed weight cannot carry a baked patch; apply the patch at run time instead.');
     const dims = tensorDims(t);
-    if (dims.length !== 2 || dims.join(',') !== site.weight.dims.join(','))
+    if (!site.weight.quant && (dims.length !== 2 || dims.join(',') !== site.weight.dims.join(',')))
       refuse(`Layer ${layer}'s weight "${name}" has dims [${dims}] in ${onnxName}, but the model graph describes [${site.weight.dims}].`);
     const [m, d] = extent(site.weight);  // the dims were just checked to be the graph's
     if (d !== width) refuse(`Layer ${layer}'s weight "${name}" has residual width ${d}, the patches ${width}.`);
@@ -150,7 +155,23 @@ export async function exportPatched(opts: ExportOptions): Promise<ExportResult> 
 
     let reencode = false;
     let weightType = '';
+    const quantEdits = [...byWeight.values()].flat().filter((e) => e.site.weight.quant);
+    let quantized: ExportResult['quantized'];
+    if (quantEdits.length) {
+      const method = opts.quantized ?? 'side-branch';
+      const layers = [...new Set(quantEdits.map((e) => e.site.layer))].sort((a, b) => a - b);
+      if (method === 'side-branch') {
+        addSideBranches(model, quantEdits);
+        quantized = { method, layers };
+      } else {
+        quantized = { method, layers, ...((r) => ({ maxWeightError: r.maxError, blocks: r.blocks }))(requantize(model, quantEdits, srcDir, tmpOnnxDir)) };
+      }
+      weightType = quantized.method === 'side-branch' ? 'quantized; the patches as a float side branch beside each patched projection'
+        : `quantized; ${quantized.blocks} block(s) re-quantized, largest weight error ${quantized.maxWeightError!.toExponential(2)}`;
+      reencode = true;
+    }
     for (const [name, edits] of byWeight) {
+      if (edits[0].site.weight.quant) continue;
       const t = findInitializer(model, name)!;
       weightType = t.dataType === onnx.TensorProto.DataType.FLOAT16 ? 'fp16' : 'fp32';
       const values = readTensor(t, srcDir);
@@ -176,7 +197,7 @@ export async function exportPatched(opts: ExportOptions): Promise<ExportResult> 
     await fs.chmod(temp, 0o777 & ~process.umask());
     await fs.rename(temp, outDir);
     await syncDirectory(path.dirname(outDir));
-    return { outDir, files };
+    return { outDir, files, quantized };
   } catch (e) {
     await fs.rm(temp, { recursive: true, force: true }).catch(() => undefined);
     throw e;

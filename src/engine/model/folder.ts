@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { NeuronpatchError } from '../types';
+import { type Dtype, dtypeFiles, pickDtypeFile } from './dtype';
 import type { CacheNames } from './recognise';
 
 export interface FolderConfig {
@@ -26,6 +27,10 @@ export interface FolderConfig {
 export interface ModelFolder {
   folder: string;
   onnxPath: string;
+  /** The dtype of the chosen file where the folder names files by dtype (model_q4.onnx, …), and why it was chosen. */
+  dtype?: { dtype: string; reason: string };
+  /** Every dtype file the folder holds, relative to it (empty for a single-file folder). */
+  dtypeFiles: { dtype: string; file: string }[];
   tokenizerPath: string;
   tokenizerConfigPath?: string;
   /** special_tokens_map.json, where the folder has one. */
@@ -93,7 +98,11 @@ function fromGenaiConfig(c: Record<string, unknown>, folder: string): FolderConf
   };
 }
 
-export function openFolder(folder: string): ModelFolder {
+/**
+ * The model folder's files and config. `dtype` chooses among dtype-named decoder files (see dtype.ts; default
+ * `auto`). Throws NeuronpatchError when the folder, its config, its tokenizer or the decoder asked for is missing.
+ */
+export function openFolder(folder: string, dtype: Dtype = 'auto'): ModelFolder {
   const dir = path.resolve(folder);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new NeuronpatchError(`Model folder not found: ${dir}`, 'Pass a folder holding config.json (or genai_config.json), tokenizer.json and model.onnx.');
@@ -110,15 +119,20 @@ export function openFolder(folder: string): ModelFolder {
   if (existsSync(at('generation_config.json')) && !config.eosTokenIds.length) {
     config.eosTokenIds = ids(readJson(at('generation_config.json')).eos_token_id);
   }
+  const named = config.decoderFile && dtype === 'auto' && existsSync(at(config.decoderFile)) ? config.decoderFile : undefined;
+  const picked = named ? undefined : pickDtypeFile(dir, dtype);
   const candidates = [config.decoderFile, 'model.onnx', 'onnx/model.onnx', 'decoder_model_merged.onnx', 'onnx/decoder_model_merged.onnx']
     .filter((f): f is string => !!f);
-  const onnxFile = candidates.find((f) => existsSync(at(f)));
-  if (!onnxFile) throw new NeuronpatchError(`No ONNX decoder in ${dir} (looked for ${candidates.join(', ')}).`);
+  const onnxFile = named ?? picked?.file ?? candidates.find((f) => existsSync(at(f)));
+  if (!onnxFile) throw new NeuronpatchError(`No ONNX decoder in ${dir} (looked for ${candidates.join(', ')} and the dtype files model_fp16.onnx, model_q4.onnx, …).`);
   if (!existsSync(at('tokenizer.json'))) {
     throw new NeuronpatchError(`${dir} has no tokenizer.json.`, 'Save the tokenizer with a Hugging Face fast tokenizer (tokenizer.save_pretrained).');
   }
+  const files = dtypeFiles(dir);
   return {
     folder: dir, onnxPath: at(onnxFile), tokenizerPath: at('tokenizer.json'), config,
+    dtype: picked && files.length > 1 ? { dtype: picked.dtype, reason: picked.reason } : undefined,
+    dtypeFiles: files,
     tokenizerConfigPath: existsSync(at('tokenizer_config.json')) ? at('tokenizer_config.json') : undefined,
     specialTokensPath: existsSync(at('special_tokens_map.json')) ? at('special_tokens_map.json') : undefined,
   };

@@ -3,9 +3,9 @@
 
 /** How a weight initializer relates to the logical matrix the engine works with. */
 export interface WeightRef {
-  /** Initializer name in the graph. */
+  /** Initializer name in the graph (for a quantized weight: the initializer of its integer codes). */
   name: string;
-  /** Shape of the stored initializer. */
+  /** Shape of the stored initializer; for a quantized weight, of the matrix it dequantizes to ([N, K] for MatMulNBits). */
   dims: number[];
   /**
    * For a value-vector matrix (W_out): 'rows' when neuron j's value vector is row j of the stored tensor
@@ -13,7 +13,24 @@ export interface WeightRef {
    * For the unembedding: 'rows' when token t's vector is row t ([V, d]), 'cols' when it is column t ([d, V]).
    */
   layout: 'rows' | 'cols';
+  /** Set when the weight is stored quantized: how to dequantize it (absent: a FLOAT/FLOAT16 initializer). */
+  quant?: QuantRef;
 }
+
+/**
+ * A quantized weight, dequantized per the operator specs:
+ * - 'nbits': com.microsoft MatMulNBits. Codes `name` uint8 [N, ceil(K/blockSize), blockSize·bits/8], packed
+ *   low bits first along K; `scales` [N·blocks] (fp32 or fp16); `zeroPoints` packed uint8 [N·ceil(blocks·bits/8)]
+ *   or of the scales' type [N·blocks] (absent: 2^(bits−1)). W[n, k] = (code − zp) · scale, W as [N, K].
+ * - 'linear': MatMulInteger / MatMulIntegerToFloat weights. Codes `name` int8/uint8 [K, N]; `scale` and
+ *   `zeroPoint` scalars (per tensor) or [N] (per output channel). W[k, n] = (code − zp[n]) · scale[n].
+ */
+export type QuantRef =
+  | { kind: 'nbits'; bits: number; blockSize: number; K: number; N: number; scales: string; zeroPoints?: string }
+  | { kind: 'linear'; scale: string; zeroPoint?: string };
+
+/** ONNX element type of a tensor the engine touches (TensorProto.DataType: 1 = FLOAT, 10 = FLOAT16). */
+export type ElemType = number;
 
 /** A weight's logical [count, width]: neurons × d for W_out, tokens × d for the unembedding, whatever its layout. */
 export function extent(ref: WeightRef): [number, number] {
@@ -23,12 +40,20 @@ export function extent(ref: WeightRef): [number, number] {
 /** One layer's FFN output projection: `out = z · W_out (+ bias)`. */
 export interface FfnSite {
   layer: number;
-  /** The MatMul/Gemm node that applies W_out. */
+  /** The node that applies W_out: MatMul, Gemm, MatMulNBits, MatMulInteger, MatMulIntegerToFloat. */
   node: string;
-  /** Tensor name of `z`, the activation (the projection's input). */
+  /**
+   * The node that reads `z` on the way to W_out, when it is not `node` itself: the DynamicQuantizeLinear of an
+   * 8-bit dynamically quantized projection. Instrumentation feeds it the scaled activation.
+   */
+  entry?: string;
+  /** Tensor name of `z`, the activation (the projection's float input; for int8, DynamicQuantizeLinear's input). */
   activation: string;
-  /** Tensor name of the projection's output (before any bias add). */
+  /** Tensor name of the projection's float output (before any bias add; for int8, after the scale Muls). */
   output: string;
+  /** Element types of `activation` and `output` (absent in graphs described before they were recorded: floatType). */
+  activationType?: ElemType;
+  outputType?: ElemType;
   weight: WeightRef;
   /** Op that produced `z` (Mul for a gated MLP, Gelu/FastGelu/…). */
   activationOp: string;
@@ -79,8 +104,13 @@ export interface ModelGraph {
   headDim: number;
   /** Element type of the ids/mask/positions inputs. */
   indexType: 'int64' | 'int32';
-  /** Element type of activations, pasts and logits. */
+  /** Element type of the pasts (and of the packed intervention inputs the engine feeds). */
   floatType: 'float32' | 'float16';
+  /** Element types of the final residual and of the logits, where they differ from floatType (fp16 with fp32 I/O). */
+  residualType?: ElemType;
+  logitsType?: ElemType;
+  /** How the FFN output weights and the unembedding are stored: 'float', or the quantization scheme(s) found. */
+  weightFormat?: string;
   inputs: { ids: string; mask?: string; positions?: string };
   /**
    * Where rows of a batch may be padded: 'left' where the graph takes per-row positions and a left-padded mask;

@@ -5,6 +5,10 @@
 //   W_out's input     ← blocks.L.mlp.post
 //   FFN output       += Gather(post, patch_index) · patch_delta  (index: [K]; delta: [1 or batch, K, d])
 // so that ablations are per example and a patch adds Σ_j z_j Δv_j without touching any weight.
+// On a quantized projection z is its float input (for 8-bit dynamic quantization, the input of the
+// DynamicQuantizeLinear, which then quantizes the scaled activation) and the FFN output is its float output (after
+// the scale Muls). Every inserted node takes the element type of the tensor it touches (fp16 activations behind
+// fp32 graph inputs get Casts of the packed inputs).
 // The interventions of all layers arrive packed in three inputs, split per layer inside the graph: every run
 // feeds them, and onnxruntime's cost per fed tensor exceeds that of a Split (each layer gets the same K, padded
 // with zero edits). They are plain required inputs (an initializer would make ORT silently ignore the feed).
@@ -128,7 +132,9 @@ function findLmHead(src: onnx.IGraphProto, graph: ModelGraph): onnx.INodeProto |
   let name = graph.logits;
   for (let hops = 0; hops < 4; hops++) {
     const p = producers.get(name);
-    if (p?.opType === 'MatMul') return p;
+    // MatMulNBits computes each row on its own as MatMul does; a DynamicQuantizeLinear before the lm_head
+    // quantizes with one scale for the whole tensor, so gathering positions there would change the logits.
+    if (p?.opType === 'MatMul' || p?.opType === 'MatMulNBits') return p;
     if (p?.opType !== 'Add' && p?.opType !== 'Cast') return undefined;
     const computed = (p.input ?? []).filter((i) => i && !constants.has(i));
     if (computed.length !== 1) return undefined;
@@ -174,20 +180,36 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
     ops.split(interventionInputs.patchDelta, 1, sites.map((s) => perLayer.patchDelta(s.layer))),
   ];
 
+  // The packed inputs have the pasts' type; each layer's slices are cast to the type of the activation they meet
+  // (fp16 activations behind fp32 graph inputs in a keep-io-types export).
+  const cast = (input: string, from: number, to: number, name: string): { nodes: onnx.INodeProto[]; tensor: string } =>
+    to === from
+      ? { nodes: [], tensor: input }
+      : { nodes: [node('Cast', [input], [`${input}/cast`], name, [{ name: 'to', type: A.INT, i: to }])], tensor: `${input}/cast` };
+  const dynamicEntry = new Map<string, number>();  // activation → layer, where a DynamicQuantizeLinear reads it
   sites.forEach((site, i) => {
     const L = site.layer;
     const post = hooks.mlpPost(L);
     const key = site.output;
-    outputs.push(valueInfo(post, floatEnum, ['batch_size', 'sequence_length', widths[i]]));
-    before.set(key, [node('Mul', [site.activation, perLayer.scale(L)], [post], `neuronpatch/blocks.${L}/mlp/scale`)]);
+    const zType = site.activationType ?? floatEnum;
+    const outType = site.outputType ?? zType;
+    outputs.push(valueInfo(post, zType, ['batch_size', 'sequence_length', widths[i]]));
+    const scale = cast(perLayer.scale(L), floatEnum, zType, `neuronpatch/blocks.${L}/mlp/scale_cast`);
+    const delta = cast(perLayer.patchDelta(L), floatEnum, zType, `neuronpatch/blocks.${L}/mlp/delta_cast`);
+    const scaleNodes = [...scale.nodes, node('Mul', [site.activation, scale.tensor], [post], `neuronpatch/blocks.${L}/mlp/scale`)];
+    if (site.entry) dynamicEntry.set(site.activation, L);
+    before.set(site.entry ? `entry:${site.activation}` : key, scaleNodes);
     const picked = `blocks.${L}.mlp.patch_z`;
     const term = `blocks.${L}.mlp.patch_term`;
     const patched = `blocks.${L}.mlp.out`;
+    const termOut = cast(term, zType, outType, `neuronpatch/blocks.${L}/mlp/term_cast`);
     after.set(key, [
+      ...delta.nodes,
       node('Gather', [post, perLayer.patchIndex(L)], [picked], `neuronpatch/blocks.${L}/mlp/patch_gather`,
         [{ name: 'axis', type: A.INT, i: -1 }]),
-      node('MatMul', [picked, perLayer.patchDelta(L)], [term], `neuronpatch/blocks.${L}/mlp/patch_matmul`),
-      node('Add', [site.output, term], [patched], `neuronpatch/blocks.${L}/mlp/patch_add`),
+      node('MatMul', [picked, delta.tensor], [term], `neuronpatch/blocks.${L}/mlp/patch_matmul`),
+      ...termOut.nodes,
+      node('Add', [site.output, termOut.tensor], [patched], `neuronpatch/blocks.${L}/mlp/patch_add`),
     ]);
     renamed.set(site.output, patched);
   });
@@ -214,7 +236,12 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
     const n: onnx.INodeProto = { ...original, input: [...(original.input ?? [])], output: [...(original.output ?? [])] };
     const out0 = n.output![0] ?? '';
     const site = siteByOutput.get(out0);
-    if (site) {
+    const entryLayer = original.opType === 'DynamicQuantizeLinear' ? dynamicEntry.get(input0) : undefined;
+    if (entryLayer !== undefined) {
+      // 8-bit dynamic quantization: the scaled activation is what gets quantized.
+      nodes.push(...(before.get(`entry:${input0}`) ?? []));
+      n.input![0] = hooks.mlpPost(entryLayer);
+    } else if (site && !site.entry) {
       if (n.input![0] !== site.activation) throw new NeuronpatchError(`Layer ${site.layer}: unexpected input order at ${site.node}.`);
       n.input![0] = hooks.mlpPost(site.layer);
     } else {
@@ -240,11 +267,12 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
   if (finalNorm.residual !== hooks.finalResid) {
     nodes.push(node('Identity', [finalNorm.residual], [hooks.finalResid], 'neuronpatch/final/resid'));
   }
-  outputs.push(valueInfo(hooks.finalResid, floatEnum, ['batch_size', 'sequence_length', d]));
+  outputs.push(valueInfo(hooks.finalResid, graph.residualType ?? floatEnum, ['batch_size', 'sequence_length', d]));
   // The last position's logits on their own: decoding needs no more, and a long prompt's full logits are large.
   nodes.push(node('Gather', [graph.logits, LAST_INDEX], [LAST_LOGITS], 'neuronpatch/logits/last', [{ name: 'axis', type: A.INT, i: 1 }]));
-  outputs.push(valueInfo(LAST_LOGITS, floatEnum, ['batch_size', V]));
-  nodes.push(...normalizerNodes(ops, LAST_LOGITS, LAST_NORMALIZER, graph.floatType === 'float16'));
+  const logitsType = graph.logitsType ?? floatEnum;
+  outputs.push(valueInfo(LAST_LOGITS, logitsType, ['batch_size', V]));
+  nodes.push(...normalizerNodes(ops, LAST_LOGITS, LAST_NORMALIZER, logitsType === T.FLOAT16));
   outputs.push(valueInfo(LAST_NORMALIZER, T.FLOAT, ['batch_size', 2]));
   const lastIndex: onnx.ITensorProto = { name: LAST_INDEX, dataType: T.INT64, dims: [], int64Data: [-1] };
 

@@ -10,6 +10,7 @@ import { externalRef } from '../onnx/tensor';
 import { CodeTokenizer } from '../tokenizer';
 import { type ModelInfo, NeuronpatchError } from '../types';
 import { extent, type ModelGraph } from './graph';
+import { checkDtype } from './dtype';
 import { hashFiles, openFolder } from './folder';
 import { instrument } from './instrument';
 import { liftMerged } from './merged';
@@ -19,9 +20,11 @@ import { InstrumentedSession } from './session';
 import { Weights } from './weights';
 
 /** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
-const INSTRUMENT_VERSION = 8;
+const INSTRUMENT_VERSION = 9;
 
 export interface LoadOptions {
+  /** Which dtype file of a multi-dtype folder (transformers.js names, or 'auto'; default 'auto'). */
+  dtype?: string;
   cacheDir?: string;
   threads?: number;
   log?: (line: string) => void;
@@ -73,7 +76,8 @@ function checkExternalSizes(model: onnx.IModelProto, baseDir: string): void {
 
 export async function loadModel(folder: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const log = opts.log ?? (() => undefined);
-  const mf = openFolder(folder);
+  const mf = openFolder(folder, checkDtype(opts.dtype));
+  if (mf.dtype) log(mf.dtype.reason);
   // A merged decoder (If on use_cache_branch) is read through its with-past branch.
   const { model: proto, lifted } = liftMerged(await loadModelProto(mf.onnxPath));
   if (lifted) log(`${path.basename(mf.onnxPath)} is a merged decoder: running its with-past branch (${lifted}) with an empty cache on the first step`);
@@ -138,7 +142,10 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   const info: ModelInfo = {
     name: c.name, folder: mf.folder, architecture: c.modelType, gated: site.gated, layers: graph.sites.length, neurons, width, vocab,
     context: c.context ?? 2048, finalNorm: graph.finalNorm.kind, tiedUnembedding: c.tied ?? graph.tied,
-    weightType: graph.floatType, hash, eosTokenIds: special.eosTokenIds,
+    weightType: site.activationType === onnx.TensorProto.DataType.FLOAT16 ? 'float16' : graph.floatType,
+    weightFormat: graph.weightFormat, onnxFile: path.relative(mf.folder, mf.onnxPath),
+    dtype: mf.dtype ? { ...mf.dtype, files: mf.dtypeFiles } : undefined,
+    hash, eosTokenIds: special.eosTokenIds,
     ...(special.notice ? { notice: special.notice } : {}),
   };
   let session: InstrumentedSession;

@@ -1,9 +1,13 @@
 // Recognises a decoder's structure from its ONNX graph: FFN output projections, final norm, unembedding and the
 // KV-cache interface. Node names help where they exist; the structure decides, so fused optimizer exports and
-// graphs with generic names are handled the same way.
+// graphs with generic names are handled the same way. Projections are MatMul/Gemm with a float weight, or quantized:
+// com.microsoft MatMulNBits (4-bit and other widths), and 8-bit dynamic quantization (DynamicQuantizeLinear feeding
+// MatMulInteger + Cast + scale Mul, or com.microsoft MatMulIntegerToFloat); their weights are described for
+// dequantization (graph.ts QuantRef), never copied here.
 import { onnx } from 'onnx-proto';
 import { NeuronpatchError } from '../types';
-import { type CacheLayout, extent, type FfnSite, type FinalNorm, type ModelGraph, type ScalarInput, type WeightRef } from './graph';
+import { ElemTypes } from './elemtypes';
+import { type CacheLayout, type ElemType, extent, type FfnSite, type FinalNorm, type ModelGraph, type ScalarInput, type WeightRef } from './graph';
 
 export const KNOWN_ARCHITECTURES =
   'LLaMA, Qwen2, Mistral (gated SiLU MLP, down_proj), GPT-2 and StarCoder (c_fc/c_proj), GPT-NeoX ' +
@@ -67,18 +71,149 @@ function weightOf(ix: Index, tensor: string): { t: onnx.ITensorProto; transposed
   return undefined;
 }
 
-/** Logical [in, out] shape of a MatMul/Gemm's weight and how the stored tensor maps to it. */
-function projection(ix: Index, n: onnx.INodeProto): { ref: WeightRef; inDim: number; outDim: number } | undefined {
-  if (n.opType !== 'MatMul' && n.opType !== 'Gemm') return undefined;
+/**
+ * A projection `out = x · W` as the engine sees it, whatever the op: the float tensor that enters it
+ * (`activation`), the float tensor that leaves it (`output`, before any bias add), and the weight.
+ */
+interface Projection {
+  /** The node applying W (MatMul, Gemm, MatMulNBits, MatMulInteger, MatMulIntegerToFloat). */
+  node: onnx.INodeProto;
+  /** The DynamicQuantizeLinear reading `activation`, for 8-bit dynamic quantization. */
+  entry?: onnx.INodeProto;
+  activation: string;
+  output: string;
+  ref: WeightRef;
+  inDim: number;
+  outDim: number;
+}
+
+const QUANT_OPS = new Set(['MatMulNBits', 'MatMulInteger', 'MatMulIntegerToFloat']);
+const PROJECTION_OPS = new Set(['MatMul', 'Gemm', ...QUANT_OPS]);
+const INT_CODES = new Set([onnx.TensorProto.DataType.INT8, onnx.TensorProto.DataType.UINT8]);
+
+const intAttr = (n: onnx.INodeProto, name: string): number | undefined => {
+  const a = attr(n, name);
+  return a?.i !== undefined && a.i !== null ? Number(a.i) : undefined;
+};
+
+/** Logical [in, out] shape of a MatMul/Gemm's float weight and how the stored tensor maps to it. */
+function floatProjection(ix: Index, n: onnx.INodeProto): Projection | undefined {
   const w = weightOf(ix, n.input?.[1] ?? '');
   if (!w) return undefined;
   const dims = dimsOf(w.t);
   if (dims.length !== 2) return undefined;
   let transposed = w.transposed;
-  if (n.opType === 'Gemm' && attr(n, 'transB')?.i && Number(attr(n, 'transB')!.i) === 1) transposed = !transposed;
+  if (n.opType === 'Gemm' && intAttr(n, 'transB') === 1) transposed = !transposed;
   const [inDim, outDim] = transposed ? [dims[1], dims[0]] : [dims[0], dims[1]];
   // Stored [in, out]: input row i is row i ('rows'); stored [out, in]: input row i is column i ('cols').
-  return { ref: { name: w.t.name ?? '', dims, layout: transposed ? 'cols' : 'rows' }, inDim, outDim };
+  return { node: n, activation: n.input?.[0] ?? '', output: n.output?.[0] ?? '',
+    ref: { name: w.t.name ?? '', dims, layout: transposed ? 'cols' : 'rows' }, inDim, outDim };
+}
+
+/** com.microsoft MatMulNBits: Y = A · dequant(B)ᵀ, B as [N, K] in blocks along K. */
+function nbitsProjection(ix: Index, n: onnx.INodeProto): Projection {
+  const [a, b, scales, zeroPoints, gIdx] = n.input ?? [];
+  const K = intAttr(n, 'K');
+  const N = intAttr(n, 'N');
+  const bits = intAttr(n, 'bits') ?? 4;
+  const blockSize = intAttr(n, 'block_size');
+  const bad = (why: string): never => {
+    throw new NeuronpatchError(`MatMulNBits node ${n.name}: ${why}.`, 'The quantized model file looks damaged; download or convert it again.');
+  };
+  if (!K || !N || !blockSize) bad('attributes K, N and block_size are required');
+  if (![2, 4, 8].includes(bits)) bad(`bits = ${bits} is not one of 2, 4, 8`);
+  const codes = ix.init.get(b ?? '');
+  if (!codes || !ix.init.get(scales ?? '')) {
+    throw new NeuronpatchError(
+      `MatMulNBits node ${n.name} takes its weight from a computed tensor, not from stored codes and scales.`,
+      'Only quantized weights stored in the model file can be read for tracing and repair.',
+    );
+  }
+  if (gIdx) {
+    throw new NeuronpatchError(`MatMulNBits node ${n.name} has a g_idx input (act-order), which neuronpatch does not dequantize.`,
+      'Quantize the model without act-order (g_idx), as onnxruntime\'s and transformers.js\'s quantizers do by default.');
+  }
+  const blocks = Math.ceil(K! / blockSize!);
+  const dims = dimsOf(codes);
+  if (dims.length !== 3 || dims[0] !== N || dims[1] !== blocks || dims[2] !== (blockSize! * bits) / 8) {
+    bad(`its codes have dims [${dims}], but K = ${K}, N = ${N}, block_size = ${blockSize}, bits = ${bits} need [${N}, ${blocks}, ${(blockSize! * bits) / 8}]`);
+  }
+  const zp = zeroPoints && ix.init.get(zeroPoints) ? zeroPoints : undefined;
+  if (zeroPoints && !zp) bad('its zero points are computed, not stored');
+  return {
+    node: n, activation: a ?? '', output: n.output?.[0] ?? '', inDim: K!, outDim: N!,
+    // The logical matrix is [N, K] = [out, in]: input row k is column k.
+    ref: { name: codes.name ?? '', dims: [N!, K!], layout: 'cols',
+      quant: { kind: 'nbits', bits, blockSize: blockSize!, K: K!, N: N!, scales: scales!, zeroPoints: zp } },
+  };
+}
+
+/** A stored scale or zero point, looking through Cast/Identity/Reshape/Unsqueeze. */
+function storedOf(ix: Index, tensor: string): string | undefined {
+  let name = tensor;
+  for (let hops = 0; hops < 4; hops++) {
+    if (ix.init.has(name) || ix.constants.has(name)) return name;
+    const p = ix.producer.get(name);
+    if (!p || !['Cast', 'Identity', 'Reshape', 'Unsqueeze', 'Squeeze'].includes(p.opType ?? '')) return undefined;
+    name = p.input?.[0] ?? '';
+  }
+  return undefined;
+}
+
+/**
+ * 8-bit dynamic quantization: A = DynamicQuantizeLinear(z) feeding MatMulInteger (then Cast to float and a Mul by
+ * a_scale·b_scale) or MatMulIntegerToFloat (scales as inputs). Undefined when the node is not of that pattern.
+ */
+function integerProjection(ix: Index, n: onnx.INodeProto): Projection | undefined {
+  const inputs = n.input ?? [];
+  const dql = ix.producer.get(inputs[0] ?? '');
+  if (dql?.opType !== 'DynamicQuantizeLinear') return undefined;
+  const codes = ix.init.get(inputs[1] ?? '');
+  if (!codes || !INT_CODES.has(codes.dataType ?? 0) || dimsOf(codes).length !== 2) return undefined;
+  const [K, N] = dimsOf(codes);
+  let scale: string | undefined;
+  let zeroPoint: string | undefined;
+  let output: string | undefined;
+  if (n.opType === 'MatMulIntegerToFloat') {
+    // A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias
+    scale = storedOf(ix, inputs[3] ?? '');
+    zeroPoint = inputs[5] ? storedOf(ix, inputs[5]) : undefined;
+    output = n.output?.[0];
+  } else {
+    // A, B, a_zero_point, b_zero_point → int32 → Cast(float) → Mul(·, a_scale · b_scale)
+    zeroPoint = inputs[3] ? storedOf(ix, inputs[3]) : undefined;
+    const cast = (ix.consumers.get(n.output?.[0] ?? '') ?? [])[0];
+    if (cast?.opType !== 'Cast') return undefined;
+    const mul = (ix.consumers.get(cast.output?.[0] ?? '') ?? [])[0];
+    if (mul?.opType !== 'Mul') return undefined;
+    const other = (mul.input ?? []).find((i) => i !== cast.output?.[0]) ?? '';
+    const aScale = dql.output?.[1];
+    scale = storedOf(ix, other);
+    if (!scale) {
+      const p = ix.producer.get(other);
+      if (p?.opType === 'Mul' && (p.input ?? []).includes(aScale ?? '')) scale = storedOf(ix, (p.input ?? []).find((i) => i !== aScale) ?? '');
+    }
+    output = mul.output?.[0];
+  }
+  if (!scale || !output) return undefined;
+  if ((inputs[3] && n.opType === 'MatMulInteger' && !zeroPoint) || (n.opType === 'MatMulIntegerToFloat' && inputs[5] && !zeroPoint)) return undefined;
+  return {
+    node: n, entry: dql, activation: dql.input?.[0] ?? '', output, inDim: K, outDim: N,
+    ref: { name: codes.name ?? '', dims: [K, N], layout: 'rows', quant: { kind: 'linear', scale, zeroPoint } },
+  };
+}
+
+/** Every projection of the graph by its float output tensor. */
+function projections(ix: Index, g: onnx.IGraphProto): Map<string, Projection> {
+  const out = new Map<string, Projection>();
+  for (const n of g.node ?? []) {
+    let p: Projection | undefined;
+    if (n.opType === 'MatMul' || n.opType === 'Gemm') p = floatProjection(ix, n);
+    else if (n.opType === 'MatMulNBits') p = nbitsProjection(ix, n);
+    else if (n.opType === 'MatMulInteger' || n.opType === 'MatMulIntegerToFloat') p = integerProjection(ix, n);
+    if (p) out.set(p.output, p);
+  }
+  return out;
 }
 
 /** MatMuls upstream of a tensor through elementwise ops: tells a gated product from a plain activation. */
@@ -87,7 +222,7 @@ function upstreamProjections(ix: Index, tensor: string, depth = 6): Set<onnx.INo
   const walk = (name: string, d: number): void => {
     const p = ix.producer.get(name);
     if (!p || d < 0) return;
-    if (p.opType === 'MatMul' || p.opType === 'Gemm') {
+    if (PROJECTION_OPS.has(p.opType ?? '')) {
       found.add(p);
       return;
     }
@@ -105,25 +240,30 @@ function isGated(ix: Index, z: string): boolean {
   return [...sides[0]].some((a) => ![...sides[1]].includes(a)) && [...sides[1]].some((b) => ![...sides[0]].includes(b));
 }
 
-function findUnembedding(ix: Index, logits: string): { node: onnx.INodeProto; ref: WeightRef; width: number; vocab: number } {
+function findUnembedding(ix: Index, all: Map<string, Projection>, logits: string): Projection {
   let name = logits;
   for (let hops = 0; hops < 4; hops++) {
-    const p = ix.producer.get(name);
-    if (!p) break;
-    const proj = projection(ix, p);
+    const proj = all.get(name);
     if (proj) {
       // Unembedding as [V, d] rows: stored [d, V] ('rows' of the projection) means token t is column t.
-      const ref: WeightRef = { ...proj.ref, layout: proj.ref.layout === 'rows' ? 'cols' : 'rows' };
-      return { node: p, ref, width: proj.inDim, vocab: proj.outDim };
+      return { ...proj, ref: { ...proj.ref, layout: proj.ref.layout === 'rows' ? 'cols' : 'rows' } };
     }
+    const p = ix.producer.get(name);
+    if (!p) break;
     if (p.opType === 'Add' || PASS_THROUGH.has(p.opType ?? '')) {
       // A bias add: follow the operand that is computed, not the bias initializer.
       name = (p.input ?? []).find((i) => i && !ix.init.has(i) && !ix.constants.has(i)) ?? '';
     } else break;
   }
+  const producer = ix.producer.get(logits);
+  const quantOps = [...new Set([...ix.producer.values()].map((n) => n.opType ?? '').filter((op) => /Quant|NBits|Integer|GPTQ|Bnb|FP4|Int4/i.test(op)))];
   throw new NeuronpatchError(
-    `Could not find the unembedding (lm_head): the graph output "${logits}" is not produced by a MatMul or Gemm with a weight.`,
-    `Known architectures: ${KNOWN_ARCHITECTURES}.`,
+    `Could not find the unembedding (lm_head): the graph output "${logits}" is produced by ${producer?.opType ?? 'no node'}, not by a MatMul, ` +
+      `Gemm or a recognised quantized projection (MatMulNBits; DynamicQuantizeLinear + MatMulInteger or MatMulIntegerToFloat) with a stored weight.` +
+      (quantOps.length ? ` The graph uses ${quantOps.join(', ')}.` : ''),
+    quantOps.length
+      ? 'Use an fp32, fp16, MatMulNBits (q4, q4f16) or dynamically quantized int8/uint8 file of the model (--dtype).'
+      : `Known architectures: ${KNOWN_ARCHITECTURES}.`,
   );
 }
 
@@ -139,8 +279,7 @@ function scalarOf(ix: Index, name: string): number | undefined {
   return undefined;
 }
 
-function findFinalNorm(ix: Index, lmHead: onnx.INodeProto, residual: string, width: number): FinalNorm {
-  const normed = lmHead.input?.[0] ?? '';
+function findFinalNorm(ix: Index, normed: string, residual: string, width: number): FinalNorm {
   const p = ix.producer.get(normed);
   const vectorRef = (name: string | undefined): WeightRef | undefined => {
     const t = name ? ix.init.get(name) : undefined;
@@ -308,8 +447,9 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
   if (!(g.output ?? []).some((o) => o.name === logits)) {
     throw new NeuronpatchError(`The graph has no output named "${logits}".`, 'A decoder export must return logits.');
   }
-  const unembed = findUnembedding(ix, logits);
-  const d = unembed.width;
+  const all = projections(ix, g);
+  const unembed = findUnembedding(ix, all, logits);
+  const d = unembed.inDim;
   if (opts.hidden && opts.hidden !== d) {
     throw new NeuronpatchError(
       `The config says the residual width is ${opts.hidden}, but the graph's lm_head takes vectors of width ${d}.`,
@@ -317,17 +457,22 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
     );
   }
 
+  const types = new ElemTypes(g);
+  // The pasts' type, the fallback where an activation's type cannot be inferred.
+  const pastType = (g.input ?? []).find((i) => /past/.test(i.name ?? ''))?.type?.tensorType?.elemType === FLOAT16 ? FLOAT16 : onnx.TensorProto.DataType.FLOAT;
   const sites: FfnSite[] = [];
-  for (const n of g.node) {
-    const proj = projection(ix, n);
-    if (!proj || proj.outDim !== d || proj.inDim === d || n === unembed.node) continue;
-    const z = n.input?.[0] ?? '';
+  for (const proj of all.values()) {
+    const n = proj.node;
+    if (proj.outDim !== d || proj.inDim === d || n === unembed.node) continue;
+    const z = proj.activation;
     const act = ix.producer.get(z);
     const named = FFN_OUT_NAME.test(n.name ?? '') || FFN_OUT_NAME.test(proj.ref.name);
     if (!named && !(act && ACTIVATION_OPS.has(act.opType ?? ''))) continue;
     sites.push({
-      layer: sites.length, node: n.name ?? '', activation: z, output: n.output?.[0] ?? '', weight: proj.ref,
+      layer: sites.length, node: n.name ?? '', entry: proj.entry?.name ?? undefined, activation: z, output: proj.output, weight: proj.ref,
       activationOp: act?.opType ?? 'input', gated: isGated(ix, z),
+      activationType: floatTypeOf(types, z, pastType),
+      outputType: floatTypeOf(types, proj.output, pastType),
     });
   }
   if (!sites.length) {
@@ -353,7 +498,7 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
   if (widths.size !== 1) throw new NeuronpatchError(`FFN widths differ between layers (${[...widths].join(', ')}).`);
 
   const resid = findFinalResidual(ix, sites[sites.length - 1].output);
-  const finalNorm = findFinalNorm(ix, unembed.node, resid.tensor, d);
+  const finalNorm = findFinalNorm(ix, unembed.activation, resid.tensor, d);
   if (resid.fused) finalNorm.fusedWith = resid.fused.output?.[0] ?? '';
 
   const cache = findCache(g, sites.length, opts.cacheNames);
@@ -376,11 +521,47 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
   // GroupQueryAttention reads each row's length from the mask (seqlens_k) and takes its tokens from slot 0.
   const gqa = g.node.some((n) => n.opType === 'GroupQueryAttention');
   const padding = has(positions) && !gqa ? 'left' : 'right';
+  const floatEnum = floatType === 'float16' ? FLOAT16 : onnx.TensorProto.DataType.FLOAT;
+  const residualType = resid.tensor ? floatTypeOf(types, resid.tensor, floatEnum) : undefined;
+  const logitsType = floatTypeOf(types, logits, floatEnum);
   return {
     sites, finalNorm, unembedding: unembed.ref, cache, heads, headDim, floatType, scalars, padding,
+    residualType: residualType !== floatEnum ? residualType : undefined,
+    logitsType: logitsType !== floatEnum ? logitsType : undefined,
+    weightFormat: weightFormat(sites.map((s) => s.weight).concat(unembed.ref), ix),
     tied: (ix.consumers.get(unembed.ref.name) ?? []).some((c) => c.opType === 'Gather'),
     indexType: inputType(ids) === onnx.TensorProto.DataType.INT32 ? 'int32' : 'int64',
     inputs: { ids, mask: has(mask) ? mask : undefined, positions: has(positions) ? positions : undefined },
     logits,
   };
+}
+
+/**
+ * A float tensor's element type (FLOAT or FLOAT16) as inferred from the graph; `fallback` (the pasts' type) where
+ * the inference finds no float type (an op it has no rule for).
+ */
+function floatTypeOf(types: ElemTypes, tensor: string, fallback: ElemType): ElemType {
+  const t = types.typeOf(tensor);
+  return t === onnx.TensorProto.DataType.FLOAT || t === FLOAT16 ? t : fallback;
+}
+
+/** How the FFN output weights and the unembedding are stored, for `info`: "float32", "MatMulNBits 4-bit (block 32)", … */
+function weightFormat(refs: WeightRef[], ix: Index): string {
+  const names = new Set<string>();
+  for (const r of refs) {
+    const q = r.quant;
+    if (!q) {
+      const t = ix.init.get(r.name)?.dataType;
+      names.add(t === FLOAT16 ? 'float16' : 'float32');
+    } else if (q.kind === 'nbits') {
+      const scaleType = ix.init.get(q.scales)?.dataType === FLOAT16 ? 'fp16' : 'fp32';
+      names.add(`MatMulNBits ${q.bits}-bit (block ${q.blockSize}, ${scaleType} scales${q.zeroPoints ? ', zero points' : ''})`);
+    } else {
+      const t = ix.init.get(r.name)?.dataType === onnx.TensorProto.DataType.INT8 ? 'int8' : 'uint8';
+      const s = ix.init.get(q.scale) ?? ix.constants.get(q.scale);
+      const perChannel = s && dimsOf(s).reduce((a, b) => a * b, 1) > 1;
+      names.add(`dynamic ${t} (${perChannel ? 'per channel' : 'per tensor'})`);
+    }
+  }
+  return [...names].join(' + ');
 }

@@ -42,11 +42,18 @@ function elementCount(t: onnx.ITensorProto): number {
   return tensorDims(t).reduce((a, b) => a * b, 1);
 }
 
-function elementSize(t: onnx.ITensorProto): 2 | 4 {
+function elementSize(t: onnx.ITensorProto): 1 | 2 | 4 {
   if (t.dataType === DataType.FLOAT) return 4;
   if (t.dataType === DataType.FLOAT16) return 2;
+  if (t.dataType === DataType.UINT8 || t.dataType === DataType.INT8) return 1;
   const type = DataType[t.dataType ?? 0] ?? `type ${t.dataType}`;
-  return fail(t, `element type ${type} is not supported (only FLOAT and FLOAT16 weights are read and written).`);
+  return fail(t, `element type ${type} is not supported (FLOAT and FLOAT16 weights, INT8 and UINT8 quantized codes are read).`);
+}
+
+function floatSize(t: onnx.ITensorProto): 2 | 4 {
+  const size = elementSize(t);
+  if (size === 1) fail(t, `it holds ${DataType[t.dataType ?? 0]} codes, not float values; dequantize it instead.`);
+  return size as 2 | 4;
 }
 
 /** Which of the three storages holds the values (the ONNX rule: external, else raw_data if set, else fields). */
@@ -110,7 +117,7 @@ function readRange(t: onnx.ITensorProto, ref: ExternalRef): Uint8Array {
 
 /** Little-endian bytes → values; copies so that unaligned views (rawData inside a file buffer) are fine. */
 function decodeBytes(t: onnx.ITensorProto, bytes: Uint8Array, count: number): Float32Array {
-  const size = elementSize(t);
+  const size = floatSize(t);
   if (bytes.length !== count * size)
     fail(t, `it holds ${bytes.length} bytes, but dims [${tensorDims(t)}] need ${count * size}.`, 'The model file is corrupt or truncated.');
   const aligned = new Uint8Array(bytes.length);
@@ -122,7 +129,7 @@ function decodeBytes(t: onnx.ITensorProto, bytes: Uint8Array, count: number): Fl
 /** The values of a FLOAT or FLOAT16 initializer as fp32. `baseDir` is the folder of the .onnx file. */
 export function readTensor(t: onnx.ITensorProto, baseDir: string): Float32Array {
   const count = elementCount(t);
-  const size = elementSize(t);
+  const size = floatSize(t);
   if (t.segment) fail(t, 'it is a segment of a chunked tensor, which is not supported.');
   const storage = tensorStorage(t);
   if (storage !== 'fields') checkLittleEndian(t);
@@ -139,8 +146,22 @@ export function readTensor(t: onnx.ITensorProto, baseDir: string): Float32Array 
   return f16ToF32(Uint16Array.from(data, (v) => v & 0xffff));
 }
 
+/**
+ * The stored bytes of an INT8 or UINT8 initializer (quantized codes: read them as Int8Array through the buffer for
+ * INT8), whatever its storage; a copy.
+ */
+export function readTensorBytes(t: onnx.ITensorProto, baseDir: string): Uint8Array {
+  const count = elementCount(t);
+  if (elementSize(t) !== 1) fail(t, 'it is not an INT8 or UINT8 tensor.');
+  if (t.segment) fail(t, 'it is a segment of a chunked tensor, which is not supported.');
+  const storage = tensorStorage(t);
+  const bytes = storage === 'external' ? readRange(t, externalRef(t, baseDir)!) : storage === 'raw' ? Uint8Array.from(t.rawData!) : Uint8Array.from(t.int32Data ?? [], (v) => v & 0xff);
+  if (bytes.length !== count) fail(t, `it holds ${bytes.length} bytes, but dims [${tensorDims(t)}] need ${count}.`, 'The model file is corrupt or truncated.');
+  return bytes;
+}
+
 function encodeBytes(t: onnx.ITensorProto, values: Float32Array): Uint8Array {
-  if (elementSize(t) === 4) return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  if (floatSize(t) === 4) return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const h = f32ToF16(values);
   return new Uint8Array(h.buffer, h.byteOffset, h.byteLength);
 }
@@ -161,7 +182,7 @@ export function writeTensorData(t: onnx.ITensorProto, values: Float32Array, base
   if (t.segment) fail(t, 'it is a segment of a chunked tensor, which is not supported.');
   const storage = tensorStorage(t);
   if (storage === 'fields') {
-    if (elementSize(t) === 4) t.floatData = Array.from(values);
+    if (floatSize(t) === 4) t.floatData = Array.from(values);
     else t.int32Data = Array.from(f32ToF16(values));
     return storage;
   }
@@ -185,6 +206,35 @@ export function writeTensorData(t: onnx.ITensorProto, values: Float32Array, base
       fail(t, `its external data ends at byte ${ref.offset + ref.length}, but ${ref.file} has only ${size} bytes.`, 'Copy the source data file there before writing.');
     let done = 0;
     while (done < bytes.length) done += fs.writeSync(fd, bytes, done, Math.min(bytes.length - done, 1 << 30), ref.offset + done);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return storage;
+}
+
+/**
+ * Writes the bytes of an INT8 or UINT8 tensor back in its own storage (as writeTensorData does for floats): raw_data
+ * in place, int32_data replaced, or external data at its offset under `baseDir` (the export's copy).
+ */
+export function writeTensorBytes(t: onnx.ITensorProto, bytes: Uint8Array, baseDir: string): TensorStorage {
+  const count = elementCount(t);
+  if (elementSize(t) !== 1) fail(t, 'it is not an INT8 or UINT8 tensor.');
+  if (bytes.length !== count) fail(t, `cannot write ${bytes.length} bytes into a tensor of dims [${tensorDims(t)}] (${count} values).`);
+  const storage = tensorStorage(t);
+  if (storage === 'fields') {
+    t.int32Data = t.dataType === DataType.INT8 ? Array.from(new Int8Array(bytes.buffer, bytes.byteOffset, bytes.length)) : Array.from(bytes);
+    return storage;
+  }
+  if (storage === 'raw') {
+    if (t.rawData!.length !== bytes.length) fail(t, `raw_data has ${t.rawData!.length} bytes, ${bytes.length} given.`);
+    t.rawData!.set(bytes);
+    return storage;
+  }
+  const ref = externalRef(t, baseDir)!;
+  const fd = fs.openSync(ref.file, 'r+');
+  try {
+    let done = 0;
+    while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done, ref.offset + done);
   } finally {
     fs.closeSync(fd);
   }
