@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
 import { loadModel, type Model, repair, trace } from '../../src/engine';
 import { exportPatched } from '../../src/engine/export/export';
+import { loadModelProto, onnx, saveModelProto } from '../../src/engine/onnx/proto';
 import { preparePrompt } from '../../src/engine/generate';
 import { patchSet } from '../../src/engine/patches/patchset';
 import { assertFinite } from '../../src/engine/repair/edits';
@@ -168,4 +169,34 @@ test('edits that are no longer finite numbers are a divergence, named, never dro
   const edits = [{ layer: 1, neuron: 3, delta: Float64Array.of(0.5, 1) }, { layer: 0, neuron: 7, delta: Float64Array.of(NaN, 1) }];
   assert.throws(() => assertFinite(edits, 'joint', 4), /joint solver diverged in round 4: the change of 1 of 2 neuron\(s\) \(L0\/7\) is not finite/);
   assert.doesNotThrow(() => assertFinite(edits.slice(0, 1), 'joint', 4));
+});
+
+describe('refusals name the real cause', () => {
+  /** A copy of a built folder with its graph rewritten by `edit`. */
+  async function variant(name: string, rel: string, edit: (g: onnx.IGraphProto) => void): Promise<string> {
+    const src = path.join(built, name);
+    const dir = path.join(tempDir('refusal'), name);
+    fs.cpSync(src, dir, { recursive: true });
+    const model = await loadModelProto(path.join(src, rel));
+    edit(model.graph!);
+    await saveModelProto(model, path.join(dir, rel));
+    return dir;
+  }
+  const rename = (g: onnx.IGraphProto, from: string, to: string) => {
+    for (const i of g.input ?? []) if (i.name === from) i.name = to;
+    for (const o of g.output ?? []) if (o.name === from) o.name = to;
+    for (const n of g.node ?? []) {
+      n.input = (n.input ?? []).map((x) => (x === from ? to : x));
+      n.output = (n.output ?? []).map((x) => (x === from ? to : x));
+    }
+  };
+
+  test('an If on another input than use_cache_branch, and a cache of unknown names', { skip: !fs.existsSync(built) && 'test/inputs is absent' }, async () => {
+    const iffy = await variant('tiny-qwen2-merged', 'onnx/decoder_model_merged.onnx', (g) => rename(g, 'use_cache_branch', 'branch_flag'));
+    await assert.rejects(loadModel(iffy, { cacheDir: testCacheDir() }), (e: Error) => /control-flow node \(If\)/.test(e.message) && !/Known architectures/.test(e.message));
+    const oddCache = await variant('tiny-starcoder-fused-kv', 'model.onnx', (g) => {
+      for (const L of [0, 1]) rename(g, `past_key_values.${L}.key_value`, `past_key_values.${L}.kv`);
+    });
+    await assert.rejects(loadModel(oddCache, { cacheDir: testCacheDir() }), (e: Error) => /layout neuronpatch does not read: "past_key_values.0.kv"/.test(e.message) && !/no KV-cache inputs/.test(e.message));
+  });
 });

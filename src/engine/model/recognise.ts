@@ -263,7 +263,9 @@ function findUnembedding(ix: Index, all: Map<string, Projection>, logits: string
       (quantOps.length ? ` The graph uses ${quantOps.join(', ')}.` : ''),
     quantOps.length
       ? 'Use an fp32, fp16, MatMulNBits (q4, q4f16) or dynamically quantized int8/uint8 file of the model (--dtype).'
-      : `Known architectures: ${KNOWN_ARCHITECTURES}.`,
+      : /^(If|Loop|Scan)$/.test(producer?.opType ?? '')
+        ? `The logits come out of a control-flow node (${producer?.opType}); of those neuronpatch reads only Optimum's merged decoder (If on use_cache_branch). Export the decoder with past (decoder_with_past_model.onnx, Optimum's --no-post-process).`
+        : `Known architectures: ${KNOWN_ARCHITECTURES}.`,
   );
 }
 
