@@ -6,6 +6,7 @@
 //   npm run bench:memory -- [--model DIR] [--reps 3] [--threads N] [--json]
 import '../src/engine/onnx/privacy'; // first: telemetry off before onnxruntime-node loads
 import { execFileSync } from 'node:child_process';
+import type { Tensor as OrtTensor } from 'onnxruntime-node';
 import { loadModel } from '../src/engine/model/load';
 import { generate } from '../src/engine/generate';
 import { fmt, median, mulberry32, options, PlainModel } from './common';
@@ -15,14 +16,14 @@ type Role = 'bare' | 'plain' | 'engine';
 async function child(role: Role, model: string, threads?: number): Promise<void> {
   const random = mulberry32(3);
   if (role === 'bare') {
-    await import('onnxruntime-node');
+    await import('../src/engine/onnx/runtime'); // onnxruntime-node, through the engine's door (telemetry off)
   } else if (role === 'plain') {
     const plain = await PlainModel.open(model, threads);
     const ids = [Array.from({ length: 256 }, () => 1 + Math.floor(random() * (plain.vocab - 1)))];
     await plain.session.run(plain.feeds(ids), ['logits']);
     // A greedy generation of 32 tokens with the KV cache, as the engine's child does.
     const presents = plain.presentNames();
-    let past: import('onnxruntime-node').Tensor[] | undefined;
+    let past: OrtTensor[] | undefined;
     let feed = [ids[0].slice(0, 64)];
     let length = 0;
     for (let step = 0; step < 32; step++) {

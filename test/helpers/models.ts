@@ -1,6 +1,7 @@
 // Shared by the engine's unit tests: where the model folders are, which of them exist here, a temp cache folder
 // per test run (never the user's ~/.cache), loaded models shared within one test file, and a plain
 // onnxruntime session on a model's ORIGINAL file to compare the engine against.
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -8,6 +9,7 @@ import type { TestContext } from 'node:test';
 import { ort } from '../../src/engine/onnx/runtime';
 import { loadModel, type Model } from '../../src/engine';
 import { mulberry32 as rng } from '../../src/engine/random';
+import { skipIfMissing } from './need';
 
 export { rng };
 
@@ -32,7 +34,7 @@ export interface ModelEntry {
   source: Source;
 }
 
-const KNOWN_TEST_FIXTURES = ['tiny-gpt-neox', 'tiny-codegen', 'tiny-starcoder', 'tiny-qwen2'];
+const KNOWN_TEST_FIXTURES = ['tiny-gpt-neox', 'tiny-codegen', 'tiny-starcoder', 'tiny-qwen2', 'tiny-qwen2-fp16'];
 
 function testFixtureNames(): string[] {
   const dir = path.join(root, 'test', 'fixtures');
@@ -81,6 +83,15 @@ export function absence(e: ModelEntry): string | undefined {
 }
 
 export const present = (e: ModelEntry): boolean => absence(e) === undefined;
+
+/**
+ * Skips the test (returns true) when the model folder is absent or incomplete, saying why; in CI a folder of the
+ * repository (models/*, test/fixtures/*) that is missing fails the test instead (see need.ts). ../shared folders
+ * are optional everywhere.
+ */
+export function skipIfAbsent(t: TestContext, e: ModelEntry): boolean {
+  return skipIfMissing(t, absence(e), e.source === 'shared' ? 'beside' : 'repo');
+}
 
 /** The ONNX decoder file of a present model folder. */
 export function onnxFile(e: ModelEntry): string {
@@ -137,18 +148,34 @@ export function listing(dir: string): string[] {
   return out.sort();
 }
 
+/**
+ * sha256 (hex) of every file under `dir`, by path relative to it, sorted by path: equal before and after means the
+ * folder is byte for byte untouched (a listing of sizes and times would miss an edit in place of the same size).
+ */
+export function folderHashes(dir: string): Record<string, string> {
+  const out: [string, string][] = [];
+  const walk = (rel: string): void => {
+    for (const d of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+      const r = path.join(rel, d.name);
+      if (d.isDirectory()) walk(r);
+      else out.push([r, createHash('sha256').update(fs.readFileSync(path.join(dir, r))).digest('hex')]);
+    }
+  };
+  walk('');
+  return Object.fromEntries(out.sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Loaded models, shared by the tests of one file.
 
 const loaded = new Map<string, Promise<Model>>();
 
-/** Loads (once per test file) the model of a present folder; skips the test with a message when it is absent. */
+/**
+ * Loads (once per test file) the model of a present folder; skips the test with a message when it is absent
+ * (`skipIfAbsent`: in CI, a repository folder that is absent fails the test).
+ */
 export async function modelOf(t: TestContext, e: ModelEntry): Promise<Model | undefined> {
-  const why = absence(e);
-  if (why) {
-    t.skip(why);
-    return undefined;
-  }
+  if (skipIfAbsent(t, e)) return undefined;
   let p = loaded.get(e.dir);
   if (!p) loaded.set(e.dir, (p = loadModel(e.dir, { cacheDir: testCacheDir() })));
   return p;

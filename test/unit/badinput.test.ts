@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { onnx } from 'onnx-proto';
 import { loadModel, NeuronpatchError } from '../../src/engine';
-import { absence, copyModelFolder, entry, listing, MODELS, onnxFile, present, tempDir, type ModelEntry } from '../helpers/models';
+import { copyModelFolder, entry, listing, MODELS, onnxFile, present, skipIfAbsent, tempDir, type ModelEntry } from '../helpers/models';
 
 /** Loading `dir` fails with a NeuronpatchError matching every pattern, and leaves the folder as it was. */
 async function refused(t: TestContext, dir: string, patterns: RegExp[], what: string): Promise<void> {
@@ -40,8 +40,7 @@ function small(t: TestContext): ModelEntry | undefined {
 for (const e of MODELS) {
   describe(e.name, () => {
     test('a truncated .onnx file', async (t) => {
-      const why = absence(e);
-      if (why) return void t.skip(why);
+      if (skipIfAbsent(t, e)) return;
       const dir = copyModelFolder(e, 'truncated');
       const file = path.join(dir, rel(e));
       const bytes = fs.readFileSync(file);
@@ -52,8 +51,7 @@ for (const e of MODELS) {
     });
 
     test('a config that disagrees with the graph', async (t) => {
-      const why = absence(e);
-      if (why) return void t.skip(why);
+      if (skipIfAbsent(t, e)) return;
       const dir = copyModelFolder(e, 'config');
       const hf = path.join(dir, 'config.json');
       const genai = path.join(dir, 'genai_config.json');
@@ -185,17 +183,18 @@ describe('broken folders', () => {
     await refused(t, bare, [/No FFN output projection/, /residual width 8/, /Known architectures/], 'a graph with no FFN');
   });
 
-  test('fp16 external data that is missing or truncated', async (t) => {
-    const e = entry('ortgenai-tiny-llama-fp16');
-    const why = absence(e);
-    if (why) return void t.skip(why);
-    const dir = copyModelFolder(e, 'external');
-    const data = path.join(dir, 'model.onnx.data');
-    const bytes = fs.readFileSync(data);
-    fs.rmSync(data);
-    await refused(t, dir, [/model\.onnx\.data/, /missing/], 'external data missing');
-    fs.writeFileSync(data, bytes.subarray(0, bytes.length >> 1));
-    // onnxruntime's own message names neither the file nor the truncation: the engine checks the ranges first.
-    await refused(t, dir, [/model\.onnx\.data/, /truncated|bytes/], 'external data cut in half');
-  });
+  // The committed fp16 fixture everywhere, onnxruntime-genai's LLaMA where ../shared is present.
+  for (const e of [entry('tiny-qwen2-fp16'), entry('ortgenai-tiny-llama-fp16')]) {
+    test(`fp16 external data that is missing or truncated: ${e.name}`, async (t) => {
+      if (skipIfAbsent(t, e)) return;
+      const dir = copyModelFolder(e, 'external');
+      const data = path.join(dir, 'model.onnx.data');
+      const bytes = fs.readFileSync(data);
+      fs.rmSync(data);
+      await refused(t, dir, [/model\.onnx\.data/, /missing/], 'external data missing');
+      fs.writeFileSync(data, bytes.subarray(0, bytes.length >> 1));
+      // onnxruntime's own message names neither the file nor the truncation: the engine checks the ranges first.
+      await refused(t, dir, [/model\.onnx\.data/, /truncated|bytes/], 'external data cut in half');
+    });
+  }
 });

@@ -1,12 +1,13 @@
 // Export: patches baked into a new model folder, checked byte by byte against the source and run in
-// onnxruntime-node next to it. Fixtures: an fp16 LLaMA with external data and an fp32 GPT-2 with raw_data
-// (../shared/fixtures); a small model built here covers float_data/int32_data storage and the 'cols' layout.
+// onnxruntime-node next to it. Fixtures: fp16 models with external data (test/fixtures/tiny-qwen2-fp16 everywhere,
+// onnxruntime-genai's LLaMA from ../shared/fixtures where present) and an fp32 GPT-2 with raw_data (../shared); a
+// small model built here covers float_data/int32_data storage and the 'cols' layout.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { ort } from '../../src/engine/onnx/runtime';
 import { exportPatched } from '../../src/engine/export/export';
 import type { FfnSite } from '../../src/engine/model/graph';
@@ -15,12 +16,9 @@ import { findInitializer, loadModel, loadModelProto, onnx, saveModelProto } from
 import { externalRef, readTensor, tensorDims } from '../../src/engine/onnx/tensor';
 import { isoNow, newPatchId } from '../../src/engine/patches/id';
 import { NeuronpatchError, type Patch } from '../../src/engine/types';
+import { absence, argmax, entry, plainFeeds, skipIfAbsent, type ModelEntry } from '../helpers/models';
 
-const repoRoot = path.resolve(__dirname, '../../..');
-const fixtures = path.resolve(repoRoot, '../shared/fixtures');
-const skipFixtures = fs.existsSync(fixtures) ? false : `fixtures not found at ${fixtures} (they sit beside every checkout in CI); skipping`;
-const llamaDir = path.join(fixtures, 'ortgenai-tiny-llama-fp16');
-const gpt2Dir = path.join(fixtures, 'ortgenai-tiny-gpt2-fp32');
+const gpt2Dir = entry('ortgenai-tiny-gpt2-fp32').dir;
 const { FLOAT, FLOAT16 } = onnx.TensorProto.DataType;
 
 function patch(edits: { layer: number; neuron: number; delta: number[] }[], enabled = true): Patch {
@@ -87,142 +85,176 @@ async function run(file: string, feeds: Record<string, ort.Tensor>): Promise<Rec
 
 const maxAbsDiff = (a: Float32Array, b: Float32Array): number => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
 
-describe('exportPatched on the fp16 LLaMA with external data', { skip: skipFixtures }, () => {
-  let tmp: string;
-  let model: onnx.ModelProto;
-  let sites: FfnSite[];
-  let sourceHashes: Record<string, string>;
-  let out: string;
-  let result: { outDir: string; files: string[] };
-  const neuron = 48; // the largest activation at the last position of the prompt below
-  const delta = Array.from({ length: 16 }, (_, i) => (i % 2 ? -1 : 1) * (0.25 + i / 32));
-  const T = 6;
-  const feeds = (): Record<string, ort.Tensor> => {
-    const f: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', BigInt64Array.from([0n, 5n, 99n, 1234n, 7n, 31999n]), [1, T]),
-      attention_mask: new ort.Tensor('int64', new BigInt64Array(T).fill(1n), [1, T]),
-      position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]),
-    };
-    for (let l = 0; l < 2; l++) for (const k of ['key', 'value']) f[`past_key_values.${l}.${k}`] = new ort.Tensor('float16', new Uint16Array(0), [1, 1, 0, 16]);
-    return f;
-  };
+/**
+ * The fp16 folders with external data: the committed tiny-qwen2-fp16 (test/fixtures, present on every clone) and
+ * onnxruntime-genai's LLaMA (../shared/fixtures, beside the project's own checkouts only). Everything below is read
+ * from the graph: the down_proj MatMuls, their weights and dims, the edited neuron (the largest activation at the
+ * last position).
+ */
+const FP16_EXTERNAL: { entry: ModelEntry; onnx: string; data: string; ids: number[] }[] = [
+  { entry: entry('tiny-qwen2-fp16'), onnx: 'model.onnx', data: 'model.onnx.data', ids: [0, 5, 99, 123, 7, 319] },
+  { entry: entry('ortgenai-tiny-llama-fp16'), onnx: 'model.onnx', data: 'model.onnx.data', ids: [0, 5, 99, 1234, 7, 31999] },
+];
 
-  before(async () => {
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'np-export-'));
-    model = await loadModelProto(path.join(llamaDir, 'model.onnx'));
-    sites = [0, 1].map((l) => site(model, l, model.graph!.node!.find((n) => n.name === `/model/layers.${l}/mlp/down_proj/MatMul`)!));
-    sourceHashes = hashes(llamaDir);
-    out = path.join(tmp, 'patched');
-    result = await exportPatched({
-      sourceFolder: llamaDir,
-      onnxPath: 'model.onnx',
-      graph: { sites },
-      patches: [patch([{ layer: 0, neuron, delta }]), patch([{ layer: 1, neuron: 3, delta: delta.map((v) => v * 100) }], false)],
-      outDir: out,
+for (const fx of FP16_EXTERNAL) {
+  const dir = fx.entry.dir;
+  describe(`exportPatched on ${fx.entry.name} (fp16, external data)`, () => {
+    let tmp: string;
+    let model: onnx.ModelProto;
+    let sites: FfnSite[];
+    let sourceHashes: Record<string, string>;
+    let out: string;
+    let result: { outDir: string; files: string[] };
+    let neuron: number;
+    let width: number;
+    let neurons: number;
+    let delta: number[];
+    let feeds: () => Record<string, ort.Tensor>;
+    const T = fx.ids.length;
+    const weightOf = (l: number): string => sites[l].weight.name;
+
+    /** Skips (in CI: fails, for the committed folder) when the folder is absent; true when the test can run. */
+    const ready = (t: TestContext): boolean => !skipIfAbsent(t, fx.entry) && !!result;
+
+    before(async () => {
+      if (absence(fx.entry)) return;
+      tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'np-export-'));
+      model = await loadModelProto(path.join(dir, fx.onnx));
+      const layers = model.graph!.node!.filter((n) => /^\/model\/layers\.\d+\/mlp\/down_proj\/MatMul$/.test(n.name ?? ''));
+      assert.ok(layers.length >= 2, 'two or more down_proj MatMuls');
+      sites = layers.map((n, l) => site(model, l, n));
+      [neurons, width] = sites[0].weight.dims;
+      const session = await ort.InferenceSession.create(path.join(dir, fx.onnx));
+      feeds = () => plainFeeds(session, [fx.ids]);
+      // The edited neuron: the largest |activation| entering layer 0's down_proj at the last position.
+      const z = (await run(await probe(dir, fx.onnx, [{ name: sites[0].activation, elemType: FLOAT16 }], path.join(tmp, 'probe-pick')), feeds()))[sites[0].activation];
+      neuron = argmax(Float32Array.from(z.subarray((T - 1) * neurons, T * neurons), Math.abs));
+      delta = Array.from({ length: width }, (_, i) => (i % 2 ? -1 : 1) * (0.25 + i / (2 * width)));
+      sourceHashes = hashes(dir);
+      out = path.join(tmp, 'patched');
+      result = await exportPatched({
+        sourceFolder: dir,
+        onnxPath: fx.onnx,
+        graph: { sites },
+        patches: [patch([{ layer: 0, neuron, delta }]), patch([{ layer: 1, neuron: 3, delta: delta.map((v) => v * 100) }], false)],
+        outDir: out,
+      });
+    });
+    after(() => tmp && fs.rmSync(tmp, { recursive: true, force: true }));
+
+    it('writes the folder: model, new external data, the other files, PATCHES.md; nothing else', (t) => {
+      if (!ready(t)) return;
+      assert.equal(result.outDir, out);
+      assert.deepEqual(result.files, [...fs.readdirSync(dir), 'PATCHES.md'].sort());
+      assert.ok(result.files.includes(fx.data), 'the external data file is written');
+      assert.ok(!fs.readdirSync(tmp).some((f) => f.includes('.tmp-')), 'no temp folder is left beside it');
+      for (const f of result.files.filter((f) => f.endsWith('.json'))) assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(dir, f))), f);
+      const md = fs.readFileSync(path.join(out, 'PATCHES.md'), 'utf8');
+      assert.match(md, /^# Patches baked into this model/);
+      assert.match(md, /1 neuronpatch patch written into/);
+      assert.match(md, new RegExp(`Neurons edited: layer 0: ${neuron}\\.`));
+      assert.doesNotMatch(md, /L1 N3/, 'the disabled patch is not baked in');
+      assert.doesNotMatch(md, /MODEL_CARD/, 'the source has no model card');
+    });
+
+    it('removes its temp folder when the source turns out to be truncated', async (t) => {
+      if (!ready(t)) return;
+      const broken = path.join(tmp, 'broken-src');
+      fs.mkdirSync(broken);
+      fs.copyFileSync(path.join(dir, fx.onnx), path.join(broken, fx.onnx));
+      // Cut the data file one byte short of the end of the weight the patch edits.
+      const { offset, length } = externalRef(findInitializer(model, weightOf(0))!, dir)!;
+      const cut = offset + length - 1;
+      fs.writeFileSync(path.join(broken, fx.data), fs.readFileSync(path.join(dir, fx.data)).subarray(0, cut));
+      await assert.rejects(
+        exportPatched({ sourceFolder: broken, onnxPath: fx.onnx, graph: { sites }, patches: [patch([{ layer: 0, neuron, delta }])], outDir: path.join(tmp, 'never') }),
+        new RegExp(`initializer "${weightOf(0).replace(/\./g, '\\.')}": its external data ends at byte ${cut + 1}, but .* has only ${cut} bytes`),
+      );
+      assert.deepEqual(fs.readdirSync(tmp).sort(), ['broken-src', 'patched', 'probe-pick']);
+      fs.rmSync(broken, { recursive: true });
+    });
+
+    it('leaves the source folder byte for byte as it was', (t) => {
+      if (!ready(t)) return;
+      assert.deepEqual(hashes(dir), sourceHashes);
+    });
+
+    it('changes exactly the edited row of down_proj, by the delta in fp16, and no other byte', async (t) => {
+      if (!ready(t)) return;
+      // The .onnx itself is unchanged (its external data locations are relative); the data file differs only in the row.
+      assert.ok(fs.readFileSync(path.join(out, fx.onnx)).equals(fs.readFileSync(path.join(dir, fx.onnx))));
+      const exported = await loadModelProto(path.join(out, fx.onnx));
+      const name = weightOf(0);
+      const w = findInitializer(exported, name)!;
+      assert.equal(w.dataType, FLOAT16);
+      const { offset } = externalRef(w, out)!;
+      const a = fs.readFileSync(path.join(dir, fx.data));
+      const b = fs.readFileSync(path.join(out, fx.data));
+      assert.equal(b.length, a.length);
+      const rowStart = offset + neuron * width * 2;
+      const rowEnd = rowStart + width * 2;
+      assert.ok(a.subarray(0, rowStart).equals(b.subarray(0, rowStart)), 'bytes before the row are identical');
+      assert.ok(a.subarray(rowEnd).equals(b.subarray(rowEnd)), 'bytes after the row are identical');
+      assert.ok(!a.subarray(rowStart, rowEnd).equals(b.subarray(rowStart, rowEnd)), 'the row changed');
+      const before = readTensor(findInitializer(model, name)!, dir);
+      const afterW = readTensor(w, out);
+      for (let i = 0; i < width; i++) {
+        const k = neuron * width + i;
+        const want = before[k] + delta[i];
+        assert.ok(Math.abs(afterW[k] - want) <= Math.abs(want) * 2 ** -11, `element ${i}: ${afterW[k]} vs ${want}`);
+      }
+      for (const init of exported.graph!.initializer!)
+        if (init.name !== name) assert.deepEqual(readTensor(init, out), readTensor(findInitializer(model, init.name!)!, dir), init.name!);
+    });
+
+    it('runs in onnxruntime: the layer-0 FFN output moves by z_j·Δv_j, layer 0 attention is untouched, logits move', async (ctx) => {
+      if (!ready(ctx)) return;
+      const z = sites[0].activation;
+      const y = sites[0].output;
+      const extra = [z, y].map((name) => ({ name, elemType: FLOAT16 }));
+      const src = await run(await probe(dir, fx.onnx, extra, path.join(tmp, 'probe-src')), feeds());
+      const exp = await run(await probe(out, fx.onnx, extra, path.join(tmp, 'probe-exp')), feeds());
+      // The exported model itself, unmodified, gives the same logits as its probe.
+      const plain = await run(path.join(out, fx.onnx), feeds());
+      assert.deepEqual(plain.logits, exp.logits);
+
+      assert.deepEqual(exp[z], src[z], 'the activations entering the edited projection are unchanged');
+      assert.deepEqual(exp['present.0.key'], src['present.0.key'], 'layer 0 attention runs before the edit');
+      assert.deepEqual(exp['present.0.value'], src['present.0.value']);
+      const w0 = readTensor(findInitializer(model, weightOf(0))!, dir);
+      const w1 = readTensor(findInitializer(await loadModelProto(path.join(out, fx.onnx)), weightOf(0))!, out);
+      let worst = 0;
+      let moved = 0;
+      for (let t = 0; t < T; t++) {
+        const zj = src[z][t * neurons + neuron];
+        for (let i = 0; i < width; i++) {
+          const expected = zj * (w1[neuron * width + i] - w0[neuron * width + i]);
+          const got = exp[y][t * width + i] - src[y][t * width + i];
+          const tol = (Math.abs(exp[y][t * width + i]) + Math.abs(src[y][t * width + i])) * 2 ** -10 + 1e-7; // fp16 outputs
+          worst = Math.max(worst, Math.abs(got - expected) / tol);
+          moved = Math.max(moved, Math.abs(got));
+        }
+      }
+      ctx.diagnostic(`${fx.entry.name}: neuron ${neuron}; FFN output change vs z_j·Δv_j: worst ${worst.toFixed(3)}× the fp16 tolerance; largest change ${moved.toExponential(2)}`);
+      assert.ok(worst <= 1, `FFN output change off by ${worst.toFixed(2)}× the fp16 tolerance`);
+      assert.ok(moved > 1e-3, `the FFN output moved by up to ${moved}`);
+      assert.ok(maxAbsDiff(exp['present.1.key'], src['present.1.key']) > 0, 'layer 1 sees the edited residual stream');
+      const dl = maxAbsDiff(exp.logits, src.logits);
+      ctx.diagnostic(`largest logit change ${dl.toExponential(2)}`);
+      assert.ok(dl > 1e-3, `logits moved by up to ${dl}`);
     });
   });
-  after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+}
 
-  it('writes the folder: model, new external data, the other files, PATCHES.md; nothing else', () => {
-    assert.equal(result.outDir, out);
-    assert.deepEqual(result.files, ['PATCHES.md', 'genai_config.json', 'model.onnx', 'model.onnx.data', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
-    assert.ok(!fs.readdirSync(tmp).some((f) => f.includes('.tmp-')), 'no temp folder is left beside it');
-    for (const f of ['genai_config.json', 'tokenizer.json']) assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(llamaDir, f))));
-    const md = fs.readFileSync(path.join(out, 'PATCHES.md'), 'utf8');
-    assert.match(md, /^# Patches baked into this model/);
-    assert.match(md, /1 neuronpatch patch written into/);
-    assert.match(md, /Neurons edited: layer 0: 48\./);
-    assert.doesNotMatch(md, /L1 N3/, 'the disabled patch is not baked in');
-    assert.doesNotMatch(md, /MODEL_CARD/, 'the source has no model card');
-  });
-
-  it('removes its temp folder when the source turns out to be truncated', async () => {
-    const broken = path.join(tmp, 'broken-src');
-    fs.mkdirSync(broken);
-    fs.copyFileSync(path.join(llamaDir, 'model.onnx'), path.join(broken, 'model.onnx'));
-    fs.writeFileSync(path.join(broken, 'model.onnx.data'), fs.readFileSync(path.join(llamaDir, 'model.onnx.data')).subarray(0, 1_000_000));
-    await assert.rejects(
-      exportPatched({ sourceFolder: broken, onnxPath: 'model.onnx', graph: { sites }, patches: [patch([{ layer: 0, neuron, delta }])], outDir: path.join(tmp, 'never') }),
-      /initializer "model\.layers\.0\.mlp\.down_proj\.MatMul\.weight": its external data ends at byte 1097792, but .* has only 1000000 bytes/,
-    );
-    assert.deepEqual(fs.readdirSync(tmp).sort(), ['broken-src', 'patched']);
-    fs.rmSync(broken, { recursive: true });
-  });
-
-  it('leaves the source folder byte for byte as it was', () => {
-    assert.deepEqual(hashes(llamaDir), sourceHashes);
-  });
-
-  it('changes exactly the edited row of down_proj, by the delta in fp16, and no other byte', async () => {
-    // The .onnx itself is unchanged (its external data locations are relative); the data file differs only in row 48.
-    assert.ok(fs.readFileSync(path.join(out, 'model.onnx')).equals(fs.readFileSync(path.join(llamaDir, 'model.onnx'))));
-    const exported = await loadModelProto(path.join(out, 'model.onnx'));
-    const name = 'model.layers.0.mlp.down_proj.MatMul.weight';
-    const t = findInitializer(exported, name)!;
-    const { offset } = externalRef(t, out)!;
-    const a = fs.readFileSync(path.join(llamaDir, 'model.onnx.data'));
-    const b = fs.readFileSync(path.join(out, 'model.onnx.data'));
-    assert.equal(b.length, a.length);
-    const rowStart = offset + neuron * 16 * 2;
-    const rowEnd = rowStart + 16 * 2;
-    assert.ok(a.subarray(0, rowStart).equals(b.subarray(0, rowStart)), 'bytes before the row are identical');
-    assert.ok(a.subarray(rowEnd).equals(b.subarray(rowEnd)), 'bytes after the row are identical');
-    const before = readTensor(findInitializer(model, name)!, llamaDir);
-    const afterW = readTensor(t, out);
-    for (let i = 0; i < 16; i++) {
-      const k = neuron * 16 + i;
-      const want = before[k] + delta[i];
-      assert.ok(Math.abs(afterW[k] - want) <= Math.abs(want) * 2 ** -11, `element ${i}: ${afterW[k]} vs ${want}`);
-    }
-    for (const init of exported.graph!.initializer!)
-      if (init.name !== name) assert.deepEqual(readTensor(init, out), readTensor(findInitializer(model, init.name!)!, llamaDir), init.name!);
-  });
-
-  it('runs in onnxruntime: the layer-0 FFN output moves by z_j·Δv_j, layer 0 attention is untouched, logits move', async (ctx) => {
-    const z = '/model/layers.0/mlp/Mul/output_0';
-    const y = '/model/layers.0/mlp/down_proj/MatMul/output_0';
-    const extra = [z, y].map((name) => ({ name, elemType: FLOAT16 }));
-    const src = await run(await probe(llamaDir, 'model.onnx', extra, path.join(tmp, 'probe-src')), feeds());
-    const exp = await run(await probe(out, 'model.onnx', extra, path.join(tmp, 'probe-exp')), feeds());
-    // The exported model itself, unmodified, gives the same logits as its probe.
-    const plain = await run(path.join(out, 'model.onnx'), feeds());
-    assert.deepEqual(plain.logits, exp.logits);
-
-    assert.deepEqual(exp[z], src[z], 'the activations entering the edited projection are unchanged');
-    assert.deepEqual(exp['present.0.key'], src['present.0.key'], 'layer 0 attention runs before the edit');
-    assert.deepEqual(exp['present.0.value'], src['present.0.value']);
-    const w0 = readTensor(findInitializer(model, 'model.layers.0.mlp.down_proj.MatMul.weight')!, llamaDir);
-    const w1 = readTensor(findInitializer(await loadModelProto(path.join(out, 'model.onnx')), 'model.layers.0.mlp.down_proj.MatMul.weight')!, out);
-    let worst = 0;
-    let moved = 0;
-    for (let t = 0; t < T; t++) {
-      const zj = src[z][t * 64 + neuron];
-      for (let i = 0; i < 16; i++) {
-        const expected = zj * (w1[neuron * 16 + i] - w0[neuron * 16 + i]);
-        const got = exp[y][t * 16 + i] - src[y][t * 16 + i];
-        const tol = (Math.abs(exp[y][t * 16 + i]) + Math.abs(src[y][t * 16 + i])) * 2 ** -10 + 1e-7; // fp16 outputs
-        worst = Math.max(worst, Math.abs(got - expected) / tol);
-        moved = Math.max(moved, Math.abs(got));
-      }
-    }
-    ctx.diagnostic(`FFN output change vs z_j·Δv_j: worst ${worst.toFixed(3)}× the fp16 tolerance; largest change ${moved.toExponential(2)}`);
-    assert.ok(worst <= 1, `FFN output change off by ${worst.toFixed(2)}× the fp16 tolerance`);
-    assert.ok(moved > 1e-3, `the FFN output moved by up to ${moved}`);
-    assert.ok(maxAbsDiff(exp['present.1.key'], src['present.1.key']) > 0, 'layer 1 sees the edited residual stream');
-    const dl = maxAbsDiff(exp.logits, src.logits);
-    ctx.diagnostic(`largest logit change ${dl.toExponential(2)}`);
-    assert.ok(dl > 1e-3, `logits moved by up to ${dl}`);
-  });
-});
-
-describe('exportPatched on the fp32 GPT-2 with raw_data', { skip: skipFixtures }, () => {
+describe('exportPatched on the fp32 GPT-2 with raw_data', () => {
   let tmp: string;
   before(() => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'np-export-gpt2-'));
   });
   after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-  it('patches the weight in place in the .onnx bytes, and the last layer FFN output moves by z_j·Δv_j', async () => {
+  it('patches the weight in place in the .onnx bytes, and the last layer FFN output moves by z_j·Δv_j', async (t) => {
+    if (skipIfAbsent(t, entry('ortgenai-tiny-gpt2-fp32'))) return;
     const model = await loadModelProto(path.join(gpt2Dir, 'past.onnx'));
     const nodes = model.graph!.node!;
     const producer = new Map(nodes.flatMap((n) => n.output!.map((o) => [o, n] as const)));

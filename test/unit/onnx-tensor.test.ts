@@ -1,4 +1,5 @@
-// fp16 conversion, ONNX model loading, and tensor I/O in every storage, on the real third-party fixtures.
+// fp16 conversion, ONNX model loading, and tensor I/O in every storage: external data on the committed fp16 fixture
+// (and onnxruntime-genai's LLaMA where ../shared is present), raw_data on the third-party GPT-2.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -8,13 +9,9 @@ import { f16BitsToNumber, f16ToF32, f32ToF16, numberToF16Bits } from '../../src/
 import { findInitializer, loadModel, loadModelProto, onnx, saveModelProto } from '../../src/engine/onnx/proto';
 import { externalRef, readTensor, tensorDims, tensorStorage, writeTensorData } from '../../src/engine/onnx/tensor';
 import { NeuronpatchError } from '../../src/engine/types';
+import { entry, skipIfAbsent } from '../helpers/models';
 
-const repoRoot = path.resolve(__dirname, '../../..');
-const fixtures = path.resolve(repoRoot, '../shared/fixtures');
-const haveFixtures = fs.existsSync(fixtures);
-const skipFixtures = haveFixtures ? false : `fixtures not found at ${fixtures} (they sit beside every checkout in CI); skipping`;
-const llamaDir = path.join(fixtures, 'ortgenai-tiny-llama-fp16');
-const gpt2Dir = path.join(fixtures, 'ortgenai-tiny-gpt2-fp32');
+const gpt2Dir = entry('ortgenai-tiny-gpt2-fp32').dir;
 
 /** fp16 bits → value by the textbook formula: an implementation independent of the table in float16.ts. */
 function refHalf(h: number): number {
@@ -106,32 +103,103 @@ describe('float16', () => {
   });
 });
 
-describe('ONNX models and tensors on the fixtures', { skip: skipFixtures }, () => {
+/** The fp16 folders with external data: the committed tiny-qwen2-fp16 everywhere, onnxruntime-genai's LLaMA where present. */
+const FP16_EXTERNAL = [entry('tiny-qwen2-fp16'), entry('ortgenai-tiny-llama-fp16')];
+
+/** Layer L's down_proj weight: the initializer its MatMul node reads (the node name is the HF module path). */
+function downProj(model: onnx.IModelProto, layer: number): onnx.ITensorProto {
+  const node = model.graph!.node!.find((n) => n.name === `/model/layers.${layer}/mlp/down_proj/MatMul`);
+  assert.ok(node, `layer ${layer} has a down_proj MatMul`);
+  const t = findInitializer(model, node.input![1]);
+  assert.ok(t, `its weight ${node.input![1]} is an initializer`);
+  return t;
+}
+
+for (const e of FP16_EXTERNAL) {
+  describe(`fp16 tensors in external data: ${e.name}`, () => {
+    let tmp: string;
+    before(() => {
+      tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'np-onnx-'));
+    });
+    after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+    it('reads fp16 weights from external data (only the byte range of the tensor)', async (t) => {
+      if (skipIfAbsent(t, e)) return;
+      const model = await loadModelProto(path.join(e.dir, 'model.onnx'));
+      const w = downProj(model, 0);
+      assert.equal(tensorStorage(w), 'external');
+      const n = tensorDims(w).reduce((a, b) => a * b, 1);
+      const ref = externalRef(w, e.dir)!;
+      assert.deepEqual({ location: ref.location, file: path.basename(ref.file), length: ref.length }, { location: 'model.onnx.data', file: 'model.onnx.data', length: 2 * n });
+      const values = readTensor(w, e.dir);
+      const data = fs.readFileSync(path.join(e.dir, 'model.onnx.data'));
+      assert.equal(values.length, n);
+      for (let i = 0; i < values.length; i++) assert.equal(values[i], Math.fround(refHalf(data.readUInt16LE(ref.offset + 2 * i))));
+      assert.ok(values.some((v) => v !== 0));
+      if (e.name === 'ortgenai-tiny-llama-fp16') {
+        assert.deepEqual([tensorDims(w), ref.offset], [[64, 16], 1095744]);
+        // The unembedding, the largest tensor: [16, 32000].
+        const lm = readTensor(findInitializer(model, 'lm_head.MatMul.weight')!, e.dir);
+        assert.equal(lm.length, 16 * 32000);
+        assert.equal(lm[lm.length - 1], Math.fround(refHalf(data.readUInt16LE(1106080 + 1024000 - 2))));
+      }
+    });
+
+    it('writes an external tensor into a copy of the data file, changing only its range', async (t) => {
+      if (skipIfAbsent(t, e)) return;
+      const model = await loadModelProto(path.join(e.dir, 'model.onnx'));
+      const w = downProj(model, 1);
+      const dir = fs.mkdtempSync(path.join(tmp, 'ext-'));
+      fs.copyFileSync(path.join(e.dir, 'model.onnx.data'), path.join(dir, 'model.onnx.data'));
+      fs.chmodSync(path.join(dir, 'model.onnx.data'), 0o644);
+      const values = readTensor(w, e.dir);
+      values[17] = 0.125; // exact in fp16
+      values[1000] += 0.01;
+      assert.equal(writeTensorData(w, values, dir), 'external');
+      const before = fs.readFileSync(path.join(e.dir, 'model.onnx.data'));
+      const afterBytes = fs.readFileSync(path.join(dir, 'model.onnx.data'));
+      assert.equal(afterBytes.length, before.length);
+      const changed: number[] = [];
+      for (let i = 0; i < before.length; i++) if (before[i] !== afterBytes[i]) changed.push(i);
+      const { offset } = externalRef(w, dir)!;
+      assert.ok(changed.length > 0);
+      assert.ok(changed.every((i) => i === offset + 34 || i === offset + 35 || i === offset + 2000 || i === offset + 2001), `changed bytes ${changed}`);
+      const back = readTensor(w, dir);
+      assert.equal(back[17], 0.125);
+      assert.ok(Math.abs(back[1000] - values[1000]) <= Math.abs(values[1000]) * 2 ** -11);
+    });
+
+    it('names the initializer and the file when external data is missing, truncated, or outside the folder', async (t) => {
+      if (skipIfAbsent(t, e)) return;
+      const model = await loadModelProto(path.join(e.dir, 'model.onnx'));
+      // The tensor whose data ends last in the file.
+      const external = model.graph!.initializer!.filter((x) => tensorStorage(x) === 'external');
+      const last = external.reduce((a, b) => (externalRef(a, e.dir)!.offset > externalRef(b, e.dir)!.offset ? a : b));
+      const { offset, length } = externalRef(last, e.dir)!;
+      const name = last.name!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      const dir = fs.mkdtempSync(path.join(tmp, 'trunc-'));
+      assert.throws(() => readTensor(last, dir), (err: unknown) => err instanceof NeuronpatchError && new RegExp(`initializer "${name}": cannot open its external data file .*model\\.onnx\\.data`).test(err.message));
+      const cut = offset + length - 2;
+      fs.writeFileSync(path.join(dir, 'model.onnx.data'), fs.readFileSync(path.join(e.dir, 'model.onnx.data')).subarray(0, cut));
+      assert.throws(() => readTensor(last, dir), new RegExp(`initializer "${name}": its external data ends at byte ${offset + length}, but .*model\\.onnx\\.data has only ${cut} bytes \\(truncated\\?\\)`));
+      const escaping = onnx.TensorProto.create({ ...last, externalData: [{ key: 'location', value: '../secret.bin' }] });
+      assert.throws(() => readTensor(escaping, dir), /points outside the model folder/);
+      const wrongLength = onnx.TensorProto.create({ ...last, externalData: [{ key: 'location', value: 'model.onnx.data' }, { key: 'length', value: '12' }] });
+      assert.throws(() => readTensor(wrongLength, e.dir), new RegExp(`external data length is 12 bytes, but dims \\[${tensorDims(last).join(',')}\\] need ${length}`));
+    });
+  });
+}
+
+describe('ONNX models and tensors on the fp32 GPT-2 with raw_data', () => {
   let tmp: string;
   before(() => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'np-onnx-'));
   });
   after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  const gpt2 = entry('ortgenai-tiny-gpt2-fp32');
 
-  it('reads fp16 weights from external data (only the byte range of the tensor)', async () => {
-    const model = await loadModelProto(path.join(llamaDir, 'model.onnx'));
-    const t = findInitializer(model, 'model.layers.0.mlp.down_proj.MatMul.weight')!;
-    assert.equal(tensorStorage(t), 'external');
-    assert.deepEqual(tensorDims(t), [64, 16]);
-    const ref = externalRef(t, llamaDir)!;
-    assert.deepEqual({ ...ref, file: path.basename(ref.file) }, { location: 'model.onnx.data', file: 'model.onnx.data', offset: 1095744, length: 2048 });
-    const values = readTensor(t, llamaDir);
-    const data = fs.readFileSync(path.join(llamaDir, 'model.onnx.data'));
-    assert.equal(values.length, 1024);
-    for (let i = 0; i < values.length; i++) assert.equal(values[i], Math.fround(refHalf(data.readUInt16LE(1095744 + 2 * i))));
-    assert.ok(values.some((v) => v !== 0));
-    // The unembedding, the largest tensor: [16, 32000].
-    const lm = readTensor(findInitializer(model, 'lm_head.MatMul.weight')!, llamaDir);
-    assert.equal(lm.length, 16 * 32000);
-    assert.equal(lm[lm.length - 1], Math.fround(refHalf(data.readUInt16LE(1106080 + 1024000 - 2))));
-  });
-
-  it('reads fp32 weights from raw_data', async () => {
+  it('reads fp32 weights from raw_data', async (ctx) => {
+    if (skipIfAbsent(ctx, gpt2)) return;
     const { model, bytes } = await loadModel(path.join(gpt2Dir, 'past.onnx'));
     const t = findInitializer(model, 'transformer.h.4.mlp.c_proj.weight')!;
     assert.equal(tensorStorage(t), 'raw');
@@ -145,43 +213,8 @@ describe('ONNX models and tensors on the fixtures', { skip: skipFixtures }, () =
     assert.ok(tensorDims(findInitializer(model, 'transformer.wte.weight')!).every((d) => typeof d === 'number'));
   });
 
-  it('writes an external tensor into a copy of the data file, changing only its range', async () => {
-    const model = await loadModelProto(path.join(llamaDir, 'model.onnx'));
-    const t = findInitializer(model, 'model.layers.1.mlp.down_proj.MatMul.weight')!;
-    const dir = fs.mkdtempSync(path.join(tmp, 'ext-'));
-    fs.copyFileSync(path.join(llamaDir, 'model.onnx.data'), path.join(dir, 'model.onnx.data'));
-    fs.chmodSync(path.join(dir, 'model.onnx.data'), 0o644);
-    const values = readTensor(t, llamaDir);
-    values[17] = 0.125; // exact in fp16
-    values[1000] += 0.01;
-    assert.equal(writeTensorData(t, values, dir), 'external');
-    const before = fs.readFileSync(path.join(llamaDir, 'model.onnx.data'));
-    const afterBytes = fs.readFileSync(path.join(dir, 'model.onnx.data'));
-    assert.equal(afterBytes.length, before.length);
-    const changed: number[] = [];
-    for (let i = 0; i < before.length; i++) if (before[i] !== afterBytes[i]) changed.push(i);
-    const { offset } = externalRef(t, dir)!;
-    assert.ok(changed.length > 0);
-    assert.ok(changed.every((i) => i === offset + 34 || i === offset + 35 || i === offset + 2000 || i === offset + 2001), `changed bytes ${changed}`);
-    const back = readTensor(t, dir);
-    assert.equal(back[17], 0.125);
-    assert.ok(Math.abs(back[1000] - values[1000]) <= Math.abs(values[1000]) * 2 ** -11);
-  });
-
-  it('names the initializer and the file when external data is missing, truncated, or outside the folder', async () => {
-    const model = await loadModelProto(path.join(llamaDir, 'model.onnx'));
-    const t = findInitializer(model, 'lm_head.MatMul.weight')!;
-    const dir = fs.mkdtempSync(path.join(tmp, 'trunc-'));
-    assert.throws(() => readTensor(t, dir), (e: unknown) => e instanceof NeuronpatchError && /initializer "lm_head\.MatMul\.weight": cannot open its external data file .*model\.onnx\.data/.test(e.message));
-    fs.writeFileSync(path.join(dir, 'model.onnx.data'), fs.readFileSync(path.join(llamaDir, 'model.onnx.data')).subarray(0, 2000000));
-    assert.throws(() => readTensor(t, dir), /initializer "lm_head\.MatMul\.weight": its external data ends at byte 2130080, but .*model\.onnx\.data has only 2000000 bytes \(truncated\?\)/);
-    const escaping = onnx.TensorProto.create({ ...t, externalData: [{ key: 'location', value: '../secret.bin' }] });
-    assert.throws(() => readTensor(escaping, dir), /points outside the model folder/);
-    const wrongLength = onnx.TensorProto.create({ ...t, externalData: [{ key: 'location', value: 'model.onnx.data' }, { key: 'length', value: '12' }] });
-    assert.throws(() => readTensor(wrongLength, llamaDir), /external data length is 12 bytes, but dims \[16,32000\] need 1024000/);
-  });
-
-  it('refuses a missing, truncated, or non-ONNX model file with the path', async () => {
+  it('refuses a missing, truncated, or non-ONNX model file with the path', async (t) => {
+    if (skipIfAbsent(t, gpt2)) return;
     await assert.rejects(loadModelProto(path.join(tmp, 'nope.onnx')), (e: unknown) => e instanceof NeuronpatchError && e.message.includes(`ONNX model not found: ${path.join(tmp, 'nope.onnx')}`));
     const full = fs.readFileSync(path.join(gpt2Dir, 'past.onnx'));
     const cut = path.join(tmp, 'cut.onnx');
@@ -193,7 +226,8 @@ describe('ONNX models and tensors on the fixtures', { skip: skipFixtures }, () =
     await assert.rejects(loadModelProto(empty), /empty\.onnx is not a valid ONNX model \(the file is empty\)/);
   });
 
-  it('saves a model atomically and it loads back', async () => {
+  it('saves a model atomically and it loads back', async (t) => {
+    if (skipIfAbsent(t, gpt2)) return;
     const model = await loadModelProto(path.join(gpt2Dir, 'past.onnx'));
     const dir = fs.mkdtempSync(path.join(tmp, 'save-'));
     await saveModelProto(model, path.join(dir, 'copy.onnx'));

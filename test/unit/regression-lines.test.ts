@@ -6,7 +6,8 @@ import { after, test } from 'node:test';
 import { repair } from '../../src/engine';
 import type { RepairCase } from '../../src/engine/types';
 import { RegressionLines } from '../../src/vscode/regressionLines';
-import { entry, modelOf, present, releaseAll, root } from '../helpers/models';
+import { entry, modelOf, releaseAll, root } from '../helpers/models';
+import { missingFiles, skipIfMissing } from '../helpers/need';
 
 after(releaseAll);
 
@@ -14,8 +15,10 @@ const demo = entry('demo');
 const dev = path.join(root, 'bench', 'cases', 'dev.jsonl');
 const regression = path.join(root, 'bench', 'cases', 'regression.jsonl');
 
-test('regression lines are decoded once while the active patches stay the same', { skip: !present(demo) || !fs.existsSync(dev) ? 'models/demo or bench/cases absent' : false }, async (t) => {
-  const model = (await modelOf(t, demo))!;
+test('regression lines are decoded once while the active patches stay the same', async (t) => {
+  if (skipIfMissing(t, missingFiles([dev, regression], root), 'repo')) return;
+  const model = await modelOf(t, demo);
+  if (!model) return;
   const prompts = fs.readFileSync(regression, 'utf8').split('\n').filter((l) => l.trim()).slice(0, 24).map((l) => (JSON.parse(l) as { prompt: string }).prompt);
   const memo = new RegressionLines();
   const plain = await memo.get(model, prompts, []);

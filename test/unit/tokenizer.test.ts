@@ -1,32 +1,19 @@
 // Tokenizers through @huggingface/tokenizers: real code round-trips exactly (whitespace, tabs, indentation,
-// line endings, unicode), and the demo models' tokenizer gives the very ids that the training pipeline's own
-// encoder (tools/demo-model/bpe.py, run with Debian's /usr/bin/python3) gave the training data.
+// line endings, unicode; committed samples of CPython's stdlib, test/samples/), and the demo models' tokenizer
+// gives the very ids that the training pipeline's own encoder (tools/demo-model/bpe.py, run with Debian's
+// /usr/bin/python3) gave the training data.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { CodeTokenizer } from '../../src/engine/tokenizer';
-import { absence, MODELS, root, type ModelEntry } from '../helpers/models';
+import { MODELS, root, skipIfAbsent, type ModelEntry } from '../helpers/models';
+import { skipIfMissing } from '../helpers/need';
 
-/** The standard library of the python3 first on PATH (the demo model's corpus), or why it is not there. */
-let stdlibFound: { dir?: string; why?: string } | undefined;
-function stdlib(): { dir?: string; why?: string } {
-  stdlibFound ??= findStdlib();
-  return stdlibFound;
-}
-
-function findStdlib(): { dir?: string; why?: string } {
-  try {
-    const dir = execFileSync('python3', ['-c', "import sysconfig; print(sysconfig.get_paths()['stdlib'])"], { encoding: 'utf8' }).trim();
-    return fs.existsSync(path.join(dir, 'textwrap.py')) ? { dir } : { why: `no textwrap.py in ${dir}` };
-  } catch (e) {
-    return { why: `python3 is not available: ${(e as Error).message.split('\n')[0]}` };
-  }
-}
-
-const STDLIB_FILES = ['textwrap.py', 'json/__init__.py', 'getopt.py',
-  'test/tokenizedata/tokenize_tests-no-coding-cookie-and-utf8-bom-sig-only.txt'];
+/** Real code, committed (test/samples/README.md): four files of CPython's standard library, the same everywhere. */
+const SAMPLES = path.join(root, 'test', 'samples', 'python-stdlib');
+const SAMPLE_FILES = ['textwrap.py', 'json/__init__.py', 'getopt.py', 'tokenize_tests-no-coding-cookie-and-utf8-bom-sig-only.txt'];
 
 /** Code as it is written, and the whitespace and characters that tokenizers get wrong. */
 const SNIPPETS = [
@@ -50,10 +37,7 @@ function texts(): { name: string; text: string }[] {
 }
 
 function readTexts(): { name: string; text: string }[] {
-  const lib = stdlib();
-  const files = lib.dir
-    ? STDLIB_FILES.filter((f) => fs.existsSync(path.join(lib.dir!, f))).map((f) => ({ name: f, text: fs.readFileSync(path.join(lib.dir!, f), 'utf8') }))
-    : [];
+  const files = SAMPLE_FILES.map((f) => ({ name: f, text: fs.readFileSync(path.join(SAMPLES, f), 'utf8') }));
   return [...files, ...SNIPPETS.map((text, i) => ({ name: `snippet ${i}`, text }))];
 }
 
@@ -73,13 +57,7 @@ const byteLevel = (e: ModelEntry): boolean => /"ByteLevel"/.test(fs.readFileSync
 for (const e of MODELS) {
   describe(e.name, () => {
     test('decode(encode(text)) is the text: real code, whitespace, tabs, line endings, unicode', (t) => {
-      const why = absence(e);
-      if (why) {
-        t.skip(why);
-        return;
-      }
-      const lib = stdlib();
-      if (!lib.dir) t.diagnostic(`stdlib files not used: ${lib.why}`);
+      if (skipIfAbsent(t, e)) return;
       const tok = tokenizerOf(e);
       let tokens = 0;
       let chars = 0;
@@ -101,11 +79,7 @@ for (const e of MODELS) {
     // other, as the demo model's training encoder (bpe.py) treats it, not an end-of-sequence in mid-prompt that
     // decoding then drops.
     test('a special token\'s text inside code is encoded as text and round-trips', (t) => {
-      const why = absence(e);
-      if (why) {
-        t.skip(why);
-        return;
-      }
+      if (skipIfAbsent(t, e)) return;
       const json = JSON.parse(fs.readFileSync(path.join(e.dir, 'tokenizer.json'), 'utf8')) as { added_tokens?: { id: number; content: string; special?: boolean }[] };
       const specials = (json.added_tokens ?? []).filter((a) => a.special && a.content.length > 1);
       if (!specials.length) {
@@ -140,15 +114,8 @@ json.dump([enc.encode(t) for t in texts], sys.stdout)
 describe('the demo models\' tokenizer = the training pipeline\'s encoder', () => {
   for (const e of MODELS.filter((x) => x.source === 'demo')) {
     test(`${e.name}: ids identical to tools/demo-model/bpe.py's Encoder`, (t) => {
-      const why = absence(e);
-      if (why) {
-        t.skip(why);
-        return;
-      }
-      if (!fs.existsSync(PYTHON)) {
-        t.skip(`${PYTHON} is absent (Debian's python3 runs tools/demo-model)`);
-        return;
-      }
+      if (skipIfAbsent(t, e)) return;
+      if (skipIfMissing(t, fs.existsSync(PYTHON) ? undefined : `${PYTHON} is absent (Debian's python3 with python3-regex runs tools/demo-model; .ci/run installs it)`, 'repo')) return;
       const samples = texts();
       const file = path.join(e.dir, 'tokenizer.json');
       const out = execFileSync(PYTHON, ['-c', ENCODE, path.join(root, 'tools', 'demo-model'), file], {
