@@ -9,7 +9,8 @@
 // - `generate --no-heal` equals a plain onnxruntime greedy loop on the same file;
 // - on the formats marked `repair`: a trace and a repair succeed, `generate --patches` reproduces the repair, and
 //   an exported folder reproduces the patched logits in a plain session (side branch: float rounding; re-quantized
-//   blocks: measured and bounded).
+//   blocks: measured and bounded). NEURONPATCH_TEST_ALL_FORMATS=1 runs that round on every format (slow: the
+//   figures of the README's format table).
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -119,7 +120,7 @@ describe('formats', { skip: !present(demo) ? 'models/demo is absent' : why ?? fa
         t.diagnostic(`${f.name}: 3 prompts × 16 tokens identical to a plain onnxruntime greedy loop`);
       });
 
-      if (!f.repair) return;
+      if (!f.repair && !process.env.NEURONPATCH_TEST_ALL_FORMATS) return;
       test('trace and repair a real failure; generate --patches reproduces it; export reproduces the patched logits', { skip: fs.existsSync(devCases) ? false : 'bench/cases/dev.jsonl absent' }, async (t) => {
         const m = await open(f);
         const cases = fs.readFileSync(devCases, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as RepairCase);

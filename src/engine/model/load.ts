@@ -131,7 +131,8 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   const [neurons] = extent(site.weight);
   const [vocab, width] = extent(graph.unembedding);
   const info: ModelInfo = {
-    name: c.name, folder: mf.folder, architecture: c.modelType, gated: site.gated, layers: graph.sites.length, neurons, width, vocab,
+    // A folder of several dtype files: the name says which file (a patch file names the model it was made on).
+    name: mf.dtypeFiles.length > 1 ? `${c.name} [${path.relative(mf.folder, mf.onnxPath)}]` : c.name, folder: mf.folder, architecture: c.modelType, gated: site.gated, layers: graph.sites.length, neurons, width, vocab,
     context: c.context ?? 2048, finalNorm: graph.finalNorm.kind, tiedUnembedding: c.tied ?? graph.tied,
     weightType: site.activationType === onnx.TensorProto.DataType.FLOAT16 ? 'float16' : graph.floatType,
     weightFormat: graph.weightFormat, onnxFile: path.relative(mf.folder, mf.onnxPath),
