@@ -1,6 +1,6 @@
 // The patch file's text: parsing with positions for syntax errors, and writing it so that a diff stays short
 // and readable: 2-space indent, keys in a fixed order, every array of numbers (a delta) on one line.
-import { NeuronpatchError, type PatchFile } from '../types';
+import { NeuronpatchError, PATCH_FORMAT, PATCH_FORMAT_2, type PatchFile } from '../types';
 import { jsonErrorOffset } from './jsonpos';
 
 /**
@@ -36,9 +36,13 @@ function line(value: unknown, indent: string): string {
   return JSON.stringify(value) ?? 'null';
 }
 
-/** The file's text, ending with a newline. */
+/**
+ * The file's text, ending with a newline. Its format is neuronpatch/2 where a patch adds neurons (keyed), else
+ * neuronpatch/1, which older versions of neuronpatch still read.
+ */
 export function serializePatchFile(file: PatchFile): string {
-  return `${line(file, '')}\n`;
+  const format = file.patches.some((p) => p.added?.length) ? PATCH_FORMAT_2 : PATCH_FORMAT;
+  return `${line({ ...file, format }, '')}\n`;
 }
 
 /** 1-based line and column of a character offset. */

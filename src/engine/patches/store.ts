@@ -46,7 +46,10 @@ function short(hash: string): string {
 
 /** Rounds deltas as they are written, so memory and file agree exactly (see DELTA_DIGITS). */
 function normalise(p: Patch): Patch {
-  return { ...p, case: { ...p.case }, metrics: { ...p.metrics }, edits: p.edits.map((e) => ({ ...e, delta: roundDelta(e.delta) })) };
+  return {
+    ...p, case: { ...p.case }, metrics: { ...p.metrics }, edits: p.edits.map((e) => ({ ...e, delta: roundDelta(e.delta) })),
+    ...(p.added ? { added: p.added.map((a) => ({ ...a, key: roundDelta(a.key), threshold: roundDelta([a.threshold])[0], value: roundDelta(a.value) })) } : {}),
+  };
 }
 
 async function readText(file: string): Promise<string | null> {
@@ -76,7 +79,7 @@ function parseFor(text: string, file: string, model: ModelInfo): PatchFile {
   const { file: parsed, problems } = checkPatchFile(value, model);
   if (!parsed)
     throw new NeuronpatchError(
-      `${file} is not a valid ${PATCH_FORMAT} patch file; it was left untouched:\n${formatProblems(problems)}`,
+      `${file} is not a valid neuronpatch patch file; it was left untouched:\n${formatProblems(problems)}`,
       'Fix the file by hand (each problem names its place in the JSON) or move it aside.',
     );
   return { ...parsed, patches: parsed.patches.map(normalise) };

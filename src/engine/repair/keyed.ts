@@ -1,0 +1,309 @@
+// Keyed repair: locality by construction. Instead of moving existing value vectors (active almost everywhere in a
+// SiLU-gated FFN), add one neuron per failing position whose key fires only on that position's context, as
+// Transformer-Patcher does (Huang et al., ICLR 2023; GRACE, Hartvigsen et al., NeurIPS 2023, gates an edit by a
+// radius around the failing key the same way). Forward-only and closed-form:
+//   a(x̂) = ReLU(k · x̂ − τ),  output a(x̂) · v,  on the FFN input x̂ of a chosen layer L
+//   k = C⁻¹ (x̂_t − μ) / ((x̂_t − μ)ᵀ C⁻¹ (x̂_t − μ))     μ, C: mean and covariance of x̂ on protected code, so that
+//                                                      r(x̂) = k · (x̂ − μ) is 1 at the failing context and small
+//                                                      on ordinary code (a whitened match, the Fisher direction)
+//   τ = k · μ + r_max + ρ (1 − r_max)                   r_max: the largest r over the protected positions
+//                                                      (reference code, guard lines, earlier patches' cases);
+//                                                      ρ ∈ (0, 1), the key margin: the neuron is exactly silent
+//                                                      wherever r ≤ r_max, and fires with 1 − ρ of its room at t
+//   v: one linear solve M V = S over the failing positions, M[j][i] = a_i(x̂_j) (T × T), S[j] = β_j s_j with s_j
+//      the semantic steer of (desired, rival) at j and β_j set by the linearization so the gap reaches the margin.
+// Re-linearized for a few rounds (the keys stay; only the values are solved again): a position still short of
+// the margin gets its target raised by what it lacks, scaled by the gain observed in the last round (layers
+// before the last see the change through the later ones); a position that starts failing gets a neuron of its own.
+import { createHash } from 'node:crypto';
+import { cholesky, choleskySolve, dot, row, solveSymmetric } from '../linalg';
+import type { AddedNeuron } from '../model/added';
+import type { LoadedModel } from '../model/load';
+import { type LayerEdits, leftPad } from '../model/session';
+import { withAdded } from '../patches/patchset';
+import { contrast } from '../trace/attribution';
+import { type Forced, type PositionState, teacherForce, weakPositions } from '../trace/teacher';
+import { NeuronpatchError } from '../types';
+import { Cancelled, type SolveContext } from './minimal';
+import { Gram } from './steer';
+
+/** Default key margin ρ: the threshold sits this share of the way from the largest protected response to the failing context's. */
+export const DEFAULT_KEY_MARGIN = 0.5;
+/** Relative ridge of the covariance: keeps the whitening out of directions ordinary code never varies in. */
+const COV_RIDGE = 1e-2;
+const BATCH = 8;
+
+/** FFN inputs x̂ of protected code at the keyed layers: every real position's row. */
+export interface ProtectedInputs {
+  positions: number;
+  /** Per layer: [positions, d] rows. */
+  rows: Map<number, Float32Array>;
+}
+
+/** Mean and the Cholesky factor of the regularised covariance of x̂, per layer. */
+interface Whitening {
+  mean: Float64Array;
+  factor: Float64Array;
+}
+
+const protectedCache = new WeakMap<LoadedModel, Map<string, ProtectedInputs>>();
+const whiteningCache = new WeakMap<ProtectedInputs, Map<number, Whitening>>();
+
+/**
+ * x̂ at every position of the token sequences, at `layers`, under `edits` (earlier added neurons are silent on
+ * protected code by construction; value edits may move x̂). Cached per model, sequences and edits object.
+ */
+export async function protectedInputs(model: LoadedModel, sequences: number[][], layers: number[], edits?: LayerEdits, cache = true): Promise<ProtectedInputs> {
+  const key = createHash('sha256').update(JSON.stringify([layers, sequences])).digest('hex');
+  const byModel = protectedCache.get(model) ?? new Map<string, ProtectedInputs>();
+  const hit = cache && !edits ? byModel.get(key) : undefined;
+  if (hit) return hit;
+  const d = model.info.width;
+  const total = sequences.reduce((s, r) => s + r.length, 0);
+  const rows = new Map(layers.map((L) => [L, new Float32Array(total * d)]));
+  let at = 0;
+  for (let i = 0; i < sequences.length; i += BATCH) {
+    const batch = sequences.slice(i, i + BATCH).filter((r) => r.length);
+    if (!batch.length) continue;
+    const { ids, mask, width } = leftPad(batch);
+    const res = await model.session.forward({ ids, mask, edits, ffnInputs: layers, lastOnly: true });
+    for (const L of layers) {
+      const x = res.ffnInputs.get(L)!;
+      const out = rows.get(L)!;
+      let w = at;
+      batch.forEach((r, b) => {
+        const from = (b * width + width - r.length) * d;
+        out.set(x.subarray(from, from + r.length * d), w * d);
+        w += r.length;
+      });
+    }
+    at += batch.reduce((s, r) => s + r.length, 0);
+  }
+  const result = { positions: total, rows };
+  if (cache && !edits) {
+    byModel.set(key, result);
+    protectedCache.set(model, byModel);
+  }
+  return result;
+}
+
+async function whitening(p: ProtectedInputs, layer: number, d: number): Promise<Whitening> {
+  const byLayer = whiteningCache.get(p) ?? new Map<number, Whitening>();
+  const hit = byLayer.get(layer);
+  if (hit) return hit;
+  const x = p.rows.get(layer)!;
+  const n = Math.max(1, p.positions);
+  const mean = new Float64Array(d);
+  for (let r = 0; r < p.positions; r++) for (let c = 0; c < d; c++) mean[c] += x[r * d + c] / n;
+  const gram = await Gram.create();
+  let g: Float32Array;
+  try {
+    g = await gram.of(x, p.positions, d);
+  } finally {
+    await gram.release();
+  }
+  const cov = new Float64Array(d * d);
+  let trace = 0;
+  for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) {
+    cov[i * d + j] = g[i * d + j] / n - mean[i] * mean[j];
+    if (i === j) trace += cov[i * d + j];
+  }
+  for (let i = 0; i < d; i++) cov[i * d + i] += (COV_RIDGE * trace) / d + 1e-9;
+  const w = { mean, factor: cholesky(cov, d) };
+  byLayer.set(layer, w);
+  whiteningCache.set(p, byLayer);
+  return w;
+}
+
+/** The largest r(x̂) = k · (x̂ − μ) over the rows. */
+function maxResponse(rows: Float32Array, count: number, k: Float64Array, kMu: number, d: number): number {
+  let max = -Infinity;
+  for (let r = 0; r < count; r++) {
+    let s = -kMu;
+    const o = r * d;
+    for (let c = 0; c < d; c++) s += k[c] * rows[o + c];
+    if (s > max) max = s;
+  }
+  return max;
+}
+
+/** A key for the context x̂: normalised so that r(x̂) = 1, with its largest response over protected code. */
+interface Key {
+  /** Input position in the case's sequence. */
+  pos: number;
+  k: Float64Array;
+  /** k · μ. */
+  kMu: number;
+  /** Largest r over the protected positions (and the extra ones). */
+  rMax: number;
+}
+
+function makeKey(x: Float32Array, pos: number, w: Whitening, d: number, protect: Float32Array[], counts: number[]): Key {
+  const u = new Float64Array(d);
+  for (let c = 0; c < d; c++) u[c] = x[pos * d + c] - w.mean[c];
+  const raw = choleskySolve(w.factor, d, u);
+  const q = dot(raw, u);
+  const k = Float64Array.from(raw, (v) => v / q);
+  const kMu = dot(k, w.mean);
+  let rMax = -Infinity;
+  protect.forEach((rows, i) => (rMax = Math.max(rMax, maxResponse(rows, counts[i], k, kMu, d))));
+  return { pos, k, kMu, rMax };
+}
+
+export interface KeyedOptions {
+  /** Protected code: x̂ at reference positions, guard lines and earlier patches' cases (the threshold's floor). */
+  protect: ProtectedInputs;
+  /** More protected positions (earlier patches' cases, not cached): per layer rows. */
+  extra?: ProtectedInputs;
+  /** ρ in (0, 1): where the threshold sits between the largest protected response and the failing context's. */
+  keyMargin: number;
+  /** Force a layer (for measuring); default: chosen by separation, late layers first. */
+  layer?: number;
+}
+
+export interface KeyedResult {
+  added: AddedNeuron[];
+  rounds: number;
+  failing: number;
+  layer: number;
+  /** Why the layer: each candidate layer's separation (1 − the largest protected response of its weakest key). */
+  why: string;
+}
+
+/** x̂ of the case's sequence at `layers` under `base`. */
+async function caseInputs(ctx: SolveContext, layers: number[]): Promise<Map<number, Float32Array>> {
+  const res = await ctx.model.session.forward({ ids: [ctx.target.input], edits: ctx.base, ffnInputs: layers, lastOnly: true });
+  return res.ffnInputs;
+}
+
+/**
+ * The keyed solve of `ctx.target` on top of `ctx.base` (see the module comment). Throws NeuronpatchError where the
+ * model's graph takes no added neurons.
+ */
+export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise<KeyedResult> {
+  const { model, target, margin } = ctx;
+  const d = model.info.width;
+  const keyedLayers = model.graph.keyedLayers ?? [];
+  if (!keyedLayers.length) throw new NeuronpatchError('This model\'s graph takes no added neurons (no FFN input was found): use the minimal or joint method.');
+  if (!(opts.keyMargin > 0 && opts.keyMargin < 1)) throw new NeuronpatchError(`The key margin must be between 0 and 1 (exclusive), got ${opts.keyMargin}.`);
+  const f0 = ctx.start ?? (await teacherForce(model, target, ctx.base, [], true));
+  const failing0 = f0.states.filter((s) => s.failing);
+  if (!failing0.length) return { added: [], rounds: 0, failing: 0, layer: keyedLayers[keyedLayers.length - 1], why: 'nothing fails' };
+  const xs = await caseInputs(ctx, keyedLayers);
+  const protectRows = (L: number) => [opts.protect.rows.get(L)!, ...(opts.extra ? [opts.extra.rows.get(L)!] : [])];
+  const protectCounts = [opts.protect.positions, ...(opts.extra ? [opts.extra.positions] : [])];
+
+  // The layer: the separation of the weakest failing context, measured at every keyed layer.
+  const separation = new Map<number, number>();
+  const keysAt = new Map<number, Key[]>();
+  const order = [...keyedLayers].sort((a, b) => b - a);
+  for (const L of opts.layer !== undefined ? [opts.layer] : order) {
+    if (!keyedLayers.includes(L)) throw new NeuronpatchError(`Layer ${L} takes no added neurons; layers ${keyedLayers.join(', ')} do.`);
+    const w = await whitening(opts.protect, L, d);
+    const keys = failing0.map((s) => makeKey(xs.get(L)!, target.first + s.index, w, d, protectRows(L), protectCounts));
+    keysAt.set(L, keys);
+    separation.set(L, Math.min(...keys.map((k) => 1 - k.rMax)));
+  }
+  const best = Math.max(...separation.values());
+  const layer = opts.layer ?? order.find((L) => separation.get(L)! >= 0.8 * best)!;
+  const why = `layer ${layer}${opts.layer !== undefined ? ' (asked for)' : ''}: the failing contexts stand out from ${opts.protect.positions + (opts.extra?.positions ?? 0)} protected positions by `
+    + order.filter((L) => separation.has(L)).map((L) => `${separation.get(L)!.toFixed(2)} at layer ${L}`).join(', ')
+    + ' (1 − the largest protected response of the weakest key; the latest layer within 0.8 of the best is taken)';
+  if (separation.get(layer)! <= 0) {
+    return { added: [], rounds: 0, failing: failing0.length, layer, why: `${why}; no layer separates every failing context from protected code` };
+  }
+  const w = await whitening(opts.protect, layer, d);
+  const x = xs.get(layer)!;
+
+  // Neurons: key, threshold (in r units), and the target residual change S at their own position.
+  interface Slot { key: Key; tauR: number; s: Float64Array; predicted: number; lastGap: number }
+  const slots: Slot[] = [];
+  const addSlot = (st: PositionState, f: Forced, key?: Key): void => {
+    const pos = target.first + st.index;
+    const k = key ?? makeKey(x, pos, w, d, protectRows(layer), protectCounts);
+    if (k.rMax >= 1) return;  // this context cannot be told from protected code at this layer
+    const tauR = k.rMax + opts.keyMargin * (1 - k.rMax);
+    slots.push({ key: k, tauR, s: new Float64Array(d), predicted: 0, lastGap: st.gap });
+    raise(slots[slots.length - 1], st, f, 1);
+  };
+  // Raises a slot's target change by what its position lacks to reach the margin, through the steer (desired vs rival).
+  const raise = (slot: Slot, st: PositionState, f: Forced, gain: number): void => {
+    const pos = slot.key.pos;
+    const c = contrast(model, row(f.residual!, pos, d), st.desired, st.rival);
+    const s = ctx.steer.direction(st.desired, st.rival);
+    const need = margin - st.gap;
+    const beta = need / (dot(s, c) * gain);
+    for (let i = 0; i < d; i++) slot.s[i] += beta * s[i];
+    slot.predicted = need;
+    slot.lastGap = st.gap;
+  };
+  failing0.forEach((st, i) => addSlot(st, f0, keysAt.get(layer)![i]));
+
+  let added: AddedNeuron[] = [];
+  let rounds = 0;
+  const maxRounds = Math.max(4, Math.min(ctx.maxRounds, 8));
+  let f = f0;
+  for (; rounds < maxRounds; rounds++) {
+    if (ctx.signal?.aborted) throw new Cancelled();
+    added = solveValues(slots, x, layer, d);
+    const patched = withAdded(ctx.base ?? new Map(), added);
+    f = await teacherForce(model, target, patched, [], true);
+    const weak = weakPositions(f.states, target, margin / 4);
+    if (!weak.length) break;
+    let changed = false;
+    for (const st of weak) {
+      const pos = target.first + st.index;
+      const slot = slots.find((sl) => sl.key.pos === pos);
+      if (slot) {
+        // Observed gain of the last change against the linearization's prediction, kept within reason.
+        const observed = st.gap - slot.lastGap;
+        const gain = slot.predicted > 0 && observed > 0 ? Math.min(2, Math.max(0.25, observed / slot.predicted)) : 1;
+        raise(slot, st, f, gain);
+        changed = true;
+      } else if (st.failing && slots.length < ctx.maxNeurons) {
+        const before = slots.length;
+        addSlot(st, f);
+        changed ||= slots.length > before;
+      }
+    }
+    ctx.log?.(`keyed round ${rounds + 1}: ${weak.length} weak position(s), ${slots.length} added neuron(s) at layer ${layer}`);
+    if (!changed) break;
+  }
+  const failing = f.states.filter((s) => s.failing).length;
+  return { added, rounds: rounds + 1, failing, layer, why };
+}
+
+/**
+ * The values of all slots from one linear solve: M V = S, M[j][i] = a_i(x̂ at slot j's position), by the normal
+ * equations with a tiny ridge (M is nearly diagonal where keys are selective).
+ */
+function solveValues(slots: { key: Key; tauR: number; s: Float64Array }[], x: Float32Array, layer: number, d: number): AddedNeuron[] {
+  const T = slots.length;
+  if (!T) return [];
+  const M = new Float64Array(T * T);
+  slots.forEach((sj, j) => slots.forEach((si, i) => {
+    let r = -si.key.kMu;
+    for (let c = 0; c < d; c++) r += si.key.k[c] * x[sj.key.pos * d + c];
+    M[j * T + i] = Math.max(0, r - si.tauR);
+  }));
+  const MtM = new Float64Array(T * T);
+  const MtS = new Float64Array(T * d);
+  for (let a = 0; a < T; a++) {
+    for (let b = 0; b < T; b++) {
+      let acc = 0;
+      for (let j = 0; j < T; j++) acc += M[j * T + a] * M[j * T + b];
+      MtM[a * T + b] = acc;
+    }
+    for (let j = 0; j < T; j++) {
+      const m = M[j * T + a];
+      if (m) for (let c = 0; c < d; c++) MtS[a * d + c] += m * slots[j].s[c];
+    }
+  }
+  const V = solveSymmetric(MtM, T, MtS, d, 1e-9);
+  return slots.map((sl, i) => ({
+    layer,
+    key: Float64Array.from(sl.key.k),
+    threshold: sl.key.kMu + sl.tauR,
+    value: V.subarray(i * d, (i + 1) * d),
+  }));
+}
