@@ -12,10 +12,12 @@ export const usage = `usage: neuronpatch <command> [options]
             [--max-new-tokens N] [--patches FILE]... [--no-heal] [--multiline]
             [--temperature T] [--top-p P] [--seed S] [--json]
   trace     --prompt-file F --desired TEXT [--top N] [--json]
-  repair    --prompt-file F --desired TEXT [--method minimal|joint] [--margin LOGITS] [--regression FILE]
+  repair    --prompt-file F --desired TEXT [--method minimal|joint|keyed] [--margin LOGITS] [--regression FILE]
+            [--reference FILE] [--guard FILE | --no-guard] [--held-out FILE] [--key-margin 0..1] [--keyed-layer L]
             [--out PATCH] [--json]
-  eval      --cases FILE [--method minimal|joint] [--margin LOGITS] [--no-fallback] [--regression FILE]
-            [--limit N] [--json]
+  eval      --cases FILE [--method minimal|joint|keyed] [--margin LOGITS] [--no-fallback] [--regression FILE]
+            [--reference FILE] [--guard FILE | --no-guard] [--held-out FILE] [--key-margin 0..1] [--limit N] [--json]
+  guard     --from PROMPTS.jsonl [--out GUARD.jsonl] [--max N]   lines the model completes exactly right
   export    --patches FILE... --out DIR [--quantized side-branch|requantize]
   demo      [--out DIR]                                the main job on the embedded model, with a report
 

@@ -36,12 +36,15 @@ const BATCH = 8;
 /** FFN inputs x̂ of protected code at the keyed layers: every real position's row. */
 export interface ProtectedInputs {
   positions: number;
+  /** The token that follows each position in its text (−1 at a text's last position). */
+  next: Int32Array;
   /** Per layer: [positions, d] rows. */
   rows: Map<number, Float32Array>;
 }
 
 /** Mean and the Cholesky factor of the regularised covariance of x̂, per layer. */
 interface Whitening {
+  layer: number;
   mean: Float64Array;
   factor: Float64Array;
 }
@@ -61,6 +64,12 @@ export async function protectedInputs(model: LoadedModel, sequences: number[][],
   const d = model.info.width;
   const total = sequences.reduce((s, r) => s + r.length, 0);
   const rows = new Map(layers.map((L) => [L, new Float32Array(total * d)]));
+  const next = new Int32Array(total).fill(-1);
+  let o = 0;
+  for (const r of sequences) {
+    for (let p = 0; p + 1 < r.length; p++) next[o + p] = r[p + 1];
+    o += r.length;
+  }
   let at = 0;
   for (let i = 0; i < sequences.length; i += BATCH) {
     const batch = sequences.slice(i, i + BATCH).filter((r) => r.length);
@@ -79,7 +88,7 @@ export async function protectedInputs(model: LoadedModel, sequences: number[][],
     }
     at += batch.reduce((s, r) => s + r.length, 0);
   }
-  const result = { positions: total, rows };
+  const result = { positions: total, rows, next };
   if (cache && !edits) {
     byModel.set(key, result);
     protectedCache.set(model, byModel);
@@ -109,16 +118,17 @@ async function whitening(p: ProtectedInputs, layer: number, d: number): Promise<
     if (i === j) trace += cov[i * d + j];
   }
   for (let i = 0; i < d; i++) cov[i * d + i] += (COV_RIDGE * trace) / d + 1e-9;
-  const w = { mean, factor: cholesky(cov, d) };
+  const w = { layer, mean, factor: cholesky(cov, d) };
   byLayer.set(layer, w);
   whiteningCache.set(p, byLayer);
   return w;
 }
 
-/** The largest r(x̂) = k · (x̂ − μ) over the rows. */
-function maxResponse(rows: Float32Array, count: number, k: Float64Array, kMu: number, d: number): number {
+/** The largest r(x̂) = k · (x̂ − μ) over the rows, leaving out those followed by `skip`. */
+function maxResponse(rows: Float32Array, count: number, next: Int32Array, skip: number, k: Float64Array, kMu: number, d: number): number {
   let max = -Infinity;
   for (let r = 0; r < count; r++) {
+    if (next[r] === skip) continue;
     let s = -kMu;
     const o = r * d;
     for (let c = 0; c < d; c++) s += k[c] * rows[o + c];
@@ -138,7 +148,12 @@ interface Key {
   rMax: number;
 }
 
-function makeKey(x: Float32Array, pos: number, w: Whitening, d: number, protect: Float32Array[], counts: number[]): Key {
+/**
+ * The key of context `pos`, whose desired token is `desired`. Protected positions whose own text continues with
+ * that token are left out of the threshold: firing there adds evidence for the token the text has anyway (this
+ * is what lets a fix reach other places that need it), while every position that continues otherwise is silent.
+ */
+function makeKey(x: Float32Array, pos: number, desired: number, w: Whitening, d: number, protect: ProtectedInputs[]): Key {
   const u = new Float64Array(d);
   for (let c = 0; c < d; c++) u[c] = x[pos * d + c] - w.mean[c];
   const raw = choleskySolve(w.factor, d, u);
@@ -146,7 +161,7 @@ function makeKey(x: Float32Array, pos: number, w: Whitening, d: number, protect:
   const k = Float64Array.from(raw, (v) => v / q);
   const kMu = dot(k, w.mean);
   let rMax = -Infinity;
-  protect.forEach((rows, i) => (rMax = Math.max(rMax, maxResponse(rows, counts[i], k, kMu, d))));
+  for (const p of protect) rMax = Math.max(rMax, maxResponse(p.rows.get(w.layer)!, p.positions, p.next, desired, k, kMu, d));
   return { pos, k, kMu, rMax };
 }
 
@@ -190,8 +205,7 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   const failing0 = f0.states.filter((s) => s.failing);
   if (!failing0.length) return { added: [], rounds: 0, failing: 0, layer: keyedLayers[keyedLayers.length - 1], why: 'nothing fails' };
   const xs = await caseInputs(ctx, keyedLayers);
-  const protectRows = (L: number) => [opts.protect.rows.get(L)!, ...(opts.extra ? [opts.extra.rows.get(L)!] : [])];
-  const protectCounts = [opts.protect.positions, ...(opts.extra ? [opts.extra.positions] : [])];
+  const protect = [opts.protect, ...(opts.extra ? [opts.extra] : [])];
 
   // The layer: the separation of the weakest failing context, measured at every keyed layer.
   const separation = new Map<number, number>();
@@ -200,7 +214,7 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   for (const L of opts.layer !== undefined ? [opts.layer] : order) {
     if (!keyedLayers.includes(L)) throw new NeuronpatchError(`Layer ${L} takes no added neurons; layers ${keyedLayers.join(', ')} do.`);
     const w = await whitening(opts.protect, L, d);
-    const keys = failing0.map((s) => makeKey(xs.get(L)!, target.first + s.index, w, d, protectRows(L), protectCounts));
+    const keys = failing0.map((s) => makeKey(xs.get(L)!, target.first + s.index, s.desired, w, d, protect));
     keysAt.set(L, keys);
     separation.set(L, Math.min(...keys.map((k) => 1 - k.rMax)));
   }
@@ -220,7 +234,7 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   const slots: Slot[] = [];
   const addSlot = (st: PositionState, f: Forced, key?: Key): void => {
     const pos = target.first + st.index;
-    const k = key ?? makeKey(x, pos, w, d, protectRows(layer), protectCounts);
+    const k = key ?? makeKey(x, pos, st.desired, w, d, protect);
     if (k.rMax >= 1) return;  // this context cannot be told from protected code at this layer
     const tauR = k.rMax + opts.keyMargin * (1 - k.rMax);
     slots.push({ key: k, tauR, s: new Float64Array(d), predicted: 0, lastGap: st.gap });
