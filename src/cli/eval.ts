@@ -23,6 +23,7 @@ interface CaseResult {
   /** Side effects as model editing measures them (null where not measured). */
   tokenLocality?: number | null;
   kept?: { kept: number; of: number } | null;
+  keptUnseen?: { kept: number; of: number } | null;
   lossChange?: number | null;
   /** Keyed: the layer choice, in words. */
   layerChoice?: string;
@@ -64,7 +65,7 @@ export const evaluate: Command = async (args) => {
       results.push({
         id, success: r.success, method: r.method, failingTokens: r.failingTokens, neurons: r.neurons.length, specificity: r.specificity,
         nextTokenSpecificity: r.nextTokenSpecificity, meanKl: r.meanKl,
-        tokenLocality: fx?.tokenLocality ?? null, kept: fx?.kept ?? null, lossChange: fx?.heldOutLoss?.change ?? null,
+        tokenLocality: fx?.tokenLocality ?? null, kept: fx?.kept ?? null, keptUnseen: fx?.keptUnseen ?? null, lossChange: fx?.heldOutLoss?.change ?? null,
         ...(r.layerChoice ? { layerChoice: r.layerChoice } : {}),
         generalization: r.generalization, ms: Math.round(r.ms), generationMs: Math.round(r.generationMs),
       });
@@ -95,6 +96,8 @@ export const evaluate: Command = async (args) => {
     tokenLocality: mean(fixed.flatMap((r) => (r.tokenLocality == null ? [] : [r.tokenLocality]))),
     keptLines: mean(fixed.flatMap((r) => (r.kept ? [r.kept.kept / Math.max(1, r.kept.of)] : []))),
     guardLines: side.guard?.length ?? 0,
+    keptUnseenLines: mean(fixed.flatMap((r) => (r.keptUnseen ? [r.keptUnseen.kept / Math.max(1, r.keptUnseen.of)] : []))),
+    unseenGuardLines: side.unseenGuard?.length ?? 0,
     heldOutLossChange: mean(fixed.flatMap((r) => (r.lossChange == null ? [] : [r.lossChange]))),
     keyMargin: method === 'keyed' ? keyedOpts.keyMargin ?? 0.5 : undefined,
     medianMs: attempted.length ? median(attempted.map((r) => r.ms)) : null,

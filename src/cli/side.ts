@@ -10,13 +10,14 @@ import { readRegression } from './cases';
 import { type Command, openModel, warn } from './context';
 
 export const sideOptions = {
-  reference: { type: 'string' }, guard: { type: 'string' }, 'no-guard': { type: 'boolean' }, 'guard-max': { type: 'string' },
+  reference: { type: 'string' }, guard: { type: 'string' }, 'unseen-guard': { type: 'string' }, 'no-guard': { type: 'boolean' }, 'guard-max': { type: 'string' },
   'held-out': { type: 'string' }, 'key-margin': { type: 'string' }, 'keyed-layer': { type: 'string' },
 } as const;
 
 export interface SideValues {
   reference?: string;
   guard?: string;
+  'unseen-guard'?: string;
   'no-guard'?: boolean;
   'guard-max'?: string;
   'held-out'?: string;
@@ -40,7 +41,7 @@ export function readGuard(file: string): GuardLine[] {
  * Reference code (default: the regression prompts), guard lines (a file, or harvested from the reference code
  * unless --no-guard) and held-out code for the loss (default: the regression prompts).
  */
-export async function sideInputs(model: Model, values: SideValues, regression: string[]): Promise<{ reference?: string[]; guard?: GuardLine[]; heldOut?: string[] }> {
+export async function sideInputs(model: Model, values: SideValues, regression: string[]): Promise<{ reference?: string[]; guard?: GuardLine[]; unseenGuard?: GuardLine[]; heldOut?: string[] }> {
   const reference = values.reference ? readRegression(values.reference, warn) : undefined;
   const heldOut = values['held-out'] ? readRegression(values['held-out'], warn) : undefined;
   let guard: GuardLine[] | undefined;
@@ -49,7 +50,15 @@ export async function sideInputs(model: Model, values: SideValues, regression: s
     guard = await harvestGuard(model.loaded, reference ?? regression, { max: int(values['guard-max'], 'guard-max', 200) });
     warn(`guard set: ${guard.length} lines the model completes exactly right, harvested from ${(reference ?? regression).length} ${reference ? 'reference' : 'regression'} prompts`);
   }
-  return { reference, guard, heldOut };
+  // Lines the repair is not given, for a fair "correct lines kept": a file, or harvested from the regression
+  // prompts where the reference code is other code.
+  let unseenGuard: GuardLine[] | undefined;
+  if (values['unseen-guard']) unseenGuard = readGuard(values['unseen-guard']);
+  else if (reference && regression.length && !values['no-guard']) {
+    unseenGuard = await harvestGuard(model.loaded, regression, { max: int(values['guard-max'], 'guard-max', 200) });
+    warn(`unseen guard set: ${unseenGuard.length} lines harvested from the ${regression.length} regression prompts (measured only)`);
+  }
+  return { reference, guard, unseenGuard, heldOut };
 }
 
 export function keyedOptions(values: SideValues): { keyMargin?: number; keyedLayer?: number } {

@@ -117,6 +117,8 @@ export interface SideEffectSummary {
   prompts: number;
   /** Guard lines still exactly right / guard lines. */
   kept: { kept: number; of: number } | null;
+  /** Lines the model had right that the repair was not given (measured only), still exactly right / of them. */
+  keptUnseen?: { kept: number; of: number } | null;
   /** Guard lines the patch breaks (first few), with what the model now writes. */
   broken: { prompt: string; desired: string; after: string }[];
   /** Mean next-token loss on held-out code before and after (nats per token), and its relative change. */

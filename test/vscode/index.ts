@@ -95,7 +95,7 @@ export async function run(): Promise<void> {
         assertEqual(c.modelFolder, path.join(extension.extensionPath, 'models', 'demo'), 'model folder (empty = demo)');
         assertEqual(c.patchFile, path.join(ws, '.neuronpatch', 'patches.json'), 'patch file');
         assertEqual(c.inlineCompletionsEnabled, true, 'inline completions on');
-        assertEqual([c.maxNewTokens, c.debounceMs, c.repairMethod, c.regressionSampleSize], [24, 250, 'minimal', 32], 'defaults');
+        assertEqual([c.maxNewTokens, c.debounceMs, c.repairMethod, c.regressionSampleSize], [24, 250, 'keyed', 32], 'defaults');
         const np = vscode.workspace.getConfiguration('neuronpatch');
         await np.update('maxNewTokens', 7, vscode.ConfigurationTarget.Workspace);
         await np.update('repair.method', 'joint', vscode.ConfigurationTarget.Workspace);

@@ -36,6 +36,8 @@ export interface RepairOptions {
    * reference code): the keyed method keeps its neurons silent on them, and every method is checked against them.
    */
   guard?: GuardLine[];
+  /** Lines the model completes right that the repair is not given: measured only (correct lines kept, unseen). */
+  unseenGuard?: GuardLine[];
   /** Code whose next-token loss is compared before and after (default: the regression prompts). */
   heldOut?: string[];
   /**
@@ -216,6 +218,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     progress(`measuring side effects on ${opts.regression?.length ?? 0} regression prompts and ${opts.guard?.length ?? 0} guard lines`);
     measures = await measureSideEffects(model, {
       prompts: opts.regression ?? [], before: opts.regressionBefore, guard: opts.guard, heldOut: opts.heldOut ?? opts.regression ?? [],
+      unseenGuard: opts.unseenGuard,
     }, base, patched, opts.signal);
     ({ linesUnchanged: specificity, nextToken: nextTokenSpecificity, meanKl, changed } = measures);
   }

@@ -53,6 +53,8 @@ export interface MeasureInputs {
   guard?: GuardLine[];
   /** Held-out code for the loss (default: none). */
   heldOut?: string[];
+  /** Lines the model completes right that no method was given (measured only: correct lines kept, unseen). */
+  unseenGuard?: GuardLine[];
 }
 
 /** Every measure of the module comment for `patched` against `base` (both may carry added neurons). */
@@ -83,6 +85,11 @@ export async function measureSideEffects(model: LoadedModel, inputs: MeasureInpu
     kept = { kept: g.kept, of: inputs.guard.length };
     broken = g.broken;
   }
+  let keptUnseen: SideEffectSummary['keptUnseen'] = null;
+  if (inputs.unseenGuard?.length) {
+    const g = await guardKept(model, inputs.unseenGuard, patched, signal);
+    keptUnseen = { kept: g.kept, of: inputs.unseenGuard.length };
+  }
   let heldOutLoss: SideEffectSummary['heldOutLoss'] = null;
   if (inputs.heldOut?.length) {
     const b = await heldOutLossOf(model, inputs.heldOut, base);
@@ -90,7 +97,7 @@ export async function measureSideEffects(model: LoadedModel, inputs: MeasureInpu
     heldOutLoss = { before: b.loss, after: a.loss, change: (a.loss - b.loss) / b.loss, tokens: b.tokens };
   }
   const summary: SideEffectSummary = {
-    tokenLocality, tokens, prompts: prompts.length, kept, broken: broken.slice(0, BROKEN_SHOWN), heldOutLoss, meanKl, nextToken, linesUnchanged,
+    tokenLocality, tokens, prompts: prompts.length, kept, keptUnseen, broken: broken.slice(0, BROKEN_SHOWN), heldOutLoss, meanKl, nextToken, linesUnchanged,
   };
   return { tokenLocality, tokens, linesUnchanged, nextToken, meanKl, changed, kept, broken, lossChange: heldOutLoss?.change ?? null, summary };
 }
@@ -196,16 +203,4 @@ export async function heldOutLossOf(model: LoadedModel, texts: string[], edits?:
   return out;
 }
 
-/** "changes 0.4 % of tokens on 120 of your completions; keeps 34/35 lines the model had right": the panel's first line. */
-export function sideEffectLine(s: SideEffectSummary, where = 'unrelated prompts'): string {
-  const parts: string[] = [];
-  if (s.tokenLocality !== null) parts.push(`changes ${fmtPct(1 - s.tokenLocality)} of tokens on ${s.prompts} ${where}`);
-  if (s.kept) parts.push(`keeps ${s.kept.kept}/${s.kept.of} lines the model had right`);
-  if (s.heldOutLoss) parts.push(`held-out loss ${s.heldOutLoss.change >= 0 ? '+' : '−'}${fmtPct(Math.abs(s.heldOutLoss.change))}`);
-  return parts.join('; ') || 'side effects not measured';
-}
-
-function fmtPct(x: number): string {
-  const p = 100 * x;
-  return `${p === 0 ? '0' : p < 0.1 ? p.toFixed(2) : p.toFixed(1)} %`;
-}
+export { sideEffectLine } from './sideEffectText';
