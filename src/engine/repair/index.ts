@@ -16,7 +16,7 @@ import type { AddedNeuron } from '../model/added';
 import { preparePrompt } from '../generate';
 import { accumulate, type Edit, toNeuronEdits } from './edits';
 import { solveJoint } from './joint';
-import { DEFAULT_KEY_MARGIN, protectedInputs, solveKeyed } from './keyed';
+import { DEFAULT_KEY_MARGIN, keyedCandidates, prepareWhitening, protectedInputs, solveKeyed } from './keyed';
 import { type GuardLine, measureSideEffects, type SideEffectMeasures } from './measures';
 import { Cancelled, type SolveContext, solveMinimal } from './minimal';
 import { referenceStats } from './reference';
@@ -121,6 +121,8 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const steer = await Steer.load(model);
   const reference = opts.reference ?? opts.regression ?? [c.prompt];
   const ref = await referenceStats(model, reference.length ? reference : [c.prompt]);
+  // Keyed: x̂ of the protected code (reference, guard lines, earlier patches' cases), like the statistics above.
+  const protection = method === 'keyed' ? await keyedProtection(model, active, base, reference, opts) : undefined;
   // The repair's own time: locate and solve, then confirm by generation. The trace above is the report's.
   const started = performance.now();
   progress(`solving (${method}) for ${Math.max(1, failing0.length)} failing token(s)`);
@@ -133,7 +135,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   let ctx = context(method);
   let keyed: { added: AddedNeuron[]; why: string } | undefined;
   if (method === 'keyed') {
-    const k = await keyedSolve(model, ctx, reference, opts);
+    const k = await solveKeyed(ctx, { ...protection!, keyMargin: opts.keyMargin ?? DEFAULT_KEY_MARGIN, layer: opts.keyedLayer });
     keyed = { added: k.added, why: k.why };
     progress(k.why);
   }
@@ -245,17 +247,24 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   };
 }
 
-/** The keyed solve with its protected code: reference prompts, guard lines and the active patches' cases. */
-async function keyedSolve(model: LoadedModel, ctx: SolveContext, reference: string[], opts: RepairOptions) {
-  const layers = model.graph.keyedLayers ?? [];
+/**
+ * The keyed method's protected code: reference prompts and guard lines (cached per model), and the active
+ * patches' cases under those patches (their own neurons fire there), with the whitening of the candidate layers.
+ */
+async function keyedProtection(model: LoadedModel, active: readonly Patch[], base: LayerEdits | undefined, reference: string[], opts: RepairOptions) {
+  const layers = opts.keyedLayer !== undefined ? [opts.keyedLayer] : keyedCandidates(model);
+  if (opts.keyedLayer !== undefined && !(model.graph.keyedLayers ?? []).includes(opts.keyedLayer)) {
+    throw new NeuronpatchError(`Layer ${opts.keyedLayer} takes no added neurons; layers ${(model.graph.keyedLayers ?? []).join(', ') || 'none'} do.`);
+  }
   const sequences = [
     ...reference.map((p) => preparePrompt(model, p, 1, false).ids),
     ...(opts.guard ?? []).map((g) => repairTarget(model, g.prompt, g.desired).input),
   ];
   const protect = await protectedInputs(model, sequences, layers);
-  const earlier = ctx.active.map((p) => repairTarget(model, p.case.prompt, p.case.desired).input);
-  const extra = earlier.length ? await protectedInputs(model, earlier, layers, undefined, false) : undefined;
-  return solveKeyed(ctx, { protect, extra, keyMargin: opts.keyMargin ?? DEFAULT_KEY_MARGIN, layer: opts.keyedLayer });
+  await prepareWhitening(protect, layers, model.info.width);
+  const earlier = active.map((p) => repairTarget(model, p.case.prompt, p.case.desired).input);
+  const extra = earlier.length ? await protectedInputs(model, earlier, layers, base, false) : undefined;
+  return { protect, extra };
 }
 
 function addedActivationAt(a: { key: number[]; threshold: number }, x: Float32Array, pos: number, d: number): number {

@@ -96,6 +96,21 @@ export async function protectedInputs(model: LoadedModel, sequences: number[][],
   return result;
 }
 
+/**
+ * The layers a keyed repair considers: the later half of those that take added neurons (late layers first, as
+ * Transformer-Patcher puts its neurons in the last FFN: closest to the logits, so the closed-form value holds best).
+ */
+export function keyedCandidates(model: LoadedModel): number[] {
+  const all = model.graph.keyedLayers ?? [];
+  const late = all.filter((L) => L >= Math.floor(model.info.layers / 2));
+  return late.length ? late : all;
+}
+
+/** Computes (and caches) the whitening of each layer, so that a repair's own time does not include it. */
+export async function prepareWhitening(p: ProtectedInputs, layers: number[], d: number): Promise<void> {
+  for (const L of layers) await whitening(p, L, d);
+}
+
 async function whitening(p: ProtectedInputs, layer: number, d: number): Promise<Whitening> {
   const byLayer = whiteningCache.get(p) ?? new Map<number, Whitening>();
   const hit = byLayer.get(layer);
@@ -204,15 +219,16 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   const f0 = ctx.start ?? (await teacherForce(model, target, ctx.base, [], true));
   const failing0 = f0.states.filter((s) => s.failing);
   if (!failing0.length) return { added: [], rounds: 0, failing: 0, layer: keyedLayers[keyedLayers.length - 1], why: 'nothing fails' };
-  const xs = await caseInputs(ctx, keyedLayers);
+  const candidates = opts.layer !== undefined ? [opts.layer] : keyedCandidates(model).filter((L) => opts.protect.rows.has(L));
+  const xs = await caseInputs(ctx, candidates);
   const protect = [opts.protect, ...(opts.extra ? [opts.extra] : [])];
 
   // The layer: the separation of the weakest failing context, measured at every keyed layer.
   const separation = new Map<number, number>();
   const keysAt = new Map<number, Key[]>();
-  const order = [...keyedLayers].sort((a, b) => b - a);
-  for (const L of opts.layer !== undefined ? [opts.layer] : order) {
-    if (!keyedLayers.includes(L)) throw new NeuronpatchError(`Layer ${L} takes no added neurons; layers ${keyedLayers.join(', ')} do.`);
+  const order = [...candidates].sort((a, b) => b - a);
+  for (const L of order) {
+    if (!keyedLayers.includes(L) || !opts.protect.rows.has(L)) throw new NeuronpatchError(`Layer ${L} takes no added neurons here; layers ${keyedCandidates(model).join(', ')} do.`);
     const w = await whitening(opts.protect, L, d);
     const keys = failing0.map((s) => makeKey(xs.get(L)!, target.first + s.index, s.desired, w, d, protect));
     keysAt.set(L, keys);
