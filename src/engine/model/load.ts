@@ -18,7 +18,7 @@ import { InstrumentedSession } from './session';
 import { Weights } from './weights';
 
 /** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
-const INSTRUMENT_VERSION = 8;
+const INSTRUMENT_VERSION = 9;
 
 export interface LoadOptions {
   /** Which dtype file of a multi-dtype folder (transformers.js names, or 'auto'; default 'auto'). */
