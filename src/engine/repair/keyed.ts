@@ -25,7 +25,30 @@ import { contrast } from '../trace/attribution';
 import { type Forced, type PositionState, teacherForce, weakPositions } from '../trace/teacher';
 import { NeuronpatchError } from '../types';
 import { Cancelled, type SolveContext } from './minimal';
+import { onnx } from 'onnx-proto';
+import { ort } from '../onnx/runtime';
 import { Gram } from './steer';
+
+/** C = A · B for A [P, d] and B [d, T] (float32) in onnxruntime: every protected position's response to every key. */
+let matmulSession: Promise<ort.InferenceSession> | undefined;
+function matmul(): Promise<ort.InferenceSession> {
+  if (!matmulSession) {
+    const f = onnx.TensorProto.DataType.FLOAT;
+    const dims = (...names: string[]) => ({ dim: names.map((dimParam) => ({ dimParam })) });
+    const model: onnx.IModelProto = {
+      irVersion: 8, opsetImport: [{ domain: '', version: 14 }], producerName: 'neuronpatch',
+      graph: {
+        name: 'responses',
+        node: [{ opType: 'MatMul', input: ['A', 'B'], output: ['C'], name: 'matmul' }],
+        input: [{ name: 'A', type: { tensorType: { elemType: f, shape: dims('P', 'd') } } }, { name: 'B', type: { tensorType: { elemType: f, shape: dims('d', 'T') } } }],
+        output: [{ name: 'C', type: { tensorType: { elemType: f, shape: dims('P', 'T') } } }],
+      },
+    };
+    matmulSession = ort.InferenceSession.create(onnx.ModelProto.encode(model as onnx.ModelProto).finish());
+  }
+  return matmulSession;
+}
+
 
 /** Default key margin ρ: the threshold sits this share of the way from the largest protected response to the failing context's. */
 export const DEFAULT_KEY_MARGIN = 0.5;
@@ -139,19 +162,6 @@ async function whitening(p: ProtectedInputs, layer: number, d: number): Promise<
   return w;
 }
 
-/** The largest r(x̂) = k · (x̂ − μ) over the rows, leaving out those followed by `skip`. */
-function maxResponse(rows: Float32Array, count: number, next: Int32Array, skip: number, k: Float64Array, kMu: number, d: number): number {
-  let max = -Infinity;
-  for (let r = 0; r < count; r++) {
-    if (next[r] === skip) continue;
-    let s = -kMu;
-    const o = r * d;
-    for (let c = 0; c < d; c++) s += k[c] * rows[o + c];
-    if (s > max) max = s;
-  }
-  return max;
-}
-
 /** A key for the context x̂: normalised so that r(x̂) = 1, with its largest response over protected code. */
 interface Key {
   /** Input position in the case's sequence. */
@@ -168,16 +178,37 @@ interface Key {
  * that token are left out of the threshold: firing there adds evidence for the token the text has anyway (this
  * is what lets a fix reach other places that need it), while every position that continues otherwise is silent.
  */
-function makeKey(x: Float32Array, pos: number, desired: number, w: Whitening, d: number, protect: ProtectedInputs[]): Key {
-  const u = new Float64Array(d);
-  for (let c = 0; c < d; c++) u[c] = x[pos * d + c] - w.mean[c];
-  const raw = choleskySolve(w.factor, d, u);
-  const q = dot(raw, u);
-  const k = Float64Array.from(raw, (v) => v / q);
-  const kMu = dot(k, w.mean);
-  let rMax = -Infinity;
-  for (const p of protect) rMax = Math.max(rMax, maxResponse(p.rows.get(w.layer)!, p.positions, p.next, desired, k, kMu, d));
-  return { pos, k, kMu, rMax };
+async function makeKey(x: Float32Array, pos: number, desired: number, w: Whitening, d: number, protect: ProtectedInputs[]): Promise<Key> {
+  return (await makeKeys(x, [{ pos, desired }], w, d, protect))[0];
+}
+
+/** Keys for several contexts at once: their responses over the protected rows in one onnxruntime MatMul. */
+async function makeKeys(x: Float32Array, at: { pos: number; desired: number }[], w: Whitening, d: number, protect: ProtectedInputs[]): Promise<Key[]> {
+  const keys = at.map(({ pos }) => {
+    const u = new Float64Array(d);
+    for (let c = 0; c < d; c++) u[c] = x[pos * d + c] - w.mean[c];
+    const raw = choleskySolve(w.factor, d, u);
+    const q = dot(raw, u);
+    const k = Float64Array.from(raw, (v) => v / q);
+    return { pos, k, kMu: dot(k, w.mean), rMax: -Infinity };
+  });
+  const T = keys.length;
+  const B = new Float32Array(d * T);
+  keys.forEach((key, t) => { for (let c = 0; c < d; c++) B[c * T + t] = key.k[c]; });
+  const session = await matmul();
+  for (const p of protect) {
+    if (!p.positions) continue;
+    const out = await session.run({ A: new ort.Tensor('float32', p.rows.get(w.layer)!, [p.positions, d]), B: new ort.Tensor('float32', B, [d, T]) });
+    const C = out.C.data as Float32Array;
+    keys.forEach((key, t) => {
+      const skip = at[t].desired;
+      let max = key.rMax;
+      for (let r = 0; r < p.positions; r++) if (p.next[r] !== skip && C[r * T + t] > max) max = C[r * T + t];
+      key.rMax = max;
+    });
+  }
+  for (const key of keys) key.rMax -= key.kMu;
+  return keys;
 }
 
 export interface KeyedOptions {
@@ -230,7 +261,7 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   for (const L of order) {
     if (!keyedLayers.includes(L) || !opts.protect.rows.has(L)) throw new NeuronpatchError(`Layer ${L} takes no added neurons here; layers ${keyedCandidates(model).join(', ')} do.`);
     const w = await whitening(opts.protect, L, d);
-    const keys = failing0.map((s) => makeKey(xs.get(L)!, target.first + s.index, s.desired, w, d, protect));
+    const keys = await makeKeys(xs.get(L)!, failing0.map((s) => ({ pos: target.first + s.index, desired: s.desired })), w, d, protect);
     keysAt.set(L, keys);
     separation.set(L, Math.min(...keys.map((k) => 1 - k.rMax)));
   }
@@ -248,9 +279,9 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   // Neurons: key, threshold (in r units), and the target residual change S at their own position.
   interface Slot { key: Key; tauR: number; s: Float64Array; predicted: number; lastGap: number }
   const slots: Slot[] = [];
-  const addSlot = (st: PositionState, f: Forced, key?: Key): void => {
+  const addSlot = async (st: PositionState, f: Forced, key?: Key): Promise<void> => {
     const pos = target.first + st.index;
-    const k = key ?? makeKey(x, pos, st.desired, w, d, protect);
+    const k = key ?? (await makeKey(x, pos, st.desired, w, d, protect));
     if (k.rMax >= 1) return;  // this context cannot be told from protected code at this layer
     const tauR = k.rMax + opts.keyMargin * (1 - k.rMax);
     slots.push({ key: k, tauR, s: new Float64Array(d), predicted: 0, lastGap: st.gap });
@@ -267,7 +298,7 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
     slot.predicted = need;
     slot.lastGap = st.gap;
   };
-  failing0.forEach((st, i) => addSlot(st, f0, keysAt.get(layer)![i]));
+  for (const [i, st] of failing0.entries()) await addSlot(st, f0, keysAt.get(layer)![i]);
 
   let added: AddedNeuron[] = [];
   let rounds = 0;
@@ -292,7 +323,7 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
         changed = true;
       } else if (st.failing && slots.length < ctx.maxNeurons) {
         const before = slots.length;
-        addSlot(st, f);
+        await addSlot(st, f);
         changed ||= slots.length > before;
       }
     }
