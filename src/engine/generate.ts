@@ -40,6 +40,9 @@ const WORD_CHAR = /[\p{L}\p{N}_]/u;
  */
 export function preparePrompt(model: LoadedModel, prompt: string, maxNewTokens: number, heal = true): PreparedPrompt {
   const tok = model.tokenizer;
+  // Only the end of a long prompt can fit the context window: the rest is cut before tokenising.
+  const tail = tok.tail(prompt, model.info.context);
+  prompt = tail.text;
   let ids = tok.encode(prompt);
   let healed = '';
   let healedTokens = 0;
@@ -62,8 +65,11 @@ export function preparePrompt(model: LoadedModel, prompt: string, maxNewTokens: 
   let notice: string | undefined;
   const budget = model.info.context - maxNewTokens - bos.length;
   if (budget < 1) throw new NeuronpatchError(`maxNewTokens ${maxNewTokens} leaves no room in the context window of ${model.info.context}.`);
+  if (tail.dropped) {
+    notice = `The prompt has ${(tail.dropped + prompt.length).toLocaleString('en-US')} characters; only its last ${prompt.length.toLocaleString('en-US')} can reach the model's context window of ${model.info.context} tokens, so the first ${tail.dropped.toLocaleString('en-US')} were cut before tokenising.`;
+  }
   if (ids.length > budget) {
-    notice = `The prompt has ${ids.length} tokens; the model's context window is ${model.info.context} with ${maxNewTokens} kept for the completion, so the first ${ids.length - budget} tokens were cut.`;
+    notice = `${notice ? `${notice} ` : ''}The prompt has ${ids.length} tokens${tail.dropped ? ' left' : ''}; the model's context window is ${model.info.context} with ${maxNewTokens} kept for the completion, so the first ${ids.length - budget} tokens were cut.`;
     ids = ids.slice(ids.length - budget);
   }
   ids = [...bos, ...ids];

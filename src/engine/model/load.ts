@@ -96,8 +96,13 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   if (c.vocab !== undefined && c.vocab < graphVocab) {
     throw new NeuronpatchError(`The config's vocab_size (${c.vocab}) is smaller than the graph's lm_head (${graphVocab} tokens).`, 'The config does not belong to this model.');
   }
+  if (c.tied === false && recognised.tied)
+    throw new NeuronpatchError(
+      `${path.join(mf.folder, 'config.json')} says tie_word_embeddings is false, but the graph's lm_head reads the token embedding itself (${u.name}).`,
+      'The config does not belong to this model: restore it from the model\'s source.',
+    );
   // The tokenizer is checked before anything is written to the cache.
-  const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, graphVocab, c.bosTokenId);
+  const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, graphVocab, c.bosTokenId, c.eosTokenIds);
 
   const cacheDir = path.join(opts.cacheDir ?? defaultCacheDir(), hash.slice(0, 24));
   const file = path.join(cacheDir, 'model.instrumented.onnx');

@@ -13,9 +13,18 @@ import {
   type PatchFile,
   type PatchMetrics,
 } from '../types';
+import { quote } from '../untrusted';
 
-/** The model dimensions edits are checked against. */
-export type ModelDims = Pick<ModelInfo, 'layers' | 'neurons' | 'width'>;
+/** The model dimensions edits are checked against (and the weights' element type, when known, for the deltas' range). */
+export type ModelDims = Pick<ModelInfo, 'layers' | 'neurons' | 'width'> & Partial<Pick<ModelInfo, 'weightType'>>;
+
+/**
+ * The largest magnitude a value added to a weight of this element type can have: a delta beyond it is finite as
+ * a double but becomes Infinity in the weight (1e308 in float32, 70000 in float16). Without a model, float32's.
+ */
+export function largestFinite(weightType: ModelInfo['weightType'] | undefined): { max: number; type: string } {
+  return weightType === 'float16' ? { max: 65504, type: 'float16' } : { max: 3.4028234663852886e38, type: 'float32' };
+}
 
 const MAX_PROBLEMS = 20;
 const methods = ['minimal', 'joint', 'keyed'];
@@ -25,7 +34,7 @@ type Obj = Record<string, unknown>;
 function describe(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return `an array of ${v.length}`;
-  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  if (typeof v === 'string') return `the string ${quote(v, 40)}`;
   if (typeof v === 'object') return 'an object';
   if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
   return `${typeof v} ${String(v)}`;
@@ -96,6 +105,12 @@ class Checker {
     const bad = a.findIndex((x) => typeof x !== 'number' || !Number.isFinite(x));
     if (bad >= 0) {
       this.problem(`${path}[${bad}]`, `expected a finite number, got ${describe(a[bad])}`);
+      return [];
+    }
+    const range = largestFinite(this.model?.weightType);
+    const over = a.findIndex((x) => Math.abs(x as number) > range.max);
+    if (over >= 0) {
+      this.problem(`${path}[${over}]`, `${a[over]} does not fit the model's ${range.type} weights (largest ${range.max.toPrecision(5)})`);
       return [];
     }
     if (a.length === 0) {
@@ -214,7 +229,7 @@ function assemble(value: unknown, c: Checker): PatchFile | undefined {
     const patch = c.patch(p, `patches[${i}]`);
     if (!patch) return;
     const first = ids.get(patch.id);
-    if (first !== undefined && patch.id) c.problem(`patches[${i}].id`, `"${patch.id}" is also the id of patches[${first}]; ids must be unique`);
+    if (first !== undefined && patch.id) c.problem(`patches[${i}].id`, `${quote(patch.id)} is also the id of patches[${first}]; ids must be unique`);
     else ids.set(patch.id, i);
     patches.push(patch);
   });
