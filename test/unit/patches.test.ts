@@ -321,7 +321,7 @@ describe('PatchStore', () => {
     b.remove(q.id);
     const res = await b.save();
     assert.equal(res.merged, true);
-    assert.deepEqual(res.dropped, [`disabling patch ${p.id}: another program removed it from the file`]);
+    assert.deepEqual(res.dropped, [`disabling patch "${p.id}": another program removed it from the file`]);
     assert.deepEqual((await PatchStore.open(file, model)).list(), []);
   });
 

@@ -1,10 +1,9 @@
 // Model folder → recognised, instrumented, running model. The instrumented graph is cached on disk, keyed by the
 // source model's hash, so the surgery runs once per model version.
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
-import { writeFileAtomic } from '../atomic';
 import { loadModelProto } from '../onnx/proto';
 import { externalRef } from '../onnx/tensor';
 import { CodeTokenizer } from '../tokenizer';
@@ -12,13 +11,11 @@ import { type ModelInfo, NeuronpatchError } from '../types';
 import { extent, type ModelGraph } from './graph';
 import { checkDtype } from './dtype';
 import { hashFiles, openFolder } from './folder';
-import { instrument } from './instrument';
+import { buildEntry, checkCacheRoot, type EntrySource, openEntry } from './cache';
 import { recognise } from './recognise';
 import { InstrumentedSession } from './session';
 import { Weights } from './weights';
 
-/** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
-const INSTRUMENT_VERSION = 9;
 
 export interface LoadOptions {
   /** Which dtype file of a multi-dtype folder (transformers.js names, or 'auto'; default 'auto'). */
@@ -104,34 +101,10 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   // The tokenizer is checked before anything is written to the cache.
   const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, graphVocab, c.bosTokenId, c.eosTokenIds);
 
-  const cacheDir = path.join(opts.cacheDir ?? defaultCacheDir(), hash.slice(0, 24));
-  const file = path.join(cacheDir, 'model.instrumented.onnx');
-  const metaFile = path.join(cacheDir, 'instrumented.json');
-  let graph: ModelGraph;
-  const meta = existsSync(metaFile) ? (JSON.parse(readFileSync(metaFile, 'utf8')) as { version: number; graph: ModelGraph }) : undefined;
-  if (meta?.version === INSTRUMENT_VERSION && existsSync(file)) {
-    graph = meta.graph;
-  } else {
-    log(`instrumenting ${mf.onnxPath} → ${file}`);
-    mkdirSync(cacheDir, { recursive: true });
-    const out = instrument(proto, recognised);
-    // onnxruntime only reads external data from inside the model's own folder (symlinks resolved), so the
-    // cached graph gets a hard link to the weights, or a copy across file systems.
-    for (const f of external) {
-      const target = path.join(cacheDir, f);
-      if (existsSync(target)) unlinkSync(target);
-      mkdirSync(path.dirname(target), { recursive: true });
-      try {
-        linkSync(path.join(baseDir, f), target);
-      } catch {
-        copyFileSync(path.join(baseDir, f), target);
-      }
-    }
-    await writeFileAtomic(file, onnx.ModelProto.encode(out.model as onnx.ModelProto).finish());
-    await writeFileAtomic(metaFile, JSON.stringify({ version: INSTRUMENT_VERSION, source: mf.onnxPath, hash, graph: out.graph }, null, 1));
-    graph = out.graph;
-  }
-
+  const root = checkCacheRoot(opts.cacheDir ?? defaultCacheDir(), !opts.cacheDir && !!process.env.NEURONPATCH_CACHE);
+  const source: EntrySource = { hash, onnxPath: mf.onnxPath, proto, recognised, external, log };
+  let entry = await openEntry(root, source);
+  const graph = entry.graph;
   const site = graph.sites[0];
   const [neurons] = extent(site.weight);
   const [vocab, width] = extent(graph.unembedding);
@@ -144,12 +117,21 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
     dtype: mf.dtype ? { ...mf.dtype, files: mf.dtypeFiles } : undefined,
     hash, eosTokenIds: c.eosTokenIds,
   };
+  const shape = { layers: info.layers, neurons, width, vocab };
   let session: InstrumentedSession;
   try {
-    session = await InstrumentedSession.create(file, graph, { layers: info.layers, neurons, width, vocab }, opts.threads);
+    session = await InstrumentedSession.create(entry.file, graph, shape, opts.threads);
   } catch (e) {
-    throw new NeuronpatchError(`onnxruntime could not load ${mf.onnxPath}: ${(e as Error).message}`);
+    if (entry.built) throw new NeuronpatchError(`onnxruntime could not load ${mf.onnxPath}: ${(e as Error).message}`);
+    // A verified entry that does not load (a damaged disk, another runtime's leftovers): rebuilt once.
+    entry = await buildEntry(root, source, `the cached graph did not load: ${(e as Error).message.split('\n')[0].slice(0, 200)}`);
+    try {
+      session = await InstrumentedSession.create(entry.file, entry.graph, shape, opts.threads);
+    } catch (e2) {
+      throw new NeuronpatchError(`onnxruntime could not load ${mf.onnxPath}: ${(e2 as Error).message}`);
+    }
   }
+  const cacheDir = entry.dir;
   const weights = new Weights(proto, graph, baseDir);
   log(`loaded ${info.name}: ${info.architecture}, ${info.layers} layers × ${neurons} neurons, width ${width}, vocab ${vocab}`);
   return { info, graph, tokenizer, session, weights, cacheDir, onnxPath: mf.onnxPath, release: () => session.release() };
