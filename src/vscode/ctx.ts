@@ -7,6 +7,7 @@ import { GuardRecorder } from './guard';
 import { ModelHost, errorMessage, firstLine } from './model';
 import type { RepairPanel } from './panel/panel';
 import { PatchHost } from './patches';
+import { PatchTrust } from './trust';
 import { RegressionSampler } from './regression';
 import { RegressionLines } from './regressionLines';
 
@@ -32,7 +33,7 @@ export class Ctx implements vscode.Disposable {
     this.config = new Config(extension.extensionPath);
     this.log = this.own(vscode.window.createOutputChannel('Neuron Patch', { log: true }));
     this.models = this.own(new ModelHost(this.config, this.log));
-    this.patches = this.own(new PatchHost(this.config, this.models, this.log));
+    this.patches = this.own(new PatchHost(this.config, this.models, this.log, new PatchTrust(extension.globalState)));
     this.regression = this.own(new RegressionSampler(this.log));
     this.completions = new CompletionProvider(this);
     this.edits = this.own(new EditTracker());
