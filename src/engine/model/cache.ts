@@ -6,7 +6,7 @@
 // is rebuilt, and so is an entry onnxruntime cannot load. The graph is written before the metadata that vouches
 // for it, each atomically, so a process killed in between leaves an entry that fails verification and is rebuilt.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, rmSync, readFileSync, realpathSync, statSync, unlinkSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
@@ -153,6 +153,8 @@ export async function buildEntry(root: string, src: EntrySource, why: string): P
       }
     }
     for (const f of [GRAPH_FILE, META_FILE]) await sweepStaleTemps(path.join(dir, f));
+    // The per-model caches derived from the old entry (steer factor, reference statistics) go with it.
+    for (const f of readdirSync(dir)) if (/^(steer-|reference-)/.test(f)) rmSync(path.join(dir, f), { force: true });
     const bytes = onnx.ModelProto.encode(out.model as onnx.ModelProto).finish();
     await writeFileAtomic(file, bytes);
     const meta: Meta = {
