@@ -19,8 +19,8 @@ import { type HeldLock, withFileLock } from './lock';
 import { checkPatchFile, formatProblems, validatePatch } from './validate';
 
 /**
- * Tests only: milliseconds to sleep inside the lock, before the file is re-read, widening the read-modify-write
- * window that the lock protects (NEURONPATCH_TEST_SAVE_DELAY_MS).
+ * Tests only: milliseconds to sleep inside the lock between re-reading the file and renaming the new one over
+ * it, widening the read-modify-write window that the lock protects (NEURONPATCH_TEST_SAVE_DELAY_MS).
  */
 function testDelayMs(): number {
   const ms = Number(process.env.NEURONPATCH_TEST_SAVE_DELAY_MS ?? 0);
@@ -201,8 +201,6 @@ export class PatchStore {
   }
 
   private async saveLocked(lock: HeldLock): Promise<SaveResult> {
-    const delay = testDelayMs();
-    if (delay) await new Promise((r) => setTimeout(r, delay));
     const disk = await readText(this.file);
     // From here to serialising, nothing awaits: the state and the change list hold still.
     const n = this.changes.length;
@@ -226,6 +224,8 @@ export class PatchStore {
       }
     }
     const text = serializePatchFile(next);
+    const delay = testDelayMs();
+    if (delay) await new Promise((r) => setTimeout(r, delay));
     lock.check();
     await writeFileAtomic(this.file, text);
     const later = this.changes.slice(n);
