@@ -142,7 +142,8 @@ class Checker {
     const m = this.model;
     const layer = this.number(o, 'layer', path, { int: true, min: 0, max: m ? m.layers - 1 : undefined }) as number;
     const key = this.delta(o.key, `${path}.key`);
-    const threshold = this.number(o, 'threshold', path, {}) as number;
+    const { max } = largestFinite(m?.weightType);
+    const threshold = this.number(o, 'threshold', path, { min: -max, max }) as number;
     const value = this.delta(o.value, `${path}.value`);
     return { ...o, layer, key, threshold, value };
   }
