@@ -1,11 +1,20 @@
 #!/usr/bin/env node
-// Repair, measured: `neuronpatch eval` with the minimal and the joint method, and the SGD baseline
-// (tools/baseline/sgd.py: fine-tuning every down_proj weight of the PyTorch twin), on the same first N cases of
-// bench/cases/dev.jsonl with bench/cases/regression.jsonl, printed side by side. The time of one generation of
-// each case's bad completion is measured with `neuronpatch generate --prompts` (per prompt, model loaded), so that
-// repair time reads as a multiple of it.
-//   npm run bench:repair -- [--limit 40] [--methods minimal,joint,sgd] [--model DIR] [--cases F] [--regression F]
-//                           [--regression-limit N] [--sgd-max-steps 30] [--sgd-reduction sum|mean] [--no-build] [--json]
+// Repair, measured: `neuronpatch eval` with the minimal, joint and keyed methods, and two baselines of
+// tools/baseline/sgd.py on the PyTorch twin (SGD on every down_proj weight; the MINT re-implementation), on the same
+// first N cases of bench/cases/dev.jsonl, printed side by side. Each case is repaired from the original weights.
+// Side effects are measured by the engine for every method (repair/measures.ts; the baselines' weight changes are
+// fed to it as value-vector edits by bench/measure-deltas.ts), on the same sets:
+//   bench/cases/regression.jsonl is split in two: its odd lines are the REFERENCE code the methods are given
+//   (reference statistics, the keyed thresholds) and the GUARD lines are harvested from it (`neuronpatch guard`:
+//   lines of that code the model completes exactly right, from the line start or after its first word); its even
+//   lines are the EVALUATION prompts (token locality on their greedy continuations, next token, KL, lines
+//   unchanged, held-out loss over their text) and the UNSEEN guard lines are harvested from them (no method sees
+//   them: "kept, unseen" is the fair comparison; "kept" on the given guard is what a user's accepted completions get).
+// The time of one generation of each case's bad completion is measured with `neuronpatch generate --prompts`, so
+// that repair time reads as a multiple of it.
+//   npm run bench:repair -- [--limit 40] [--methods minimal,joint,keyed,sgd,mint] [--key-margins 0.5] [--model DIR]
+//        [--cases F] [--regression F] [--regression-limit N] [--sgd-max-steps 30] [--sgd-reduction sum|mean]
+//        [--no-build] [--json]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -17,7 +26,8 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: opt } = parseArgs({
   options: {
     limit: { type: 'string', default: '40' },
-    methods: { type: 'string', default: 'minimal,joint,sgd' },
+    methods: { type: 'string', default: 'minimal,joint,keyed,sgd,mint' },
+    'key-margins': { type: 'string', default: '0.5' },
     model: { type: 'string', default: path.join(ROOT, 'models', 'demo') },
     cases: { type: 'string', default: path.join(ROOT, 'bench', 'cases', 'dev.jsonl') },
     regression: { type: 'string', default: path.join(ROOT, 'bench', 'cases', 'regression.jsonl') },
@@ -48,13 +58,17 @@ if (!opt['no-build']) execFileSync(process.execPath, [path.join(ROOT, 'scripts',
 
 const cases = readFileSync(opt.cases, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l)).slice(0, limit);
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'neuronpatch-bench-'));
-let regression = opt.regression;
-if (opt['regression-limit']) {
-  regression = path.join(tmp, 'regression.jsonl');
-  const lines = readFileSync(opt.regression, 'utf8').split('\n').filter((l) => l.trim()).slice(0, Number(opt['regression-limit']));
-  writeFileSync(regression, `${lines.join('\n')}\n`);
-}
-const regressionCount = readFileSync(regression, 'utf8').split('\n').filter((l) => l.trim()).length;
+const allRegression = readFileSync(opt.regression, 'utf8').split('\n').filter((l) => l.trim());
+const cap = opt['regression-limit'] ? Number(opt['regression-limit']) : Infinity;
+const referenceLines = allRegression.filter((_, i) => i % 2 === 0).slice(0, cap);
+const evaluationLines = allRegression.filter((_, i) => i % 2 === 1).slice(0, cap);
+const reference = path.join(tmp, 'reference.jsonl');
+const regression = path.join(tmp, 'evaluation.jsonl');
+writeFileSync(reference, `${referenceLines.join('\n')}\n`);
+writeFileSync(regression, `${evaluationLines.join('\n')}\n`);
+const regressionCount = evaluationLines.length;
+const guard = path.join(tmp, 'guard.jsonl');
+const unseen = path.join(tmp, 'unseen-guard.jsonl');
 
 /** Runs a command, passes its stderr through, returns the last JSON line of its stdout and its wall time. */
 function runJson(cmd, args, what) {
@@ -81,20 +95,38 @@ let sameBefore = 0;
   if (g.completion === cases[i].before) sameBefore++;
 });
 
+log(`guard lines from ${referenceLines.length} reference prompts, unseen guard lines from ${evaluationLines.length} evaluation prompts`);
+const guardRun = runJson(process.execPath, [cli, 'guard', '--model', opt.model, '--from', reference, '--out', guard, '--json'], 'guard');
+const unseenRun = runJson(process.execPath, [cli, 'guard', '--model', opt.model, '--from', regression, '--out', unseen, '--json'], 'unseen guard');
+const guardCount = guardRun.lines?.[0]?.lines ?? 0;
+const unseenCount = unseenRun.lines?.[0]?.lines ?? 0;
+const side = ['--regression', regression, '--reference', reference, '--guard', guard, '--unseen-guard', unseen];
+
+const runs = methods.flatMap((m) => (m === 'keyed' ? opt['key-margins'].split(',').map((k) => ({ method: m, keyMargin: k.trim() })) : [{ method: m }]));
 const columns = [];
-for (const method of methods) {
+for (const { method, keyMargin } of runs) {
   let res;
-  if (method === 'sgd') {
-    log(`SGD baseline on ${cases.length} cases`);
-    res = runJson(opt.python, [path.join(ROOT, 'tools', 'baseline', 'sgd.py'), '--model', opt.model, '--cases', opt.cases, '--regression', regression,
-      '--limit', String(limit), '--max-steps', opt['sgd-max-steps'], '--reduction', opt['sgd-reduction']], 'sgd');
+  if (method === 'sgd' || method === 'mint') {
+    log(`${method} baseline on ${cases.length} cases`);
+    const deltas = path.join(tmp, `deltas-${method}`);
+    const raw = runJson(opt.python, [path.join(ROOT, 'tools', 'baseline', 'sgd.py'), '--method', method, '--model', opt.model, '--cases', opt.cases,
+      '--limit', String(limit), '--max-steps', opt['sgd-max-steps'], '--reduction', opt['sgd-reduction'], '--save-deltas', deltas], method);
+    if (raw.error) res = raw;
+    else {
+      const resultsFile = path.join(tmp, `${method}.json`);
+      writeFileSync(resultsFile, JSON.stringify(raw.lines[raw.lines.length - 1]));
+      log(`${method}: side effects of each case's weight change, measured by the engine`);
+      const measured = runJson(process.execPath, [path.join(ROOT, 'bench', 'run.mjs'), 'measure-deltas', '--model', opt.model, '--results', resultsFile,
+        '--regression', regression, '--guard', guard, '--unseen-guard', unseen, '--cases', opt.cases], `${method} measures`);
+      res = measured.error ? measured : { lines: measured.lines, wallS: raw.wallS };
+    }
   } else {
-    log(`neuronpatch eval --method ${method} on ${cases.length} cases`);
-    res = runJson(process.execPath, [cli, 'eval', '--model', opt.model, '--cases', opt.cases, '--regression', regression, '--method', method,
-      '--limit', String(limit), '--json'], `eval --method ${method}`);
+    log(`neuronpatch eval --method ${method}${keyMargin ? ` --key-margin ${keyMargin}` : ''} on ${cases.length} cases`);
+    res = runJson(process.execPath, [cli, 'eval', '--model', opt.model, '--cases', opt.cases, ...side, '--method', method,
+      '--limit', String(limit), ...(keyMargin ? ['--key-margin', keyMargin] : []), '--json'], `eval --method ${method}`);
   }
   if (res.error) {
-    columns.push({ method, error: res.error, wallS: res.wallS });
+    columns.push({ method, keyMargin, error: res.error, wallS: res.wallS });
     continue;
   }
   const out = res.lines[res.lines.length - 1];
@@ -106,8 +138,13 @@ for (const method of methods) {
   // Repair time over one generation of the same bad completion: the engine's generation for every method, and
   // for SGD also its own (PyTorch) generation.
   const ratios = tried.map((r) => (genMs.has(r.id) && ms(r) !== undefined ? ms(r) / genMs.get(r.id) : undefined));
+  const share = (k) => (x) => (x?.[k] ? x[k].kept / Math.max(1, x[k].of) : undefined);
   columns.push({
-    method,
+    method, keyMargin,
+    tokenLocality: mean(fixed.map((r) => r.tokenLocality)),
+    keptLines: mean(fixed.map(share('kept'))),
+    keptUnseen: mean(fixed.map(share('keptUnseen'))),
+    lossChange: mean(fixed.map((r) => r.lossChange)),
     cases: out.cases ?? tried.length,
     alreadyCorrect: out.alreadyCorrect ?? results.length - tried.length,
     successRate: out.successRate ?? (tried.length ? fixed.length / tried.length : null),
@@ -117,10 +154,11 @@ for (const method of methods) {
     medianNeurons: out.medianNeurons ?? median(fixed.map(neurons)),
     neuronsPerFailingToken: out.neuronsPerFailingToken ?? median(fixed.map((r) => neurons(r) / Math.max(r.failingTokens ?? 1, 1))),
     // Side effects and generalization over the fixed cases, as `neuronpatch eval` aggregates them.
-    specificity: out.specificity ?? mean(fixed.map((r) => r.specificity)),
-    nextTokenSpecificity: out.nextTokenSpecificity ?? mean(fixed.map((r) => r.nextTokenSpecificity)),
-    meanKl: out.meanKl ?? mean(fixed.map((r) => r.meanKl)),
-    generalization: out.generalization ?? mean(fixed.map((r) => r.generalization)),
+    specificity: mean(fixed.map((r) => r.specificity)),
+    nextTokenSpecificity: mean(fixed.map((r) => r.nextTokenSpecificity)),
+    meanKl: mean(fixed.map((r) => r.meanKl)),
+    generalization: mean(fixed.map((r) => r.generalization)),
+    variantCases: fixed.filter((r) => r.generalization !== null && r.generalization !== undefined).length,
     medianMs: out.medianMs ?? median(tried.map(ms)),
     repairOverGeneration: median(ratios),
     ownRepairOverGeneration: out.medianRepairToGeneration ?? out.repairToGeneration ?? null,
@@ -130,13 +168,18 @@ for (const method of methods) {
 rmSync(tmp, { recursive: true, force: true });
 
 const medianGenMs = median([...genMs.values()]);
-const summary = { model: opt.model, cases: cases.length, regressionPrompts: regressionCount, medianGenerationMs: medianGenMs, generateMatchesBefore: sameBefore, columns };
+const summary = {
+  model: opt.model, cases: cases.length, regressionPrompts: regressionCount, referencePrompts: referenceLines.length, guardLines: guardCount,
+  unseenGuardLines: unseenCount, medianGenerationMs: medianGenMs, generateMatchesBefore: sameBefore, columns,
+};
 if (opt.json) {
   process.stdout.write(`${JSON.stringify(summary)}\n`);
 } else {
+  const pct2 = (x) => (x === null || x === undefined ? 'n/a' : `${(100 * x).toFixed(2)} %`);
   const pct = (x) => (x === null || x === undefined ? 'n/a' : `${(100 * x).toFixed(1)} %`);
   const num = (x, d = 1) => (x === null || x === undefined ? 'n/a' : Number(x).toFixed(d));
-  const label = { minimal: 'minimal (MINT-style)', joint: 'joint (ASTRA-style)', sgd: `SGD on down_proj (baseline, ${opt['sgd-reduction']} CE)` };
+  const label = { minimal: 'minimal (MINT-style)', joint: 'joint (ASTRA-style)', keyed: 'keyed (added neurons)', sgd: `SGD on down_proj (baseline, ${opt['sgd-reduction']} CE)`, mint: 'MINT re-implementation (baseline)' };
+  const labelOf = (c) => `${label[c.method] ?? c.method}${c.keyMargin ? `, key margin ${c.keyMargin}` : ''}`;
   const rows = [
     ['cases repaired from the original model', (c) => num(c.cases, 0)],
     ['already right (left out)', (c) => num(c.alreadyCorrect, 0)],
@@ -145,10 +188,14 @@ if (opt.json) {
     ['  cases that fell back to the joint solver', (c) => (c.fallbacks === null ? '–' : num(c.fallbacks, 0))],
     ['median neurons edited', (c) => num(c.medianNeurons)],
     ['neurons per failing token (median)', (c) => num(c.neuronsPerFailingToken, 2)],
-    [`specificity (${regressionCount} regression lines unchanged)`, (c) => pct(c.specificity)],
-    ['  next token unchanged', (c) => pct(c.nextTokenSpecificity)],
-    ['mean next-token KL on regression prompts', (c) => (c.meanKl === null || c.meanKl === undefined ? 'n/a' : Number(c.meanKl).toExponential(2))],
-    ['generalization (variants fixed)', (c) => pct(c.generalization)],
+    [`token locality (${regressionCount} prompts' greedy continuations, teacher-forced)`, (c) => pct2(c.tokenLocality)],
+    [`correct lines kept (${guardCount} guard lines given to the repair)`, (c) => pct(c.keptLines)],
+    [`correct lines kept, unseen (${unseenCount} lines no method sees)`, (c) => pct(c.keptUnseen)],
+    ['held-out loss change', (c) => (c.lossChange === null || c.lossChange === undefined ? 'n/a' : `${c.lossChange >= 0 ? '+' : ''}${(100 * c.lossChange).toFixed(3)} %`)],
+    ['mean next-token KL on evaluation prompts', (c) => (c.meanKl === null || c.meanKl === undefined ? 'n/a' : Number(c.meanKl).toExponential(2))],
+    ['next token unchanged', (c) => pct(c.nextTokenSpecificity)],
+    [`lines unchanged (strict, ${regressionCount} greedy lines)`, (c) => pct(c.specificity)],
+    ['variants fixed (fixed cases that have variants)', (c) => `${pct(c.generalization)} (${c.variantCases ?? 0})`],
     ['median repair time ms', (c) => num(c.medianMs, 0)],
     [`repair / one engine generation (${num(medianGenMs, 0)} ms median)`, (c) => `${num(c.repairOverGeneration)}×`],
     ['repair / one generation in its own runtime', (c) => (c.ownRepairOverGeneration === null ? '–' : `${num(c.ownRepairOverGeneration)}×`)],
@@ -156,10 +203,12 @@ if (opt.json) {
   ];
   const cols = columns.map((c) => (c.error ? { ...c, failed: true } : c));
   const out = [
-    `repair on the first ${cases.length} cases of ${path.relative(ROOT, opt.cases)}, ${regressionCount} regression prompts, model ${opt.model}`,
+    `repair on the first ${cases.length} cases of ${path.relative(ROOT, opt.cases)}, model ${opt.model}; reference code: ${referenceLines.length} prompts `
+      + `(odd lines of ${path.relative(ROOT, opt.regression)}), guard: ${guardCount} lines harvested from it; evaluation: ${regressionCount} prompts (even lines), `
+      + `${unseenCount} unseen guard lines harvested from them`,
     `(\`neuronpatch generate\` reproduced the recorded bad completion for ${sameBefore}/${cases.length} cases)`,
     '',
-    `| | ${cols.map((c) => label[c.method] ?? c.method).join(' | ')} |`,
+    `| | ${cols.map(labelOf).join(' | ')} |`,
     `|---|${cols.map(() => '---').join('|')}|`,
     ...rows.map(([name, f]) => `| ${name} | ${cols.map((c) => (c.failed ? `failed (${c.error})` : f(c))).join(' | ')} |`),
     '',

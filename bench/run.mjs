@@ -12,7 +12,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const [name, ...args] = process.argv.slice(2);
 const entry = path.join(root, 'bench', `${name}.ts`);
 if (!name || !existsSync(entry)) {
-  process.stderr.write('usage: node bench/run.mjs forward|generate|dtypes|quantized|memory|side-effects|specificity-floor [args...]\n');
+  process.stderr.write('usage: node bench/run.mjs forward|generate|dtypes|quantized|memory|side-effects|specificity-floor|sequential|measure-deltas [args...]\n');
   process.exit(2);
 }
 const outfile = path.join(root, 'out', 'bench-bundles', `${name}.cjs`);

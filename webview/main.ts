@@ -7,7 +7,8 @@ import '@vscode-elements/elements/dist/vscode-collapsible/index.js';
 import '@vscode-elements/elements/dist/vscode-icon/index.js';
 import '@vscode-elements/elements/dist/vscode-progress-ring/index.js';
 import type { ExtensionToWebview, PanelState, WebviewAction, WebviewToExtension } from '../src/vscode/panel/messages';
-import type { RepairResult, TokenScore } from '../src/engine/types';
+import { sideEffectLine } from '../src/engine/repair/sideEffectText';
+import { REPAIR_METHODS, type RepairMethod, type RepairResult, type TokenScore } from '../src/engine/types';
 import { diffWords, type DiffPart } from './diff';
 
 interface VsCodeApi {
@@ -207,6 +208,12 @@ function sideEffectsSection(r: RepairResult): HTMLElement {
     h(
       'ul',
       { class: 'metrics', 'data-test': 'metrics' },
+      ...(r.sideEffects ? [
+        h('li', {}, 'Token locality (teacher-forced, regression continuations): ', h('strong', {}, r.sideEffects.tokenLocality === null ? 'n/a' : pct(r.sideEffects.tokenLocality))),
+        h('li', {}, 'Correct lines kept (your completions, workspace lines): ', h('strong', {}, r.sideEffects.kept ? `${r.sideEffects.kept.kept}/${r.sideEffects.kept.of}` : 'n/a')),
+        h('li', {}, 'Held-out loss change: ', h('strong', {}, r.sideEffects.heldOutLoss ? `${r.sideEffects.heldOutLoss.change >= 0 ? '+' : ''}${(100 * r.sideEffects.heldOutLoss.change).toFixed(3)} %` : 'n/a')),
+      ] : []),
+      ...(r.layerChoice ? [h('li', {}, `Added neurons: ${r.layerChoice}`)] : []),
       h('li', {}, 'Specificity (regression lines unchanged): ', h('strong', {}, r.specificity === null ? 'n/a' : pct(r.specificity))),
       h('li', {}, 'Next token unchanged: ', h('strong', {}, r.nextTokenSpecificity == null ? 'n/a' : pct(r.nextTokenSpecificity))),
       h('li', {}, 'Mean KL on regression prompts: ', h('strong', {}, r.meanKl === null ? 'n/a' : r.meanKl.toExponential(2))),
@@ -219,28 +226,32 @@ function sideEffectsSection(r: RepairResult): HTMLElement {
   );
 }
 
-function send(action: WebviewAction): void {
+function capitalised(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+function send(action: WebviewAction, method?: RepairMethod): void {
   if (!state) return;
-  vscode.postMessage({ type: 'action', action, patchId: state.result.patch.id });
+  vscode.postMessage({ type: 'action', action, patchId: state.result.patch.id, ...(method ? { method } : {}) });
 }
 
 function toolbar(s: PanelState): HTMLElement {
   const r = s.result;
   const pending = s.status === 'pending';
   const idle = !s.busy;
-  const other = r.method === 'minimal' ? 'joint' : 'minimal';
-  // After a fallback the minimal method has already been tried: asking for it again would end the same way.
-  const canTryOther = pending && idle && !r.fallback;
+  // Every other method; after a fallback the minimal method has already been tried: asking again would end the same way.
+  const others = REPAIR_METHODS.filter((m) => m !== r.method && !(r.fallback && m === 'minimal'));
+  const canTryOther = pending && idle;
   return h(
     'div',
     { class: 'toolbar', role: 'toolbar', 'aria-label': 'Repair actions' },
     h('vscode-button', { id: 'apply', icon: 'check', disabled: !(pending && r.success && idle), onclick: () => send('apply') }, 'Apply'),
     h('vscode-button', { id: 'discard', icon: 'discard', secondary: true, disabled: !(pending && idle), onclick: () => send('discard') }, 'Discard'),
-    h(
+    ...others.map((m, i) => h(
       'vscode-button',
-      { id: 'other-method', icon: 'refresh', secondary: true, disabled: !canTryOther, onclick: () => send('otherMethod') },
-      `Try the ${other} method`,
-    ),
+      { id: i === 0 ? 'other-method' : `other-method-${m}`, icon: 'refresh', secondary: true, disabled: !canTryOther, onclick: () => send('otherMethod', m) },
+      `Try the ${m} method`,
+    )),
     h('vscode-button', { id: 'export', icon: 'package', secondary: true, disabled: !idle, onclick: () => send('export') }, 'Export patched model'),
     s.busy ? h('span', { class: 'busy' }, h('vscode-progress-ring', {}), s.busy) : null,
   );
@@ -259,6 +270,14 @@ function header(s: PanelState): HTMLElement {
       h('vscode-icon', { name: r.success ? 'pass' : 'error', class: r.success ? 'good' : 'bad' }),
       ` Repair at ${s.source}`,
     ),
+    // The first line: side effects in plain words, and any line the user had right that the repair breaks.
+    r.sideEffects
+      ? h('p', { class: 'side-effects-line', 'data-test': 'side-effects-line' },
+        `${capitalised(sideEffectLine(r.sideEffects, 'of your completions'))}.`,
+        ...(r.sideEffects.broken.length
+          ? [' Breaks: ', ...r.sideEffects.broken.map((b, i) => h('code', {}, `${i ? ', ' : ''}${b.desired}`))]
+          : []))
+      : null,
     h(
       'p',
       { class: 'summary' },

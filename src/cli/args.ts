@@ -3,7 +3,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { checkMargin } from '../engine/repair/index';
+import { checkJsonDepth } from '../engine/jsonlimits';
 import { NeuronpatchError } from '../engine/types';
+import { quote } from '../engine/untrusted';
 
 export const usage = `usage: neuronpatch <command> [options]
 
@@ -12,10 +14,12 @@ export const usage = `usage: neuronpatch <command> [options]
             [--max-new-tokens N] [--patches FILE]... [--no-heal] [--multiline]
             [--temperature T] [--top-p P] [--seed S] [--json]
   trace     --prompt-file F --desired TEXT [--top N] [--json]
-  repair    --prompt-file F --desired TEXT [--method minimal|joint] [--margin LOGITS] [--regression FILE]
+  repair    --prompt-file F --desired TEXT [--method minimal|joint|keyed] [--margin LOGITS] [--regression FILE]
+            [--reference FILE] [--guard FILE | --no-guard] [--held-out FILE] [--key-margin 0..1] [--keyed-layer L]
             [--out PATCH] [--json]
-  eval      --cases FILE [--method minimal|joint] [--margin LOGITS] [--no-fallback] [--regression FILE]
-            [--limit N] [--json]
+  eval      --cases FILE [--method minimal|joint|keyed] [--margin LOGITS] [--no-fallback] [--regression FILE]
+            [--reference FILE] [--guard FILE | --no-guard] [--held-out FILE] [--key-margin 0..1] [--limit N] [--json]
+  guard     --from PROMPTS.jsonl [--out GUARD.jsonl] [--max N]   lines the model completes exactly right
   export    --patches FILE... --out DIR [--quantized side-branch|requantize]
   demo      [--out DIR]                                the main job on the embedded model, with a report
 
@@ -62,22 +66,41 @@ export function marginOption(value: string | undefined): number {
   return checkMargin(value === undefined ? undefined : float(value, 'margin', 0));
 }
 
-/** One JSON object per non-empty line; a broken line is reported by number and skipped, the rest go on. */
-export function readJsonl<T>(file: string, check: (v: unknown) => string | undefined, warn: (msg: string) => void): T[] {
+/**
+ * One JSON object per non-empty line (a BOM before the first is ignored); a broken line is reported by number
+ * and skipped, the rest go on. A file with no usable line at all throws a NeuronpatchError naming `what`.
+ */
+export function readJsonl<T>(file: string, check: (v: unknown) => string | undefined, warn: (msg: string) => void, what = 'lines'): T[] {
   const out: T[] = [];
-  readText(file, 'file').split('\n').forEach((line, i) => {
+  let text = readText(file, 'file');
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  let skipped = 0;
+  const say = warn;
+  warn = (msg) => {
+    if (skipped <= 20) say(skipped === 20 ? `${msg} (further skipped lines are counted, not shown)` : msg);
+  };
+  text.split('\n').forEach((line, i) => {
     if (!line.trim()) return;
     let v: unknown;
     try {
       v = JSON.parse(line);
+      checkJsonDepth(v, `line ${i + 1}`);
     } catch (e) {
-      warn(`${file}:${i + 1}: not valid JSON (${(e as Error).message}); line skipped`);
+      skipped++;
+      warn(`${file}:${i + 1}: not valid JSON (${quote((e as Error).message, 200)}); line skipped`);
       return;
     }
     const problem = check(v);
-    if (problem) warn(`${file}:${i + 1}: ${problem}; line skipped`);
-    else out.push(v as T);
+    if (problem) {
+      skipped++;
+      warn(`${file}:${i + 1}: ${problem}; line skipped`);
+    } else out.push(v as T);
   });
+  if (!out.length)
+    throw new NeuronpatchError(
+      skipped ? `${file} has no valid ${what}: all ${skipped} line(s) were skipped (see above).` : `${file} has no ${what}: it is empty.`,
+      `Give one JSON object per line, as in bench/cases/dev.jsonl.`,
+    );
   return out;
 }
 

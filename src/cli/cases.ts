@@ -14,12 +14,12 @@ export function readCases(file: string, warn: (msg: string) => void): RepairCase
       return '"variants" must be a list of {"prompt", "desired"}';
     }
     return undefined;
-  }, warn);
+  }, warn, 'repair cases');
 }
 
 export function readRegression(file: string | undefined, warn: (msg: string) => void, limit?: number): string[] {
   if (!file) return [];
-  const prompts = readJsonl<{ prompt: string }>(file, (v) => (isString((v as { prompt?: unknown })?.prompt) ? undefined : 'no "prompt" string'), warn)
+  const prompts = readJsonl<{ prompt: string }>(file, (v) => (isString((v as { prompt?: unknown })?.prompt) ? undefined : 'no "prompt" string'), warn, 'regression prompts')
     .map((p) => p.prompt);
   return limit ? prompts.slice(0, limit) : prompts;
 }

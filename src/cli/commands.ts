@@ -5,6 +5,7 @@ import { type Command, openModel, readPatches, warn } from './context';
 import { demo } from './demo';
 import { evaluate } from './eval';
 import { exportCommand, repairCommand, traceCommand } from './repair';
+import { guardCommand } from './side';
 
 const info: Command = async (args) => {
   const { values } = parse(args, {});
@@ -56,4 +57,4 @@ const generate: Command = async (args) => {
   return 0;
 };
 
-export const commands: Record<string, Command> = { info, generate, trace: traceCommand, repair: repairCommand, eval: evaluate, export: exportCommand, demo };
+export const commands: Record<string, Command> = { info, generate, trace: traceCommand, repair: repairCommand, eval: evaluate, export: exportCommand, demo, guard: guardCommand };

@@ -3,11 +3,13 @@ import { loadModel, type Model } from '../engine';
 import { PatchStore } from '../engine/patches/store';
 import type { Patch } from '../engine/types';
 import { checkDtype } from '../engine/model/dtype';
+import { safeMessage } from '../engine/untrusted';
 import { defaultModelDir, int } from './args';
 
 export type Command = (args: string[]) => Promise<number>;
 
-export const warn = (msg: string) => process.stderr.write(`neuronpatch: ${msg}\n`);
+/** A warning on stderr, escaped and cut (warnings quote case files and patch files). */
+export const warn = (msg: string) => process.stderr.write(`neuronpatch: ${safeMessage(msg)}\n`);
 
 /** The model of --model (default: the embedded demo) in the file --dtype picks; `auto`'s choice is said on stderr. */
 export async function openModel(dir: string | undefined, threads?: string, dtype?: string): Promise<Model> {

@@ -3,6 +3,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { repair, trace } from '../engine';
+import { rescuePatch } from '../engine/patches/rescue';
 import { PatchStore } from '../engine/patches/store';
 import { NeuronpatchError } from '../engine/types';
 import { defaultModelDir, int, parse } from './args';
@@ -41,14 +42,20 @@ export const demo: Command = async (args) => {
       continue;
     }
     mkdirSync(out, { recursive: true });
-    const store = await PatchStore.open(path.join(out, 'patches.json'), i);
-    store.add(r.patch);
-    await store.save();
+    let patchFile = path.join(out, 'patches.json');
+    const store = await PatchStore.open(patchFile, i);
+    try {
+      store.add(r.patch);
+      await store.save();
+    } catch (e) {
+      patchFile = await rescuePatch(patchFile, i, r.patch); // the repair is not lost to a failed save
+      warn(`could not save the patch into ${path.join(out, 'patches.json')}: ${(e as Error).message}\nIt was written to ${patchFile} instead.`);
+    }
     const report = path.join(out, 'report.md');
-    writeFileSync(report, markdownReport(i, r, path.join(out, 'patches.json')));
+    writeFileSync(report, markdownReport(i, r, patchFile));
     const again = await model.generate(c.prompt, { patches: store.active() });
     say(`with the patch file applied, generate gives: ${JSON.stringify(again.completion)}`);
-    say(`\npatch  ${path.join(out, 'patches.json')}\nreport ${report}`);
+    say(`\npatch  ${patchFile}\nreport ${report}`);
     await model.dispose();
     return 0;
   }

@@ -6,6 +6,7 @@ import { NeuronpatchError, type RepairMethod } from '../engine/types';
 import { int, marginOption, parse, print } from './args';
 import { readCases, readRegression } from './cases';
 import { type Command, openModel, warn } from './context';
+import { keyedOptions, methodOption, sideInputs, sideOptions } from './side';
 
 interface CaseResult {
   id: string;
@@ -19,6 +20,13 @@ interface CaseResult {
   nextTokenSpecificity?: number | null;
   meanKl: number | null;
   generalization: number | null;
+  /** Side effects as model editing measures them (null where not measured). */
+  tokenLocality?: number | null;
+  kept?: { kept: number; of: number } | null;
+  keptUnseen?: { kept: number; of: number } | null;
+  lossChange?: number | null;
+  /** Keyed: the layer choice, in words. */
+  layerChoice?: string;
   ms: number;
   generationMs: number;
   error?: string;
@@ -30,16 +38,18 @@ export const evaluate: Command = async (args) => {
   const { values } = parse(args, {
     cases: { type: 'string' }, method: { type: 'string' }, regression: { type: 'string' }, limit: { type: 'string' },
     'regression-limit': { type: 'string' }, margin: { type: 'string' }, 'no-fallback': { type: 'boolean' }, verbose: { type: 'boolean' },
+    ...sideOptions,
   });
   if (!values.cases) throw new NeuronpatchError('eval needs --cases FILE.jsonl.');
-  const method = (values.method ?? 'minimal') as RepairMethod;
-  if (method !== 'minimal' && method !== 'joint') throw new NeuronpatchError(`--method must be minimal or joint, got "${values.method}".`);
+  const method: RepairMethod = methodOption(values.method);
+  const keyedOpts = keyedOptions(values);
   let cases = readCases(values.cases, warn);
   if (values.limit) cases = cases.slice(0, int(values.limit, 'limit', cases.length));
   const regression = readRegression(values.regression, warn, values['regression-limit'] ? int(values['regression-limit'], 'regression-limit', 0) : undefined);
   const margin = marginOption(values.margin);
   const model = await openModel(values.model, values.threads, values.dtype);
   const regressionBefore = regression.length ? await greedyLines(model.loaded, regression) : undefined;
+  const side = await sideInputs(model, values, regression);
 
   const results: CaseResult[] = [];
   for (const [i, c] of cases.entries()) {
@@ -50,10 +60,13 @@ export const evaluate: Command = async (args) => {
       continue;
     }
     try {
-      const r = await repair(model, c, { method, margin, regression, regressionBefore, analyse: false, fallback: !values['no-fallback'] });
+      const r = await repair(model, c, { method, margin, regression, regressionBefore, analyse: false, fallback: !values['no-fallback'], ...side, ...keyedOpts });
+      const fx = r.sideEffects;
       results.push({
         id, success: r.success, method: r.method, failingTokens: r.failingTokens, neurons: r.neurons.length, specificity: r.specificity,
         nextTokenSpecificity: r.nextTokenSpecificity, meanKl: r.meanKl,
+        tokenLocality: fx?.tokenLocality ?? null, kept: fx?.kept ?? null, keptUnseen: fx?.keptUnseen ?? null, lossChange: fx?.heldOutLoss?.change ?? null,
+        ...(r.layerChoice ? { layerChoice: r.layerChoice } : {}),
         generalization: r.generalization, ms: Math.round(r.ms), generationMs: Math.round(r.generationMs),
       });
     } catch (e) {
@@ -80,6 +93,13 @@ export const evaluate: Command = async (args) => {
     nextTokenSpecificity: mean(fixed.flatMap((r) => (r.nextTokenSpecificity == null ? [] : [r.nextTokenSpecificity]))),
     meanKl: mean(fixed.flatMap((r) => (r.meanKl === null ? [] : [r.meanKl]))),
     generalization: mean(fixed.flatMap((r) => (r.generalization === null ? [] : [r.generalization]))),
+    tokenLocality: mean(fixed.flatMap((r) => (r.tokenLocality == null ? [] : [r.tokenLocality]))),
+    keptLines: mean(fixed.flatMap((r) => (r.kept ? [r.kept.kept / Math.max(1, r.kept.of)] : []))),
+    guardLines: side.guard?.length ?? 0,
+    keptUnseenLines: mean(fixed.flatMap((r) => (r.keptUnseen ? [r.keptUnseen.kept / Math.max(1, r.keptUnseen.of)] : []))),
+    unseenGuardLines: side.unseenGuard?.length ?? 0,
+    heldOutLossChange: mean(fixed.flatMap((r) => (r.lossChange == null ? [] : [r.lossChange]))),
+    keyMargin: method === 'keyed' ? keyedOpts.keyMargin ?? 0.5 : undefined,
     medianMs: attempted.length ? median(attempted.map((r) => r.ms)) : null,
     medianGenerationMs: attempted.length ? median(attempted.map((r) => r.generationMs)) : null,
     medianRepairToGeneration: attempted.length ? median(attempted.map((r) => r.ms / Math.max(1, r.generationMs))) : null,
@@ -93,6 +113,8 @@ export const evaluate: Command = async (args) => {
     `median neurons ${f(summary.medianNeurons)}, per failing token ${f(summary.neuronsPerFailingToken, 2)}`,
     `specificity ${f(summary.specificity === null ? null : summary.specificity * 100, 2)} % of ${regression.length} regression lines unchanged `
       + `(next token: ${f(summary.nextTokenSpecificity === null ? null : summary.nextTokenSpecificity * 100, 2)} %), mean KL ${summary.meanKl?.toExponential(2) ?? 'n/a'}`,
+    `token locality ${f(summary.tokenLocality === null ? null : summary.tokenLocality * 100, 2)} %, correct lines kept ${f(summary.keptLines === null ? null : summary.keptLines * 100, 1)} % of ${summary.guardLines}, `
+      + `held-out loss ${summary.heldOutLossChange === null ? 'n/a' : `${summary.heldOutLossChange >= 0 ? '+' : ''}${(summary.heldOutLossChange * 100).toFixed(3)} %`}`,
     `generalization ${f(summary.generalization === null ? null : summary.generalization * 100)} %`,
     `median repair ${f(summary.medianMs, 0)} ms = ${f(summary.medianRepairToGeneration, 2)}× one generation (${f(summary.medianGenerationMs, 0)} ms)`,
     '',

@@ -2,6 +2,7 @@
 // errors go to stderr with a non-zero exit.
 import '../engine/onnx/privacy'; // first: onnxruntime's telemetry off before anything loads it
 import { NeuronpatchError } from '../engine/types';
+import { safeMessage } from '../engine/untrusted';
 import { commands } from './commands';
 import { usage } from './args';
 
@@ -24,9 +25,10 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (e: unknown) => {
-    if (e instanceof NeuronpatchError) process.stderr.write(`neuronpatch: ${e.message}\n`);
-    else if (e instanceof TypeError && /ERR_PARSE_ARGS/.test(String((e as { code?: string }).code))) process.stderr.write(`neuronpatch: ${e.message}\n\n${usage}`);
-    else process.stderr.write(`neuronpatch: unexpected error: ${(e as Error)?.stack ?? String(e)}\n`);
+    // Messages quote file contents and arguments: escaped and cut before they reach the terminal.
+    if (e instanceof NeuronpatchError) process.stderr.write(`neuronpatch: ${safeMessage(e.message)}\n`);
+    else if (e instanceof TypeError && /ERR_PARSE_ARGS/.test(String((e as { code?: string }).code))) process.stderr.write(`neuronpatch: ${safeMessage(e.message)}\n\n${usage}`);
+    else process.stderr.write(`neuronpatch: unexpected error: ${safeMessage((e as Error)?.stack ?? String(e), 8000)}\n`);
     process.exitCode = 1;
   },
 );

@@ -4,16 +4,13 @@ import { repair, trace } from '../engine';
 import { exportPatched } from '../engine/export/export';
 import { rescuePatch } from '../engine/patches/rescue';
 import { PatchStore } from '../engine/patches/store';
-import { NeuronpatchError, type RepairMethod } from '../engine/types';
+import { NeuronpatchError } from '../engine/types';
+import { keyedOptions, methodOption as method, sideInputs, sideOptions } from './side';
 import { int, marginOption, parse, print, readText } from './args';
 import { readRegression } from './cases';
 import { type Command, openModel, readPatches, warn } from './context';
 import { repairText, traceText } from './report';
 
-function method(value: string | undefined): RepairMethod {
-  if (value === undefined || value === 'minimal' || value === 'joint') return value ?? 'minimal';
-  throw new NeuronpatchError(`--method must be minimal or joint, got "${value}".`);
-}
 
 function promptOf(values: { prompt?: string; 'prompt-file'?: string }): string {
   if (values.prompt !== undefined) return values.prompt;
@@ -40,6 +37,7 @@ export const repairCommand: Command = async (args) => {
   const { values } = parse(args, {
     prompt: { type: 'string' }, 'prompt-file': { type: 'string' }, desired: { type: 'string' }, method: { type: 'string' },
     regression: { type: 'string' }, 'regression-limit': { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, verbose: { type: 'boolean' },
+    ...sideOptions,
   });
   if (values.desired === undefined) throw new NeuronpatchError('repair needs --desired TEXT.');
   const model = await openModel(values.model, values.threads, values.dtype);
@@ -47,8 +45,10 @@ export const repairCommand: Command = async (args) => {
   const store = values.out ? await PatchStore.open(values.out, model.info) : undefined;
   if (store?.swept.length) warn(`removed ${store.swept.length} temp file(s) left by writers that died: ${store.swept.join(', ')}`);
   const regression = readRegression(values.regression, warn, values['regression-limit'] ? int(values['regression-limit'], 'regression-limit', 0) : undefined);
+  const side = await sideInputs(model, values, regression);
   const r = await repair(model, { prompt: promptOf(values), desired: values.desired }, {
     method: method(values.method), regression, active: store?.active(), margin: marginOption(values.margin), onProgress: values.verbose ? warn : undefined,
+    ...side, ...keyedOptions(values),
   });
   if (r.notice) warn(r.notice);
   let patchPath: string | null = null;
@@ -74,6 +74,8 @@ The new patch was written to ${patchPath} instead; ` +
     success: r.success, before: r.before, after: r.after, failingTokens: r.failingTokens,
     neurons: r.neurons.map((n) => ({ layer: n.layer, neuron: n.neuron })), specificity: r.specificity, nextTokenSpecificity: r.nextTokenSpecificity, meanKl: r.meanKl,
     generalization: r.generalization, ms: Math.round(r.ms), generationMs: Math.round(r.generationMs), patch: patchPath, method: r.method,
+    ...(r.sideEffects ? { sideEffects: r.sideEffects } : {}), ...(r.layerChoice ? { layerChoice: r.layerChoice } : {}),
+    added: r.patch.added?.length ?? 0,
     ...(r.fallback ? { fallback: r.fallback } : {}),
   };
   print(!!values.json, { ...summary, ...(rescued ? { rescued: true } : {}) }, () => repairText(r) + (patchPath ? `patch written to ${patchPath}\n` : ''));

@@ -1,4 +1,5 @@
 // Human-readable renderings of a trace and a repair: terminal text and a Markdown report.
+import { sideEffectLine } from '../engine/repair/measures';
 import type { ModelInfo, RepairResult, TraceResult } from '../engine/types';
 
 const q = (s: string) => JSON.stringify(s);
@@ -30,7 +31,10 @@ export function repairText(r: RepairResult): string {
     ...(r.fallback ? [r.fallback] : []),
     `before  ${q(r.before)}`,
     `after   ${q(r.after)}`,
-    `neurons ${r.neurons.map((n) => `${n.layer}.${n.neuron}`).join(', ')} for ${r.failingTokens} failing token(s)`,
+    `neurons ${r.neurons.map((n) => `${n.layer}.${n.neuron}${n.added ? ' (added)' : ''}`).join(', ')} for ${r.failingTokens} failing token(s)`,
+    ...(r.layerChoice ? [r.layerChoice] : []),
+    ...(r.sideEffects ? [`side effects: ${sideEffectLine(r.sideEffects)}`] : []),
+    ...(r.sideEffects?.broken.length ? [`breaks ${r.sideEffects.broken.map((b) => q(b.desired)).join(', ')}`] : []),
     `specificity ${pct(r.specificity)}${r.nextTokenSpecificity !== null ? ` (next token ${pct(r.nextTokenSpecificity)})` : ''}${r.meanKl !== null ? `, mean next-token KL ${r.meanKl.toExponential(2)}` : ''}${r.generalization !== null ? `, generalization ${pct(r.generalization)}` : ''}`,
     '',
   ].join('\n');
@@ -74,6 +78,7 @@ export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: str
   md.push('## Neurons edited', '', '| neuron | attribution | ablation effect | promotes before | promotes after |', '|---|---|---|---|---|',
     ...r.neurons.map((n) => `| ${n.layer}.${n.neuron} | ${n.attribution?.toFixed(3) ?? 'n/a'} | ${n.ablationEffect?.toFixed(3) ?? 'n/a'} | ${tokens(n.promotesBefore.slice(0, 3))} | ${tokens(n.promotesAfter.slice(0, 3))} |`), '',
     '## Side effects', '',
+    ...(r.sideEffects ? [`${sideEffectLine(r.sideEffects)}.`, ''] : []),
     `Specificity: ${pct(r.specificity)} of regression completions unchanged (next token: ${pct(r.nextTokenSpecificity)}); mean next-token KL ${r.meanKl?.toExponential(2) ?? 'n/a'}; generalization ${pct(r.generalization)}.`, '');
   if (r.changed.length) {
     md.push('| prompt ends with | before | after |', '|---|---|---|',

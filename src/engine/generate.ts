@@ -42,7 +42,9 @@ const WORD_CHAR = /[\p{L}\p{N}_]/u;
  */
 export function preparePrompt(model: LoadedModel, original: string, maxNewTokens: number, heal = true): PreparedPrompt {
   const tok = model.tokenizer;
-  const prompt = toLf(original);
+  // The model reads LF. Only the end of a long prompt can fit the context window: the rest is cut before tokenising.
+  const tail = tok.tail(toLf(original), model.info.context);
+  const prompt = tail.text;
   let ids = tok.encode(prompt);
   let healed = '';
   let healedTokens = 0;
@@ -65,8 +67,11 @@ export function preparePrompt(model: LoadedModel, original: string, maxNewTokens
   let notice: string | undefined;
   const budget = model.info.context - maxNewTokens - bos.length;
   if (budget < 1) throw new NeuronpatchError(`maxNewTokens ${maxNewTokens} leaves no room in the context window of ${model.info.context}.`);
+  if (tail.dropped) {
+    notice = `The prompt has ${(tail.dropped + prompt.length).toLocaleString('en-US')} characters; only its last ${prompt.length.toLocaleString('en-US')} can reach the model's context window of ${model.info.context} tokens, so the first ${tail.dropped.toLocaleString('en-US')} were cut before tokenising.`;
+  }
   if (ids.length > budget) {
-    notice = `The prompt has ${ids.length} tokens; the model's context window is ${model.info.context} with ${maxNewTokens} kept for the completion, so the first ${ids.length - budget} tokens were cut.`;
+    notice = `${notice ? `${notice} ` : ''}The prompt has ${ids.length} tokens${tail.dropped ? ' left' : ''}; the model's context window is ${model.info.context} with ${maxNewTokens} kept for the completion, so the first ${ids.length - budget} tokens were cut.`;
     ids = ids.slice(ids.length - budget);
   }
   ids = [...bos, ...ids];

@@ -2,13 +2,18 @@
 // prompt boundary and for showing tokens.
 import { readFileSync } from 'node:fs';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { parseBounded } from './jsonlimits';
+import { checkVocabulary } from './model/vocabulary';
 import { NeuronpatchError } from './types';
+import { quote } from './untrusted';
 
 export class CodeTokenizer {
   private readonly tokenizer: Tokenizer;
   /** The same tokenizer without its special added tokens: text that spells `<|endoftext|>` stays text. */
   private readonly encoder: Tokenizer;
   private texts: string[] | undefined;
+  /** The most characters one token can spell (from the vocabulary's strings): bounds how much text `tokens` tokens can cover. */
+  readonly maxTokenChars: number;
   /**
    * The ids the tokenizer puts before a text when it encodes it for generation (its post-processor's BOS, or
    * `bos_token` where `tokenizer_config.json` says `add_bos_token: true`); empty when it adds none.
@@ -26,6 +31,7 @@ export class CodeTokenizer {
     this.tokenizer = new Tokenizer(tokenizerJson as object, cfg);
     const json = tokenizerJson as { added_tokens?: { special?: boolean }[] };
     this.encoder = new Tokenizer({ ...json, added_tokens: (json.added_tokens ?? []).filter((t) => !t.special) }, cfg);
+    this.maxTokenChars = longestToken(tokenizerJson);
     const idOf = (key: string): number | undefined => {
       const v = config[key];
       const text = typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : undefined;
@@ -38,30 +44,52 @@ export class CodeTokenizer {
     this.prefix = generationPrefix(this.tokenizer, this.encoder, config.add_bos_token, this.bosTokenId);
   }
 
+  /** Whether prompts start with tokens the tokenizer adds (BOS). */
+  get addBos(): boolean {
+    return this.prefix.length > 0;
+  }
+
   /**
-   * @param configPath tokenizer_config.json (bos/eos/unk tokens, add_bos_token), absent for some exports.
-   * @param extraConfig special_tokens_map.json's entries, used where tokenizer_config.json does not name a token.
-   * @throws NeuronpatchError when a file does not parse or is no Hugging Face tokenizer.
+   * Reads tokenizer.json (and tokenizer_config.json) and checks them against the model: `vocabSize` is the
+   * lm_head's rows, `eosTokenIds`/`bosTokenId` the config's (see ./model/vocabulary); special_tokens_map.json's
+   * entries count where tokenizer_config.json does not name a token. Throws a NeuronpatchError.
    */
-  static fromFiles(tokenizerPath: string, configPath: string | undefined, vocabSize: number, specialTokensPath?: string): CodeTokenizer {
+  static fromFiles(tokenizerPath: string, configPath: string | undefined, vocabSize: number, bosTokenId?: number, eosTokenIds: number[] = [], specialTokensPath?: string): CodeTokenizer {
     const parse = (file: string): Record<string, unknown> => {
       try {
-        return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+        const text = readFileSync(file, 'utf8');
+        return parseBounded(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text, file) as Record<string, unknown>;
       } catch (e) {
-        throw new NeuronpatchError(`${file} does not parse: ${(e as Error).message}`, 'Restore the tokenizer files from the model\'s source.');
+        if (e instanceof NeuronpatchError) throw e;
+        throw new NeuronpatchError(`${file} does not parse: ${quote((e as Error).message, 200)}`, 'Restore the tokenizer files from the model\'s source.');
       }
     };
     const json = parse(tokenizerPath);
-    if (!json.model || typeof json.model !== 'object') {
+    if (!json || typeof json !== 'object' || Array.isArray(json) || !json.model || typeof json.model !== 'object') {
       throw new NeuronpatchError(`${tokenizerPath} is not a Hugging Face tokenizer.json (no "model" section).`);
     }
+    checkVocabulary(json, tokenizerPath, vocabSize, { eos: eosTokenIds, bos: bosTokenId });
     try {
       const special = specialTokensPath ? parse(specialTokensPath) : {};
       return new CodeTokenizer(json, { ...special, ...(configPath ? parse(configPath) : {}) }, vocabSize);
     } catch (e) {
       if (e instanceof NeuronpatchError) throw e;
-      throw new NeuronpatchError(`${tokenizerPath} could not be loaded: ${(e as Error).message}`);
+      throw new NeuronpatchError(`${tokenizerPath} could not be loaded: ${quote((e as Error).message, 200)}`);
     }
+  }
+
+  /**
+   * The end of `text` that `tokens` tokens can at most cover (twice the longest token's characters each): what
+   * is cut before tokenising a prompt, so that a 100 MB prompt costs what its last context window costs.
+   * `dropped` is how many characters were cut from the start (0: the whole text).
+   */
+  tail(text: string, tokens: number): { text: string; dropped: number } {
+    const keep = Math.max(1, tokens) * 2 * this.maxTokenChars + 16;
+    if (text.length <= keep) return { text, dropped: 0 };
+    let from = text.length - keep;
+    const c = text.charCodeAt(from);
+    if (c >= 0xdc00 && c <= 0xdfff) from++; // not inside a surrogate pair
+    return { text: text.slice(from), dropped: from };
   }
 
   /** Token ids of the text exactly as written: no special tokens added. */
@@ -96,6 +124,20 @@ export class CodeTokenizer {
   tokenName(id: number): string {
     return this.tokenizer.id_to_token(id) ?? `<${id}>`;
   }
+}
+
+/** Length of the vocabulary's longest token string (byte-level and ▁ forms are no shorter than the text they spell). */
+function longestToken(json: unknown): number {
+  const t = json as { model?: { vocab?: unknown }; added_tokens?: { content?: unknown }[] };
+  let longest = 1;
+  const see = (s: unknown): void => {
+    if (typeof s === 'string' && s.length > longest) longest = s.length;
+  };
+  const vocab = t.model?.vocab;
+  if (Array.isArray(vocab)) for (const e of vocab) see(Array.isArray(e) ? e[0] : e);
+  else if (vocab && typeof vocab === 'object') for (const k of Object.keys(vocab)) see(k);
+  if (Array.isArray(t.added_tokens)) for (const a of t.added_tokens) see(a?.content);
+  return Math.min(longest, 1024);
 }
 
 /**

@@ -19,6 +19,20 @@ export interface NeuronEdit extends Neuron {
   delta: number[];
 }
 
+/**
+ * An added (keyed) neuron, as a patch file stores it (neuronpatch/2): `a(x̂) = ReLU(key · x̂ − threshold)` on
+ * the FFN input x̂ of `layer` (the normalised residual, width d) writes `a · value` into the residual stream.
+ */
+export interface AddedNeuronEdit {
+  layer: number;
+  /** [d]. */
+  key: number[];
+  /** In the units of key · x̂; the neuron is silent wherever key · x̂ ≤ threshold. */
+  threshold: number;
+  /** [d]. */
+  value: number[];
+}
+
 export interface ModelInfo {
   /** Folder name, or `name_or_path` from the config. */
   name: string;
@@ -67,7 +81,10 @@ export interface RepairCase {
   variants?: RepairCaseVariant[];
 }
 
-export type RepairMethod = 'minimal' | 'joint';
+export type RepairMethod = 'minimal' | 'joint' | 'keyed';
+
+/** Every repair method, in the order the extension offers them. */
+export const REPAIR_METHODS: readonly RepairMethod[] = ['keyed', 'minimal', 'joint'];
 
 export interface PatchMetrics {
   /** Greedy generation with the patch produced the desired text. */
@@ -83,6 +100,35 @@ export interface PatchMetrics {
   repairMs: number;
   /** Logits by which each desired token was asked to win; absent in patches made before it was recorded. */
   margin?: number;
+  /** Share of the regression prompts' greedy-continuation tokens whose teacher-forced argmax is unchanged. */
+  tokenLocality?: number | null;
+  /** Guard lines (lines the model completed exactly right) still exactly right, of how many. */
+  keptLines?: { kept: number; of: number } | null;
+  /** Relative change of the next-token loss on held-out code (0.001 = +0.1 %). */
+  heldOutLossChange?: number | null;
+  /** Keyed patches: the key margin ρ the thresholds were set with. */
+  keyMargin?: number;
+}
+
+/** Side effects of a patch as model-editing work measures them (repair/measures.ts); null where not measured. */
+export interface SideEffectSummary {
+  /** Teacher-forced agreement of the argmax on the greedy continuations of the regression prompts. */
+  tokenLocality: number | null;
+  /** Continuation tokens checked. */
+  tokens: number;
+  prompts: number;
+  /** Guard lines still exactly right / guard lines. */
+  kept: { kept: number; of: number } | null;
+  /** Lines the model had right that the repair was not given (measured only), still exactly right / of them. */
+  keptUnseen?: { kept: number; of: number } | null;
+  /** Guard lines the patch breaks (first few), with what the model now writes. */
+  broken: { prompt: string; desired: string; after: string }[];
+  /** Mean next-token loss on held-out code before and after (nats per token), and its relative change. */
+  heldOutLoss: { before: number; after: number; change: number; tokens: number } | null;
+  meanKl: number | null;
+  nextToken: number | null;
+  /** Greedy lines unchanged (strict; flips at near-ties). */
+  linesUnchanged: number | null;
 }
 
 export interface Patch {
@@ -92,13 +138,20 @@ export interface Patch {
   method: RepairMethod;
   case: { prompt: string; desired: string; before: string; after: string };
   edits: NeuronEdit[];
+  /** Neurons the patch adds (keyed method); absent in neuronpatch/1 files. */
+  added?: AddedNeuronEdit[];
   metrics: PatchMetrics;
 }
 
+/** The format a file is written in when none of its patches adds neurons: readers of older versions still read it. */
 export const PATCH_FORMAT = 'neuronpatch/1';
+/** The format of a file with added (keyed) neurons. */
+export const PATCH_FORMAT_2 = 'neuronpatch/2';
+/** Formats this version reads. */
+export const READABLE_PATCH_FORMATS: readonly string[] = [PATCH_FORMAT, PATCH_FORMAT_2];
 
 export interface PatchFile {
-  format: typeof PATCH_FORMAT;
+  format: typeof PATCH_FORMAT | typeof PATCH_FORMAT_2;
   model: { name: string; hash: string };
   patches: Patch[];
 }
@@ -188,7 +241,11 @@ export interface RepairResult {
   failingTokens: number;
   /** Desired token's probability and rank at each originally failing position, before and after. */
   positions: { index: number; text: string; before: { prob: number; rank: number }; after: { prob: number; rank: number } }[];
-  neurons: (Neuron & { attribution: number | null; ablationEffect: number | null; promotesBefore: TokenScore[]; promotesAfter: TokenScore[] })[];
+  /**
+   * Edited neurons, then added ones (keyed: `added`, numbered from the layer's FFN width on, with their activation
+   * at the first failing position).
+   */
+  neurons: (Neuron & { attribution: number | null; ablationEffect: number | null; promotesBefore: TokenScore[]; promotesAfter: TokenScore[]; added?: true; activation?: number })[];
   /** The patch, whether or not the repair succeeded; callers save it only on success. */
   patch: Patch;
   specificity: number | null;
@@ -204,4 +261,8 @@ export interface RepairResult {
   trace: TraceResult;
   /** Set when the prompt was cut from the left to fit the context window. */
   notice?: string;
+  /** Side effects as model-editing work measures them, where regression prompts or guard lines were given. */
+  sideEffects?: SideEffectSummary;
+  /** Keyed method: which layer took the added neurons, and why. */
+  layerChoice?: string;
 }

@@ -45,7 +45,8 @@ export class Config {
   }
 
   get repairMethod(): RepairMethod {
-    return this.cfg.get<string>('repair.method') === 'joint' ? 'joint' : 'minimal';
+    const m = this.cfg.get<string>('repair.method');
+    return m === 'joint' || m === 'minimal' || m === 'keyed' ? m : 'keyed';
   }
 
   get repairMargin(): number {

@@ -3,9 +3,11 @@ import * as vscode from 'vscode';
 import { CompletionProvider } from './completions';
 import { Config } from './config';
 import { EditTracker } from './edits';
+import { GuardRecorder } from './guard';
 import { ModelHost, errorMessage, firstLine } from './model';
 import type { RepairPanel } from './panel/panel';
 import { PatchHost } from './patches';
+import { PatchTrust } from './trust';
 import { RegressionSampler } from './regression';
 import { RegressionLines } from './regressionLines';
 
@@ -21,6 +23,8 @@ export class Ctx implements vscode.Disposable {
   readonly regressionLines = new RegressionLines();
   readonly completions: CompletionProvider;
   readonly edits: EditTracker;
+  /** The user's accepted, unedited completions per model: the guard set a repair is checked against. */
+  readonly guard: GuardRecorder;
   /** The repair panel while it is open (one at a time). */
   panel: RepairPanel | undefined;
   private readonly disposables: vscode.Disposable[] = [];
@@ -29,10 +33,11 @@ export class Ctx implements vscode.Disposable {
     this.config = new Config(extension.extensionPath);
     this.log = this.own(vscode.window.createOutputChannel('Neuron Patch', { log: true }));
     this.models = this.own(new ModelHost(this.config, this.log));
-    this.patches = this.own(new PatchHost(this.config, this.models, this.log));
+    this.patches = this.own(new PatchHost(this.config, this.models, this.log, new PatchTrust(extension.globalState)));
     this.regression = this.own(new RegressionSampler(this.log));
     this.completions = new CompletionProvider(this);
     this.edits = this.own(new EditTracker());
+    this.guard = this.own(new GuardRecorder(this.config, this.log));
   }
 
   own<T extends vscode.Disposable>(d: T): T {

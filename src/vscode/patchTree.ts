@@ -2,15 +2,30 @@
 import * as vscode from 'vscode';
 import type { Patch } from '../engine/types';
 import type { Ctx } from './ctx';
+import type { Provenance } from './trustPolicy';
 import { errorMessage } from './model';
 
+/** What the Patches view says of a patch held back (see trustPolicy.ts). */
+const HELD: Partial<Record<Provenance, string>> = {
+  repository: 'from the repository, not applied: check to accept',
+  restricted: 'not applied in Restricted Mode',
+};
+
 export class PatchItem extends vscode.TreeItem {
-  constructor(readonly patch: Patch) {
+  constructor(readonly patch: Patch, held: Provenance = 'applied') {
     super(label(patch), vscode.TreeItemCollapsibleState.None);
     this.id = patch.id;
     const m = patch.metrics;
     const spec = m.specificity === null ? '' : ` · specificity ${pct(m.specificity)}`;
-    this.description = `${patch.method} · ${patch.edits.length} neuron${patch.edits.length === 1 ? '' : 's'}${spec}`;
+    this.description = `${HELD[held] ? `${HELD[held]} · ` : ''}${patch.method} · ${patch.edits.length} neuron${patch.edits.length === 1 ? '' : 's'}${spec}`;
+    if (HELD[held]) {
+      this.contextValue = 'patch.held';
+      this.checkboxState = { state: vscode.TreeItemCheckboxState.Unchecked, tooltip: HELD[held] };
+      this.iconPath = new vscode.ThemeIcon('shield');
+      this.accessibilityInformation = { label: `Patch ${label(patch)}, ${HELD[held]}` };
+      this.tooltip = `Patch ${patch.id}: ${HELD[held]}.`;
+      return;
+    }
     this.contextValue = patch.enabled ? 'patch.enabled' : 'patch.disabled';
     this.checkboxState = patch.enabled
       ? { state: vscode.TreeItemCheckboxState.Checked, tooltip: 'Active: click to disable' }
@@ -95,7 +110,7 @@ export class PatchTree implements vscode.TreeDataProvider<PatchItem>, vscode.Dis
 
   getChildren(item?: PatchItem): PatchItem[] {
     if (item) return [];
-    return this.ctx.patches.list().map((p) => new PatchItem(p));
+    return this.ctx.patches.list().map((p) => new PatchItem(p, this.ctx.patches.provenance(p)));
   }
 
   dispose(): void {

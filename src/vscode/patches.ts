@@ -4,10 +4,13 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { savePatchTo } from '../engine/patches/rescue';
 import { PatchStore } from '../engine/patches/store';
 import type { ModelInfo, Patch } from '../engine/types';
 import type { Config } from './config';
 import { errorMessage, firstLine, type ModelHost } from './model';
+import type { PatchTrust } from './trust';
+import type { Provenance } from './trustPolicy';
 
 export type PatchState =
   | { kind: 'none'; reason: string }
@@ -30,8 +33,14 @@ export class PatchHost implements vscode.Disposable {
     private readonly config: Config,
     models: ModelHost,
     private readonly log: vscode.LogOutputChannel,
+    /** Which patches may be applied: workspace trust, and the patches made or accepted on this machine. */
+    private readonly trust: PatchTrust,
   ) {
     this.disposables.push(
+      vscode.workspace.onDidGrantWorkspaceTrust(() => {
+        this.setState(this.state);
+        void this.offerRepositoryPatches();
+      }),
       models.onDidChange((s) => {
         if (s.kind === 'ready') {
           this.model = s.model.info;
@@ -59,8 +68,45 @@ export class PatchHost implements vscode.Disposable {
     return this.state.kind === 'ready' ? this.state.store.list() : [];
   }
 
+  /** The patches applied to completions and repairs: enabled, and made or accepted here in a trusted workspace. */
   active(): Patch[] {
-    return this.state.kind === 'ready' ? this.state.store.active() : [];
+    return this.state.kind === 'ready' && this.model ? this.trust.applied(this.state.store.list(), this.model.hash) : [];
+  }
+
+  /** Whether a listed patch is applied, disabled, or held back (restricted mode, or arrived with the repository). */
+  provenance(p: Patch): Provenance {
+    return this.model ? this.trust.provenance(p, this.model.hash) : 'restricted';
+  }
+
+  /** Accepts the patches that arrived with the repository (the user chose to apply them). */
+  async acceptRepositoryPatches(ids?: string[]): Promise<void> {
+    if (!this.model) return;
+    const held = this.list().filter((p) => this.provenance(p) === 'repository' && (!ids || ids.includes(p.id)));
+    await this.trust.remember(held, this.model.hash);
+    this.log.info(`accepted ${held.length} patch(es) that came with the workspace: ${held.map((p) => p.id).join(', ')}`);
+    this.setState(this.state);
+  }
+
+  /** Tells the user about patches held back, once per open: restricted mode, or patches from the repository. */
+  private async offerRepositoryPatches(): Promise<void> {
+    const s = this.state;
+    if (s.kind !== 'ready' || !this.model) return;
+    const rel = vscode.workspace.asRelativePath(s.file);
+    if (!this.trust.trusted) {
+      const n = s.store.list().length;
+      if (n) this.log.warn(`Restricted Mode: the ${n} patch(es) of ${rel} are not applied until the workspace is trusted`);
+      return;
+    }
+    const held = s.store.list().filter((p) => this.provenance(p) === 'repository' && p.enabled);
+    if (!held.length) return;
+    this.log.warn(`${held.length} patch(es) in ${rel} came with the workspace (not made on this machine): not applied until accepted`);
+    const choice = await vscode.window.showWarningMessage(
+      `Neuron Patch: ${held.length} patch(es) in ${rel} came with this workspace, not from a repair on this machine. ` +
+        `They change the model's completions and are not applied until you accept them.`,
+      'Apply Them', 'Review File',
+    );
+    if (choice === 'Apply Them') await this.acceptRepositoryPatches(held.map((p) => p.id));
+    else if (choice === 'Review File') await vscode.window.showTextDocument(vscode.Uri.file(s.file), { preview: false });
   }
 
   /** Waits for an open in flight (tests, and commands that run right after the model loads). */
@@ -84,6 +130,8 @@ export class PatchHost implements vscode.Disposable {
       this.lastWritten = await readOrUndefined(file);
       this.log.info(`patch file ${file}: ${store.list().length} patches, ${store.active().length} active`);
       this.setState({ kind: 'ready', file, store });
+      if (store.swept.length) this.log.info(`removed ${store.swept.length} temp file(s) left by writers that died: ${store.swept.join(', ')}`);
+      void this.offerRepositoryPatches();
     } catch (e) {
       const message = errorMessage(e);
       const text = (await readOrUndefined(file)) ?? '';
@@ -143,14 +191,36 @@ export class PatchHost implements vscode.Disposable {
     throw new Error(s.reason);
   }
 
+  /**
+   * Adds a patch made on this machine and saves. If the save fails, the patch is not lost: the error is shown
+   * with Save As…, which writes it to a patch file of the user's choice (thrown again when declined).
+   */
   async add(p: Patch): Promise<void> {
     const store = this.requireStore();
-    store.add(p);
-    await this.save(store, `added patch ${p.id}`);
+    const added = store.add(p);
+    if (this.model) await this.trust.remember([added], this.model.hash);
+    try {
+      await this.save(store, `added patch ${p.id}`);
+    } catch (e) {
+      const message = errorMessage(e);
+      this.log.error(`could not save patch ${p.id} into ${store.file}: ${message}`);
+      const choice = await vscode.window.showErrorMessage(
+        `Neuron Patch: the repair's patch could not be saved into ${vscode.workspace.asRelativePath(store.file)}: ${firstLine(message)} Save it to another file?`,
+        'Save As…',
+      );
+      const target = choice && this.model ? await vscode.window.showSaveDialog({ filters: { 'Patch file': ['json'] }, saveLabel: 'Save Patch' }) : undefined;
+      if (!target || !this.model) throw e;
+      const saved = await savePatchTo(target.fsPath, this.model, added);
+      this.log.info(`patch ${p.id} saved to ${saved} instead`);
+      void vscode.window.showInformationMessage(`Neuron Patch: the patch was saved to ${saved}.`);
+    }
   }
 
   async setEnabled(id: string, on: boolean): Promise<void> {
     const store = this.requireStore();
+    const p = store.get(id);
+    // Turning on a patch that came with the repository is the user accepting it.
+    if (on && p && this.model && this.provenance(p) === 'repository') await this.trust.remember([p], this.model.hash);
     store.setEnabled(id, on);
     await this.save(store, `${on ? 'enabled' : 'disabled'} patch ${id}`);
   }

@@ -48,12 +48,14 @@ export async function runRepair(ctx: Ctx, req: RepairRequest, cancel?: vscode.Ca
         if (ac.signal.aborted) throw new Error('cancelled');
         const active = ctx.patches.active();
         const regressionBefore = regression.length ? await ctx.regressionLines.get(model, regression, active, ac.signal) : undefined;
-        say(`tracing and solving (${regression.length} regression prompts)…`);
+        say('reading the guard set (completions you kept, workspace lines the model gets right)…');
+        const guard = await ctx.guard.lines(model, regression, ac.signal);
+        say(`tracing and solving (${regression.length} regression prompts, ${guard.length} guard lines)…`);
         const result = await repair(
           model,
           { prompt: req.prompt, desired: req.desired },
           { method: req.method, regression, regressionBefore, active, signal: ac.signal, onProgress: say, maxNewTokens: ctx.config.maxNewTokens,
-            margin: ctx.config.repairMargin },
+            margin: ctx.config.repairMargin, guard },
         );
         ctx.log.info(
           `repair ${result.success ? 'succeeded' : 'failed'} (${result.method}) in ${Math.round(result.ms)} ms: ` +

@@ -9,7 +9,8 @@
 // - `generate --no-heal` equals a plain onnxruntime greedy loop on the same file;
 // - on the formats marked `repair`: a trace and a repair succeed, `generate --patches` reproduces the repair, and
 //   an exported folder reproduces the patched logits in a plain session (side branch: float rounding; re-quantized
-//   blocks: measured and bounded).
+//   blocks: measured and bounded). NEURONPATCH_TEST_ALL_FORMATS=1 runs that round on every format (slow: the
+//   figures of the README's format table).
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -56,6 +57,27 @@ const formats = [...converted, ...sharedFormats()];
 
 describe('formats', { skip: !present(demo) ? 'models/demo is absent' : why ?? false }, () => {
   if (!sharedFormats().length) test('the shared format fixtures', (t) => t.skip('../shared/fixtures/formats is absent (only beside the project\'s own checkouts); the converted formats are tested'));
+
+  test('a multi-dtype folder: --dtype picks a file, auto says which, a missing dtype names the files there', async (t) => {
+    const dtypes = converted.find((f) => f.name === 'dtypes/q4');
+    assert.ok(dtypes, 'the converted multi-dtype folder');
+    const logs: string[] = [];
+    const m = await loadModel(dtypes.dir, { cacheDir: testCacheDir(), log: (l) => logs.push(l) });
+    try {
+      // No fp32 file there: auto takes 8-bit, the best present for the CPU provider.
+      assert.equal(path.relative(dtypes.dir, m.loaded.onnxPath), path.join('onnx', 'model_int8.onnx'));
+      assert.match(m.info.dtype?.reason ?? '', /^dtype auto: int8 \(onnx\/model_int8\.onnx\), the best of int8, uint8, q4, fp16, q4f16/);
+      assert.ok(logs.includes(m.info.dtype!.reason), 'the choice is logged');
+      assert.deepEqual(m.info.dtype?.files.map((x) => x.file).sort(), ['fp16', 'int8', 'q4', 'q4f16', 'uint8'].map((d) => path.join('onnx', `model_${d}.onnx`)));
+      assert.match(m.info.name, /\[onnx\/model_int8\.onnx\]$/, 'the name says which file');
+    } finally {
+      await m.dispose();
+    }
+    await assert.rejects(loadModel(dtypes.dir, { dtype: 'fp32', cacheDir: testCacheDir() }),
+      (e: Error) => /has no fp32 decoder/.test(e.message) && /onnx\/model_q4\.onnx/.test(e.message) && /--dtype/.test(e.message));
+    await assert.rejects(loadModel(dtypes.dir, { dtype: 'q3', cacheDir: testCacheDir() }), /Unknown dtype "q3"[\s\S]*auto, fp32, fp16, q8, int8, uint8, q4, q4f16/);
+    t.diagnostic(`auto: ${logs.find((l) => l.startsWith('dtype'))}`);
+  });
 
   for (const f of formats) {
     describe(f.name, () => {
@@ -119,7 +141,7 @@ describe('formats', { skip: !present(demo) ? 'models/demo is absent' : why ?? fa
         t.diagnostic(`${f.name}: 3 prompts × 16 tokens identical to a plain onnxruntime greedy loop`);
       });
 
-      if (!f.repair) return;
+      if (!f.repair && !process.env.NEURONPATCH_TEST_ALL_FORMATS) return;
       test('trace and repair a real failure; generate --patches reproduces it; export reproduces the patched logits', { skip: fs.existsSync(devCases) ? false : 'bench/cases/dev.jsonl absent' }, async (t) => {
         const m = await open(f);
         const cases = fs.readFileSync(devCases, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as RepairCase);

@@ -107,7 +107,7 @@ describe('validatePatchFile', () => {
     assert.deepEqual(problemsOf(fileOf([p as unknown as Patch, q])), [
       'patches[0].createdAt: expected an ISO 8601 time, got the string "yesterday"',
       'patches[0].enabled: expected true or false, got the string "yes"',
-      'patches[0].method: expected "minimal" or "joint", got the string "sgd"',
+      'patches[0].method: expected "minimal", "joint" or "keyed", got the string "sgd"',
       'patches[0].case.desired: expected a string, got number 7',
       'patches[0].edits[0].delta[3]: expected a finite number, got the string "x"',
       'patches[0].edits[1]: edits layer 1 neuron 2 again (already in patches[0].edits[0]); one patch edits a neuron once',
@@ -119,8 +119,8 @@ describe('validatePatchFile', () => {
   });
 
   it('refuses other formats and versions with the reason', () => {
-    assert.deepEqual(problemsOf({ format: 'neuronpatch/2', model: {}, patches: [] }), [
-      'format: this version reads "neuronpatch/1", the file is "neuronpatch/2" (written by another version of neuronpatch)',
+    assert.deepEqual(problemsOf({ format: 'neuronpatch/3', model: {}, patches: [] }), [
+      'format: this version reads "neuronpatch/1" and "neuronpatch/2", the file is "neuronpatch/3" (written by another version of neuronpatch)',
     ]);
     assert.deepEqual(problemsOf([1, 2]), ['(top level): expected an object, got an array of 2']);
     assert.deepEqual(problemsOf({ format: PATCH_FORMAT, model: { name: 'x', hash: '' }, patches: {} }), [
@@ -271,7 +271,7 @@ describe('PatchStore', () => {
     fs.writeFileSync(file, text);
     await assert.rejects(PatchStore.open(file, model), (e: unknown) => {
       assert.ok(e instanceof NeuronpatchError);
-      assert.match(e.message, /is not a valid neuronpatch\/1 patch file; it was left untouched/);
+      assert.match(e.message, /is not a valid neuronpatch patch file; it was left untouched/);
       assert.match(e.message, /patches\[0\]\.edits\[0\]\.neuron: expected an integer between 0 and 31, got 40/);
       return true;
     });
@@ -321,7 +321,7 @@ describe('PatchStore', () => {
     b.remove(q.id);
     const res = await b.save();
     assert.equal(res.merged, true);
-    assert.deepEqual(res.dropped, [`disabling patch ${p.id}: another program removed it from the file`]);
+    assert.deepEqual(res.dropped, [`disabling patch "${p.id}": another program removed it from the file`]);
     assert.deepEqual((await PatchStore.open(file, model)).list(), []);
   });
 

@@ -1,5 +1,6 @@
 // Patch files under concurrency and crashes (issue 17, section 2), through the real CLI on the embedded model:
-// two `repair --out F` at once keep both patches (a save delay is injected inside the lock to widen the gap);
+// two `repair --out F` at once keep both patches (a delay is injected inside the lock between the read and the
+// rename, the gap where, without the lock, the second writer's rename dropped the first one's patch);
 // a lock left by a process killed with -9 is taken over; temp files of dead writers are swept when the file is
 // opened; a save that fails after the repair finished writes the patch elsewhere and says where.
 import assert from 'node:assert/strict';
@@ -60,13 +61,14 @@ function needsDemo(t: TestContext): boolean {
 }
 
 describe('patch file writers', () => {
-  it('two repair --out F at once keep both patches (3 trials, 1.5 s injected inside the lock)', async (t) => {
+  it('two repair --out F of the same case at once keep both patches (3 trials, 3 s injected inside the lock)', async (t) => {
     if (!needsDemo(t)) return;
     for (let trial = 0; trial < 3; trial++) {
       const dir = tempDir('concurrent');
       const out = path.join(dir, 'patches.json');
-      const env = { NEURONPATCH_TEST_SAVE_DELAY_MS: '1500' };
-      const runs = await Promise.all([start(repairArgs(dir, 0, out), env).done, start(repairArgs(dir, 1, out), env).done]);
+      const env = { NEURONPATCH_TEST_SAVE_DELAY_MS: '3000' };
+      // The same case twice: both saves reach the gap at about the same time (two patches, two ids).
+      const runs = await Promise.all([start(repairArgs(dir, 0, out), env).done, start(repairArgs(dir, 0, out), env).done]);
       for (const r of runs) assert.equal(r.code, 0, `trial ${trial}: ${r.stderr}`);
       const written = runs.map((r) => (JSON.parse(r.stdout) as { patch: string }).patch);
       assert.deepEqual(written, [out, out], 'both say they wrote the file');
@@ -98,15 +100,16 @@ describe('patch file writers', () => {
     assert.ok(!fs.existsSync(lockPathOf(out)));
   });
 
-  it('a save that fails after the repair writes the patch to a file of its own and says where (exit 4)', async (t) => {
+  it('a save that fails after the repair (the file replaced by a folder mid-save) writes the patch to a file of its own and says where (exit 4)', async (t) => {
     if (!needsDemo(t)) return;
     const dir = tempDir('rescue');
     const out = path.join(dir, 'patches.json');
     const run = start(repairArgs(dir, 0, out), { NEURONPATCH_TEST_SAVE_DELAY_MS: '4000' });
-    // While the writer waits inside its lock, another program breaks the file.
+    // While the writer waits inside its lock, another program puts a folder where the file goes.
     const deadline = Date.now() + 60_000;
     while (!fs.existsSync(lockPathOf(out)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    fs.writeFileSync(out, '{"format": "neuronpatch/1", "patches": [ oops');
+    fs.mkdirSync(out);
+    fs.writeFileSync(path.join(out, 'keep'), 'theirs');
     const r = await run.done;
     assert.equal(r.code, 4, r.stderr);
     const summary = JSON.parse(r.stdout) as { patch: string; rescued: boolean };
@@ -115,7 +118,7 @@ describe('patch file writers', () => {
     assert.match(r.stderr, /could not save the patch into/);
     assert.ok(r.stderr.includes(summary.patch), 'stderr names where the patch went');
     assert.equal(patchIds(summary.patch).length, 1, 'the rescued file holds the new patch');
-    assert.equal(fs.readFileSync(out, 'utf8'), '{"format": "neuronpatch/1", "patches": [ oops', 'the broken file is untouched');
+    assert.deepEqual(fs.readdirSync(out), ['keep'], 'the folder is untouched');
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
   });
 });

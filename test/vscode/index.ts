@@ -95,7 +95,7 @@ export async function run(): Promise<void> {
         assertEqual(c.modelFolder, path.join(extension.extensionPath, 'models', 'demo'), 'model folder (empty = demo)');
         assertEqual(c.patchFile, path.join(ws, '.neuronpatch', 'patches.json'), 'patch file');
         assertEqual(c.inlineCompletionsEnabled, true, 'inline completions on');
-        assertEqual([c.maxNewTokens, c.debounceMs, c.repairMethod, c.regressionSampleSize], [24, 250, 'minimal', 32], 'defaults');
+        assertEqual([c.maxNewTokens, c.debounceMs, c.repairMethod, c.regressionSampleSize], [24, 250, 'keyed', 32], 'defaults');
         const np = vscode.workspace.getConfiguration('neuronpatch');
         await np.update('maxNewTokens', 7, vscode.ConfigurationTarget.Workspace);
         await np.update('repair.method', 'joint', vscode.ConfigurationTarget.Workspace);
@@ -264,6 +264,26 @@ export async function run(): Promise<void> {
         assertEqual(ctx.patches.current.kind, 'ready', 'state after fixing the file');
         assertEqual(ctx.patches.active().length, 1, 'the patch is back');
         await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
+      },
+    },
+    {
+      name: 'a patch that came with the repository is listed as such and applied only once accepted',
+      timeoutMs: 60_000,
+      fn: async () => {
+        const file = ctx.config.patchFile!;
+        const good = fs.readFileSync(file, 'utf8');
+        const shipped = JSON.parse(good) as { patches: { id: string; edits: { delta: number[] }[] }[] };
+        // Another program (a git pull) adds a patch this machine never made: the same neurons, other deltas.
+        const foreign = { ...shipped.patches[0], id: 'from-the-repository', edits: shipped.patches[0].edits.map((e) => ({ ...e, delta: e.delta.map((x) => -x) })) };
+        fs.writeFileSync(file, JSON.stringify({ ...shipped, patches: [...shipped.patches, foreign] }, null, 2));
+        await ctx.patches.reopen({ reveal: false });
+        assertEqual(ctx.patches.list().map((p) => p.id), [patchId, 'from-the-repository'], 'both listed');
+        assertEqual(ctx.patches.active().map((p) => p.id), [patchId], 'only the patch made here is applied');
+        assertEqual(ctx.patches.provenance(ctx.patches.list()[1]), 'repository', 'listed as from the repository');
+        await ctx.patches.acceptRepositoryPatches(['from-the-repository']);
+        assertEqual(ctx.patches.active().map((p) => p.id), [patchId, 'from-the-repository'], 'applied once accepted');
+        await ctx.patches.remove('from-the-repository');
+        assertEqual(ctx.patches.active().map((p) => p.id), [patchId], 'back to the patch made here');
       },
     },
     {

@@ -310,6 +310,107 @@ def case_loss(model, cfg, ids, target, newline_ids, reduction="mean"):
     return loss, failing
 
 
+# ---------------------------------------------------------------- MINT (re-implemented)
+
+def mint_steer_basis(model):
+    """pinv(W_U diag(gamma)), [d, V]: the semantic steer of MINT (Gu et al., arXiv 2312.05356) maps a logit-space
+    direction e_target - e_argmax to a residual direction."""
+    w = model.lm_head.weight.detach() * model.model.norm.weight.detach().unsqueeze(0)  # [V, d]
+    return torch.linalg.pinv(w.double()).float()  # [d, V]
+
+
+def mint_case(model, tok, cfg, c, ids, target, newline_ids, pinv, budget, log_prefix):
+    """MINT, as its paper describes it, with real gradients: at the first failing position, locate the neuron with
+    the largest gradient x activation on the input of an FFN output projection (towards a lower loss of the desired
+    token), steer its value vector along pinv(W_U)(e_target - e_argmax), with the blend factor f (in units of the
+    value vector's norm) searched on a grid (the smallest that flips the argmax there, else the one that closes the
+    gap most), and repeat until teacher forcing produces the desired line or `budget` neurons are edited; the
+    caller decides success by greedy decoding. Returns (None, neurons, steps) when teacher forcing passes."""
+    downs = [layer.mlp.down_proj for layer in model.model.layers]
+    edited = set()
+    seq = ids + target
+    t_first = len(ids) - 1
+    grid = [0.1, 0.3, 1, 3, 10, 30]
+    for step in range(1, budget + 1):
+        acts = {}
+        hooks = []
+        for li, dp in enumerate(downs):
+            def pre(mod, inp, li=li):
+                acts[li] = inp[0]
+            hooks.append(dp.register_forward_pre_hook(pre))
+        x = torch.tensor([seq])
+        t = x.shape[1]
+        emb = model.model.embed_tokens.weight
+        emb.requires_grad_(True)  # so that every activation carries a graph to take gradients through
+        with torch.enable_grad():
+            logits, _ = model(x, torch.ones(1, t, dtype=torch.long), torch.arange(t).unsqueeze(0), empty_past(cfg, 1))
+            logp = F.log_softmax(logits[0, t_first:].float(), -1)
+            am = logp.argmax(-1)
+            fail = None
+            for i in range(len(target)):
+                if int(am[i]) != target[i]:
+                    fail = i
+                    break
+            if fail is None and not bool((newline_ids == am[len(target)]).any()):
+                fail = len(target)
+            for h in hooks:
+                h.remove()
+            if fail is None:
+                emb.requires_grad_(False)
+                return None, len(edited), step - 1  # teacher forcing passes; the caller decodes
+            y = target[fail] if fail < len(target) else int(newline_ids[logp[fail, newline_ids].argmax()])
+            a = int(am[fail])
+            loss = -logp[fail, y]
+            grads = torch.autograd.grad(loss, [acts[li] for li in range(len(downs))])
+        emb.requires_grad_(False)
+        pos = t_first + fail
+        best = None
+        for li, g in enumerate(grads):
+            score = (acts[li][0, pos] * g[0, pos]).detach()  # grad x activation: > 0 raises the loss
+            for j in torch.argsort(score, descending=True)[:4].tolist():
+                if (li, j) in edited:
+                    continue
+                if best is None or float(score[j]) > best[0]:
+                    best = (float(score[j]), li, j)
+                break
+        if best is None:
+            return False, len(edited), step
+        _, li, j = best
+        e = torch.zeros(cfg.vocab_size)
+        e[y], e[a] = 1.0, -1.0
+        steer = pinv @ e  # [d]
+        w = downs[li].weight  # [d, m]: column j is neuron j's value vector
+        v0 = w[:, j].clone()
+        scale = float(v0.norm()) / max(float(steer.norm()), 1e-12)
+        pick, pick_gap = None, None
+        with torch.no_grad():
+            for f in grid:
+                w[:, j] = v0 + f * scale * steer
+                lg, _ = model(x, torch.ones(1, t, dtype=torch.long), torch.arange(t).unsqueeze(0), empty_past(cfg, 1))
+                row = lg[0, pos]
+                gap = float(row[y] - torch.cat([row[:y], row[y + 1:]]).max())
+                if pick_gap is None or gap > pick_gap:
+                    pick, pick_gap = f, gap
+                if gap > 0:
+                    pick = f
+                    break
+            w[:, j] = v0 + pick * scale * steer
+        edited.add((li, j))
+    return False, len(edited), budget
+
+
+def save_deltas(folder, case_id, downs, original):
+    """Every down_proj change as float32 [layers, m, d] (row j: neuron j's value-vector change) for the engine to
+    measure side effects on exactly as it measures its own patches (bench/measure-deltas.ts)."""
+    os.makedirs(folder, exist_ok=True)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(case_id))
+    path = os.path.join(folder, f"{safe}.f32")
+    with torch.no_grad():
+        arr = torch.stack([(w - w0).t().contiguous() for w, w0 in zip(downs, original)]).float().numpy()
+    arr.astype(np.float32).tofile(path)
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "demo"))
@@ -323,6 +424,9 @@ def main():
     ap.add_argument("--max-steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: batch-1 decoding gains nothing from more, and loses much on a busy machine)")
+    ap.add_argument("--method", choices=["sgd", "mint"], default="sgd",
+                    help="sgd: fine-tune every down_proj (default); mint: the MINT re-implementation (mint_case)")
+    ap.add_argument("--save-deltas", help="folder: write each case's down_proj change there (float32 [layers, m, d])")
     ap.add_argument("--reduction", choices=["mean", "sum"], default="sum",
                     help="cross-entropy over the target positions: their sum (default: the line's log-likelihood, "
                          "whose step does not shrink as the line grows) or their mean (torch's default, which at "
@@ -358,6 +462,7 @@ def main():
 
     downs = [layer.mlp.down_proj.weight for layer in model.model.layers]
     original = [w.detach().clone() for w in downs]
+    pinv = mint_steer_basis(model) if args.method == "mint" else None
     t1 = time.perf_counter()
     reg_before, reg_first = greedy_lines(model, tok, cfg, regression, want_first=True) if regression else ([], [])
     log(f"sgd: {len(regression)} regression lines in {time.perf_counter() - t1:.1f}s; {len(cases)} cases")
@@ -377,14 +482,19 @@ def main():
             log(f"sgd: {r['id']} already correct")
             continue
         ids, target = teacher_forcing(tok, cfg, c["prompt"], c["desired"])
-        for w in downs:
-            w.requires_grad_(True)
-        opt = torch.optim.SGD(downs, lr=args.lr)
         with torch.no_grad():
             _, failing = case_loss(model, cfg, ids, target, newline_ids)
+        if args.method == "sgd":
+            for w in downs:
+                w.requires_grad_(True)
+        opt = torch.optim.SGD(downs, lr=args.lr)
         start = time.perf_counter()
-        success, steps, after, losses = False, 0, before, []
-        for steps in range(1, args.max_steps + 1):
+        success, steps, after, losses = False, 0, before, [0.0]
+        if args.method == "mint":
+            ok, _, steps = mint_case(model, tok, cfg, c, ids, target, newline_ids, pinv, min(48, 3 * max(1, failing) + 2), r["id"])
+            after = greedy_lines(model, tok, cfg, [c["prompt"]])[0]
+            success = after == c["desired"]
+        for steps in (range(1, args.max_steps + 1) if args.method == "sgd" else []):
             opt.zero_grad(set_to_none=True)
             loss, _ = case_loss(model, cfg, ids, target, newline_ids, args.reduction)
             loss.backward()
@@ -403,6 +513,8 @@ def main():
             neurons = sum(int(((w - w0).norm(dim=0) > 1e-6).sum()) for w, w0 in zip(downs, original))
         r.update(success=success, steps=steps, after=after, failingTokens=failing, neurons=neurons, ms=ms,
                  firstLoss=losses[0], lastLoss=losses[-1])
+        if args.save_deltas:
+            r["deltaFile"] = save_deltas(args.save_deltas, r["id"], downs, original)
         if regression:
             s0 = time.perf_counter()
             reg_after, first_after = greedy_lines(model, tok, cfg, regression, want_first=True, expect=reg_before)
@@ -434,7 +546,7 @@ def main():
         return statistics.fmean(xs) if xs else None
 
     out = {
-        "method": "sgd-down_proj",
+        "method": "sgd-down_proj" if args.method == "sgd" else "mint",
         "cases": len(tried),
         "alreadyCorrect": len(results) - len(tried),
         "successRate": len(fixed) / len(tried) if tried else None,

@@ -14,6 +14,7 @@ import { extent, type FfnSite, type ModelGraph } from '../model/graph';
 import { findInitializer, loadModel, onnx } from '../onnx/proto';
 import { externalRef, readTensor, tensorDims, writeTensorData } from '../onnx/tensor';
 import { NeuronpatchError, type Patch } from '../types';
+import { bakeAddedNeurons } from './added';
 import { copyInto, filesToCopy, syncFile } from './files';
 import { addSideBranches, type QuantizedExport, requantize } from './quantized';
 import { patchesMarkdown } from './report';
@@ -181,6 +182,8 @@ export async function exportPatched(opts: ExportOptions): Promise<ExportResult> 
       // raw_data decoded as a view into `bytes` is now patched inside them; anything else needs an encode.
       if (storage === 'fields' || (storage === 'raw' && t.rawData!.buffer !== bytes.buffer)) reencode = true;
     }
+    // Keyed patches: their added neurons become a side branch of their layer (export/added.ts).
+    if (bakeAddedNeurons(model, opts.graph.sites, patches, extent(opts.graph.sites[0].weight)[1]) > 0) reencode = true;
     const onnxOut = path.join(temp, onnxRel);
     await fs.mkdir(path.dirname(onnxOut), { recursive: true });
     await fs.writeFile(onnxOut, reencode ? onnx.ModelProto.encode(model).finish() : bytes);

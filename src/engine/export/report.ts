@@ -18,7 +18,8 @@ function inline(text: string, max = 120): string {
 const pct = (x: number | null): string => (x === null ? 'not measured' : `${(100 * x).toFixed(1)} %`);
 
 function neurons(p: Patch): string {
-  return p.edits.map((e) => `L${e.layer} N${e.neuron}`).join(', ') || 'none';
+  const added = (p.added ?? []).map((a) => `L${a.layer} +1 added`);
+  return [...p.edits.map((e) => `L${e.layer} N${e.neuron}`), ...added].join(', ') || 'none';
 }
 
 export interface ReportInput {

@@ -1,17 +1,18 @@
 // Which decoder file of a folder that holds several dtypes of one model (the onnx-community / transformers.js
 // layout: onnx/model.onnx, model_fp16.onnx, model_q4.onnx, … side by side). The names follow transformers.js's
-// dtype suffixes; `auto` picks the best file present for onnxruntime's CPU execution provider.
+// dtype suffixes (bnb4's MatMulBnb4 is not read, so it is not offered); `auto` picks the best file present for
+// onnxruntime's CPU execution provider.
 import { existsSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { NeuronpatchError } from '../types';
 
 /** The dtypes transformers.js names, plus `auto`. */
-export const DTYPES = ['auto', 'fp32', 'fp16', 'q8', 'int8', 'uint8', 'q4', 'q4f16', 'bnb4'] as const;
+export const DTYPES = ['auto', 'fp32', 'fp16', 'q8', 'int8', 'uint8', 'q4', 'q4f16'] as const;
 export type Dtype = (typeof DTYPES)[number];
 
 /** transformers.js's file suffix of each dtype (`model${suffix}.onnx`). */
 const SUFFIX: Record<Exclude<Dtype, 'auto'>, string> = {
-  fp32: '', fp16: '_fp16', q8: '_quantized', int8: '_int8', uint8: '_uint8', q4: '_q4', q4f16: '_q4f16', bnb4: '_bnb4',
+  fp32: '', fp16: '_fp16', q8: '_quantized', int8: '_int8', uint8: '_uint8', q4: '_q4', q4f16: '_q4f16',
 };
 
 /**

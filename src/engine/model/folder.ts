@@ -3,8 +3,10 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
+import { checkJsonDepth } from '../jsonlimits';
 import { NeuronpatchError } from '../types';
 import { type Dtype, dtypeFiles, pickDtypeFile } from './dtype';
+import { displayName, quote } from '../untrusted';
 import type { CacheNames } from './recognise';
 
 export interface FolderConfig {
@@ -46,11 +48,13 @@ function readJson(file: string): Record<string, unknown> {
     throw new NeuronpatchError(`Cannot read ${file}: ${(e as Error).message}`);
   }
   try {
-    const value = JSON.parse(text) as unknown;
+    const value = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text) as unknown;
     if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error('not a JSON object');
+    checkJsonDepth(value, file);
     return value as Record<string, unknown>;
   } catch (e) {
-    throw new NeuronpatchError(`${file} is not valid JSON: ${(e as Error).message}`, 'Restore the file from the model\'s source.');
+    if (e instanceof NeuronpatchError) throw e;
+    throw new NeuronpatchError(`${file} is not valid JSON: ${quote((e as Error).message, 200)}`, 'Restore the file from the model\'s source.');
   }
 }
 
@@ -61,7 +65,7 @@ const ids = (v: unknown): number[] => (Array.isArray(v) ? v.filter((x): x is num
 function fromHfConfig(c: Record<string, unknown>, folder: string): FolderConfig {
   return {
     modelType: typeof c.model_type === 'string' ? c.model_type : 'unknown',
-    name: typeof c._name_or_path === 'string' && c._name_or_path ? c._name_or_path : path.basename(folder),
+    name: (typeof c._name_or_path === 'string' && displayName(c._name_or_path)) || path.basename(folder),
     layers: first(c.num_hidden_layers, c.n_layer, c.num_layers),
     hidden: first(c.hidden_size, c.n_embd, c.d_model),
     vocab: first(c.vocab_size),
@@ -118,6 +122,15 @@ export function openFolder(folder: string, dtype: Dtype = 'auto'): ModelFolder {
   }
   if (existsSync(at('generation_config.json')) && !config.eosTokenIds.length) {
     config.eosTokenIds = ids(readJson(at('generation_config.json')).eos_token_id);
+  }
+  if (config.decoderFile !== undefined) {
+    // genai_config.json is data: the decoder it names must be a file inside this folder.
+    const rel = path.relative(dir, path.resolve(dir, config.decoderFile));
+    if (!rel || rel.startsWith('..') || path.isAbsolute(rel) || config.decoderFile.includes('\0'))
+      throw new NeuronpatchError(
+        `${at('genai_config.json')} names the decoder ${quote(config.decoderFile)}, which is outside the model folder ${dir}.`,
+        'A model folder holds its own decoder: name a file inside it (model.decoder.filename).',
+      );
   }
   const named = config.decoderFile && dtype === 'auto' && existsSync(at(config.decoderFile)) ? config.decoderFile : undefined;
   const picked = named ? undefined : pickDtypeFile(dir, dtype);

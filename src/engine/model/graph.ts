@@ -123,6 +123,8 @@ export interface ModelGraph {
   logits: string;
   /** Input of the instrumented graph: the positions whose logits the lm_head computes (absent: all of them). */
   logitPositions?: string;
+  /** Layers of the instrumented graph that take added (keyed) neurons and expose their FFN input (added.ts). */
+  keyedLayers?: number[];
 }
 
 /** Whether rows of a batch may be left-padded (and so decoded together whatever their lengths). */

@@ -18,6 +18,7 @@
 // outputs of their own, for decoding.
 import { onnx } from 'onnx-proto';
 import { hooks, NeuronpatchError } from '../types';
+import { addedInputInfos, addedInputs, addedNeuronNodes, addedPerLayer, ffnInputOutput, findFfnInput, mlpIn } from './added';
 import { extent, type ModelGraph } from './graph';
 
 /** The packed intervention inputs: layer L's slice is its own scale, patch indices and deltas. */
@@ -179,6 +180,14 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
     ops.split(interventionInputs.patchIndex, 0, sites.map((s) => perLayer.patchIndex(s.layer))),
     ops.split(interventionInputs.patchDelta, 1, sites.map((s) => perLayer.patchDelta(s.layer))),
   ];
+  // Added (keyed) neurons: their own inputs and nodes (added.ts), on every layer whose FFN input is found.
+  inputs.push(...addedInputInfos(floatEnum, d));
+  unpack.push(
+    ops.split(addedInputs.key, 1, sites.map((s) => addedPerLayer.key(s.layer))),
+    ops.split(addedInputs.threshold, 0, sites.map((s) => addedPerLayer.threshold(s.layer))),
+    ops.split(addedInputs.value, 1, sites.map((s) => addedPerLayer.value(s.layer))),
+  );
+  const keyedLayers: number[] = [];
 
   // The packed inputs have the pasts' type; each layer's slices are cast to the type of the activation they meet
   // (fp16 activations behind fp32 graph inputs in a keep-io-types export).
@@ -201,7 +210,9 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
     before.set(site.entry ? `entry:${site.activation}` : key, scaleNodes);
     const picked = `blocks.${L}.mlp.patch_z`;
     const term = `blocks.${L}.mlp.patch_term`;
-    const patched = `blocks.${L}.mlp.out`;
+    // Added neurons where the FFN input is found and the layer computes in the graph's input type (no casts).
+    const ffnIn = zType === floatEnum && outType === floatEnum ? findFfnInput(src, site) : undefined;
+    const patched = ffnIn ? `blocks.${L}.mlp.edited` : `blocks.${L}.mlp.out`;
     const termOut = cast(term, zType, outType, `neuronpatch/blocks.${L}/mlp/term_cast`);
     after.set(key, [
       ...delta.nodes,
@@ -210,8 +221,17 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
       node('MatMul', [picked, delta.tensor], [term], `neuronpatch/blocks.${L}/mlp/patch_matmul`),
       ...termOut.nodes,
       node('Add', [site.output, termOut.tensor], [patched], `neuronpatch/blocks.${L}/mlp/patch_add`),
+      ...(ffnIn ? [
+        ffnInputOutput(L, ffnIn),
+        ...addedNeuronNodes(L, ffnIn, patched, `blocks.${L}.mlp.out`,
+          { key: addedPerLayer.key(L), threshold: addedPerLayer.threshold(L), value: addedPerLayer.value(L) }),
+      ] : []),
     ]);
-    renamed.set(site.output, patched);
+    if (ffnIn) {
+      keyedLayers.push(L);
+      outputs.push({ name: mlpIn(L), type: { tensorType: { elemType: floatEnum } } });
+    }
+    renamed.set(site.output, `blocks.${L}.mlp.out`);
   });
 
   const finalNorm = { ...graph.finalNorm };
@@ -256,7 +276,10 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
       if (!n.output![3]) n.output![3] = hooks.finalResid;
       finalNorm.residual = n.output![3];
     }
-    nodes.push(...(before.get(out0) ?? []), n, ...(after.get(out0) ?? []));
+    // The added neurons' nodes read the FFN input, which a dropped Cast may have renamed.
+    const follow = (after.get(out0) ?? []).map((a) => (a.name?.includes('/mlp/added') || a.name?.endsWith('/mlp/in')
+      ? { ...a, input: (a.input ?? []).map((i) => (i.startsWith('blocks.') ? i : renamed.get(i) ?? i)) } : a));
+    nodes.push(...(before.get(out0) ?? []), n, ...follow);
     if (!residualSeen && finalNorm.residual && n.output!.includes(finalNorm.residual)) residualSeen = true;
   }
   if (!finalNorm.residual) throw new NeuronpatchError('Could not name the final residual stream of the fused final norm.');
@@ -284,5 +307,5 @@ export function instrument(model: onnx.IModelProto, graph: ModelGraph): { model:
       initializer: [...(src.initializer ?? []), lastIndex, ...ops.initializers],
     },
   };
-  return { model: out, graph: { ...graph, finalNorm, logitPositions: lmHead ? LOGIT_POSITIONS : undefined } };
+  return { model: out, graph: { ...graph, finalNorm, logitPositions: lmHead ? LOGIT_POSITIONS : undefined, keyedLayers } };
 }

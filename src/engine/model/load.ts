@@ -1,10 +1,9 @@
 // Model folder → recognised, instrumented, running model. The instrumented graph is cached on disk, keyed by the
 // source model's hash, so the surgery runs once per model version.
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
-import { writeFileAtomic } from '../atomic';
 import { loadModelProto } from '../onnx/proto';
 import { externalRef } from '../onnx/tensor';
 import { CodeTokenizer } from '../tokenizer';
@@ -12,15 +11,13 @@ import { type ModelInfo, NeuronpatchError } from '../types';
 import { extent, type ModelGraph } from './graph';
 import { checkDtype } from './dtype';
 import { hashFiles, openFolder } from './folder';
-import { instrument } from './instrument';
+import { buildEntry, checkCacheRoot, type EntrySource, openEntry } from './cache';
 import { liftMerged } from './merged';
 import { recognise } from './recognise';
 import { specialTokens } from './special';
 import { InstrumentedSession } from './session';
 import { Weights } from './weights';
 
-/** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
-const INSTRUMENT_VERSION = 9;
 
 export interface LoadOptions {
   /** Which dtype file of a multi-dtype folder (transformers.js names, or 'auto'; default 'auto'). */
@@ -100,47 +97,26 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   if (c.vocab !== undefined && c.vocab < graphVocab) {
     throw new NeuronpatchError(`The config's vocab_size (${c.vocab}) is smaller than the graph's lm_head (${graphVocab} tokens).`, 'The config does not belong to this model.');
   }
+  if (c.tied === false && recognised.tied)
+    throw new NeuronpatchError(
+      `${path.join(mf.folder, 'config.json')} says tie_word_embeddings is false, but the graph's lm_head reads the token embedding itself (${u.name}).`,
+      'The config does not belong to this model: restore it from the model\'s source.',
+    );
   // The tokenizer is checked before anything is written to the cache.
-  const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, graphVocab, mf.specialTokensPath);
+  const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, graphVocab, c.bosTokenId, c.eosTokenIds, mf.specialTokensPath);
   const special = specialTokens(c, tokenizer);
   if (special.notice) log(special.notice);
 
-  const cacheDir = path.join(opts.cacheDir ?? defaultCacheDir(), hash.slice(0, 24));
-  const file = path.join(cacheDir, 'model.instrumented.onnx');
-  const metaFile = path.join(cacheDir, 'instrumented.json');
-  let graph: ModelGraph;
-  const meta = existsSync(metaFile) ? (JSON.parse(readFileSync(metaFile, 'utf8')) as { version: number; graph: ModelGraph }) : undefined;
-  if (meta?.version === INSTRUMENT_VERSION && existsSync(file)) {
-    graph = meta.graph;
-  } else {
-    log(`instrumenting ${mf.onnxPath} → ${file}`);
-    mkdirSync(cacheDir, { recursive: true });
-    const out = instrument(proto, recognised);
-    // onnxruntime only reads external data from inside the model's own folder (symlinks resolved), so the
-    // cached graph gets a hard link to the weights, or a copy across file systems.
-    for (const f of external) {
-      const target = path.join(cacheDir, f);
-      if (existsSync(target)) unlinkSync(target);
-      mkdirSync(path.dirname(target), { recursive: true });
-      // Through real paths: a hub-cache snapshot's file is a relative link into ../../blobs, and a hard link of the
-      // link itself would mean nothing in the cache folder.
-      const real = realpathSync(path.join(baseDir, f));
-      try {
-        linkSync(real, target);
-      } catch {
-        copyFileSync(real, target);
-      }
-    }
-    await writeFileAtomic(file, onnx.ModelProto.encode(out.model as onnx.ModelProto).finish());
-    await writeFileAtomic(metaFile, JSON.stringify({ version: INSTRUMENT_VERSION, source: mf.onnxPath, hash, graph: out.graph }, null, 1));
-    graph = out.graph;
-  }
-
+  const root = checkCacheRoot(opts.cacheDir ?? defaultCacheDir(), !opts.cacheDir && !!process.env.NEURONPATCH_CACHE);
+  const source: EntrySource = { hash, onnxPath: mf.onnxPath, proto, recognised, external, log };
+  let entry = await openEntry(root, source);
+  const graph = entry.graph;
   const site = graph.sites[0];
   const [neurons] = extent(site.weight);
   const [vocab, width] = extent(graph.unembedding);
   const info: ModelInfo = {
-    name: c.name, folder: mf.folder, architecture: c.modelType, gated: site.gated, layers: graph.sites.length, neurons, width, vocab,
+    // A folder of several dtype files: the name says which file (a patch file names the model it was made on).
+    name: mf.dtypeFiles.length > 1 ? `${c.name} [${path.relative(mf.folder, mf.onnxPath)}]` : c.name, folder: mf.folder, architecture: c.modelType, gated: site.gated, layers: graph.sites.length, neurons, width, vocab,
     context: c.context ?? 2048, finalNorm: graph.finalNorm.kind, tiedUnembedding: c.tied ?? graph.tied,
     weightType: site.activationType === onnx.TensorProto.DataType.FLOAT16 ? 'float16' : graph.floatType,
     weightFormat: graph.weightFormat, onnxFile: path.relative(mf.folder, mf.onnxPath),
@@ -148,12 +124,21 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
     hash, eosTokenIds: special.eosTokenIds,
     ...(special.notice ? { notice: special.notice } : {}),
   };
+  const shape = { layers: info.layers, neurons, width, vocab };
   let session: InstrumentedSession;
   try {
-    session = await InstrumentedSession.create(file, graph, { layers: info.layers, neurons, width, vocab }, opts.threads);
+    session = await InstrumentedSession.create(entry.file, graph, shape, opts.threads);
   } catch (e) {
-    throw new NeuronpatchError(`onnxruntime could not load ${mf.onnxPath}: ${(e as Error).message}`);
+    if (entry.built) throw new NeuronpatchError(`onnxruntime could not load ${mf.onnxPath}: ${(e as Error).message}`);
+    // A verified entry that does not load (a damaged disk, another runtime's leftovers): rebuilt once.
+    entry = await buildEntry(root, source, `the cached graph did not load: ${(e as Error).message.split('\n')[0].slice(0, 200)}`);
+    try {
+      session = await InstrumentedSession.create(entry.file, entry.graph, shape, opts.threads);
+    } catch (e2) {
+      throw new NeuronpatchError(`onnxruntime could not load ${mf.onnxPath}: ${(e2 as Error).message}`);
+    }
   }
+  const cacheDir = entry.dir;
   const weights = new Weights(proto, graph, baseDir);
   log(`loaded ${info.name}: ${info.architecture}, ${info.layers} layers × ${neurons} neurons, width ${width}, vocab ${vocab}`);
   return { info, graph, tokenizer, session, weights, cacheDir, onnxPath: mf.onnxPath, release: () => session.release() };

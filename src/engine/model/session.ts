@@ -4,11 +4,15 @@ import { ort } from '../onnx/runtime';
 import { f16ToF32, f32ToF16 } from '../onnx/float16';
 import { hooks, NeuronpatchError } from '../types';
 import { type ModelGraph, padsLeft, type ScalarInput } from './graph';
+import { addedInputs, type AddedNeuron, mlpIn, packAdded } from './added';
 import { interventionInputs, LAST_LOGITS, LAST_NORMALIZER } from './instrument';
 import { cacheInputNames } from './recognise';
 
-/** Per-layer patch edits in the form the graph consumes: neuron indices and their value-vector deltas (K×d). */
-export type LayerEdits = Map<number, { indices: number[]; deltas: Float32Array }>;
+/**
+ * Per-layer patch edits in the form the graph consumes: neuron indices and their value-vector deltas (K×d), and
+ * the added (keyed) neurons, if any (added.ts).
+ */
+export type LayerEdits = Map<number, { indices: number[]; deltas: Float32Array }> & { added?: readonly AddedNeuron[] };
 
 export interface Ablation {
   /** Batch row the ablation applies to. */
@@ -39,6 +43,8 @@ export interface ForwardRequest {
   edits?: LayerEdits | LayerEdits[];
   /** Layers whose activation (`blocks.L.mlp.post`) to return. */
   activations?: number[];
+  /** Layers whose FFN input (`blocks.L.mlp.in`, x̂) to return: the space keys of added neurons read. */
+  ffnInputs?: number[];
   residual?: boolean;
   cache?: boolean;
   /** Only the last position's logits (decoding). */
@@ -60,6 +66,8 @@ export interface ForwardResult {
   logSumExp?: Float64Array;
   /** `blocks.L.mlp.post`, [batch, seq, m] each. */
   activations: Map<number, Float32Array>;
+  /** `blocks.L.mlp.in`, [batch, seq, d] each (asked with `ffnInputs`). */
+  ffnInputs: Map<number, Float32Array>;
   /** `final.resid`, [batch, seq, d]. */
   residual?: Float32Array;
   cache?: KvCache;
@@ -134,10 +142,15 @@ export class InstrumentedSession {
     if (hit) return hit;
     const { layers, neurons, width } = this.shape;
     const patch = packEdits(Array.isArray(edits) ? edits : [edits], layers, width);
+    const sets = Array.isArray(edits) ? edits : [edits];
+    const added = packAdded(sets.map((e) => e?.added), layers, width);
     const feeds: Record<string, ort.Tensor> = {
       [interventionInputs.scale]: this.floats(packScales(scales, b, layers, neurons), [b, 1, layers * neurons]),
       [interventionInputs.patchIndex]: new ort.Tensor('int64', patch.index, [patch.index.length]),
       [interventionInputs.patchDelta]: this.floats(patch.delta, [patch.rows, patch.index.length, width]),
+      [addedInputs.key]: this.floats(added.key, [width, added.slots]),
+      [addedInputs.threshold]: this.floats(added.threshold, [added.slots]),
+      [addedInputs.value]: this.floats(added.value, [added.rows, added.slots, width]),
     };
     if (memo) {
       memo.set(b, feeds);
@@ -204,12 +217,15 @@ export class InstrumentedSession {
     }
     const perExample = Array.isArray(req.edits) ? req.edits : undefined;
     if (perExample && perExample.length !== b) throw new NeuronpatchError(`forward: ${perExample.length} edit sets for ${b} examples.`);
-    for (const set of perExample ?? (req.edits ? [req.edits as LayerEdits] : [])) checkEdits(set, shape);
+    for (const set of perExample ?? (req.edits ? [req.edits as LayerEdits] : [])) checkEdits(set, shape, graph.keyedLayers ?? []);
     Object.assign(feeds, this.interventionFeeds(b, scales, perExample ?? (req.edits as LayerEdits | undefined)));
 
     const { cacheOutputs } = this;
     const logitsName = req.lastOnly ? LAST_LOGITS : graph.logits;
-    const fetches = [logitsName, ...(req.activations ?? []).map((L) => hooks.mlpPost(L))];
+    for (const L of req.ffnInputs ?? []) {
+      if (!graph.keyedLayers?.includes(L)) throw new NeuronpatchError(`Layer ${L}'s FFN input is not exposed by this model's instrumented graph (no added neurons there).`);
+    }
+    const fetches = [logitsName, ...(req.activations ?? []).map((L) => hooks.mlpPost(L)), ...(req.ffnInputs ?? []).map(mlpIn)];
     if (req.lastOnly) fetches.push(LAST_NORMALIZER);
     if (req.residual) fetches.push(hooks.finalResid);
     if (req.cache) fetches.push(...cacheOutputs);
@@ -221,6 +237,8 @@ export class InstrumentedSession {
     }
     const activations = new Map<number, Float32Array>();
     for (const L of req.activations ?? []) activations.set(L, this.toF32(out[hooks.mlpPost(L)]));
+    const ffnInputs = new Map<number, Float32Array>();
+    for (const L of req.ffnInputs ?? []) ffnInputs.set(L, this.toF32(out[mlpIn(L)]));
     let logits = this.toF32(out[logitsName]);
     // A graph whose lm_head could not be found computes every position: keep the ones asked for.
     if (!req.lastOnly && from > 0 && !graph.logitPositions) logits = laterPositions(logits, b, t, from, shape.vocab);
@@ -233,6 +251,7 @@ export class InstrumentedSession {
       logitsFrom: from,
       logSumExp: req.lastOnly ? logSumExps(out[LAST_NORMALIZER].data as Float32Array) : undefined,
       activations,
+      ffnInputs,
       residual: req.residual ? this.toF32(out[hooks.finalResid]) : undefined,
       cache: req.cache ? { tensors: cacheOutputs.map((n) => out[n]), length: total, batch: b } : undefined,
     };
@@ -240,7 +259,13 @@ export class InstrumentedSession {
 }
 
 /** Edits must name layers and neurons the model has, with one delta of the residual width per neuron. */
-function checkEdits(edits: LayerEdits, shape: Shape): void {
+function checkEdits(edits: LayerEdits, shape: Shape, keyedLayers: number[]): void {
+  for (const a of edits.added ?? []) {
+    if (!keyedLayers.includes(a.layer)) throw new NeuronpatchError(`An added neuron is in layer ${a.layer}, which takes none in this model (layers ${keyedLayers.join(', ') || 'none'} do).`);
+    if (a.key.length !== shape.width || a.value.length !== shape.width || !Number.isFinite(a.threshold)) {
+      throw new NeuronpatchError(`An added neuron of layer ${a.layer} needs a key and a value of ${shape.width} numbers and a finite threshold.`);
+    }
+  }
   for (const [layer, e] of edits) {
     if (!Number.isInteger(layer) || layer < 0 || layer >= shape.layers) throw new NeuronpatchError(`An edit names layer ${layer}; the model has ${shape.layers} layers.`);
     for (const j of e.indices) {

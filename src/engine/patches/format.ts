@@ -1,6 +1,8 @@
 // The patch file's text: parsing with positions for syntax errors, and writing it so that a diff stays short
 // and readable: 2-space indent, keys in a fixed order, every array of numbers (a delta) on one line.
-import { NeuronpatchError, type PatchFile } from '../types';
+import { NeuronpatchError, PATCH_FORMAT, PATCH_FORMAT_2, type PatchFile } from '../types';
+import { checkJsonDepth } from '../jsonlimits';
+import { safeMessage } from '../untrusted';
 import { jsonErrorOffset } from './jsonpos';
 
 /**
@@ -36,9 +38,13 @@ function line(value: unknown, indent: string): string {
   return JSON.stringify(value) ?? 'null';
 }
 
-/** The file's text, ending with a newline. */
+/**
+ * The file's text, ending with a newline. Its format is neuronpatch/2 where a patch adds neurons (keyed), else
+ * neuronpatch/1, which older versions of neuronpatch still read.
+ */
 export function serializePatchFile(file: PatchFile): string {
-  return `${line(file, '')}\n`;
+  const format = file.patches.some((p) => p.added?.length) ? PATCH_FORMAT_2 : PATCH_FORMAT;
+  return `${line({ ...file, format }, '')}\n`;
 }
 
 /** 1-based line and column of a character offset. */
@@ -48,17 +54,24 @@ export function lineColumn(text: string, offset: number): { line: number; column
   return { line: lines.length, column: lines[lines.length - 1].length + 1 };
 }
 
-/** JSON.parse with the file name and the line/column of a syntax error in the NeuronpatchError. */
+/**
+ * JSON.parse with the file name and the line/column of a syntax error in the NeuronpatchError; a value nested
+ * deeper than MAX_JSON_DEPTH is refused the same way (see ../jsonlimits).
+ */
 export function parseJson(text: string, file: string): unknown {
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // editors on Windows may add a BOM
+  let value: unknown;
   try {
-    return JSON.parse(body);
+    value = JSON.parse(body);
   } catch (e) {
-    const msg = (e as Error).message;
+    // V8's message quotes an excerpt of the text: escaped and cut like any untrusted string.
+    const msg = safeMessage((e as Error).message.replace(/\n/g, '\\n'), 200);
     const at = lineColumn(body, jsonErrorOffset(body));
     throw new NeuronpatchError(
       `${file}:${at.line}:${at.column}: not valid JSON (${msg}). The file was left untouched.`,
       'Fix it by hand or move it aside; neuronpatch does not write over a file it cannot read.',
     );
   }
+  checkJsonDepth(value, `${file} (left untouched)`);
+  return value;
 }

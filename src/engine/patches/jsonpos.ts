@@ -59,51 +59,67 @@ export function jsonErrorOffset(text: string): number {
     }
     return false;
   };
-  const value = (): boolean => {
-    ws();
+  const scalar = (): boolean => {
     const c = text[i];
-    let ok: boolean;
-    if (c === '{') {
-      i++;
+    if (c === '"') return string();
+    if (c === 't') return literal('true');
+    if (c === 'f') return literal('false');
+    if (c === 'n') return literal('null');
+    return number();
+  };
+  // One value, with an explicit stack of open containers instead of recursion: a file nested 100,000 levels
+  // deep is reported like any other, not with a stack overflow.
+  const value = (): boolean => {
+    const open: ('{' | '[')[] = [];
+    for (;;) {
       ws();
-      ok = true;
-      if (text[i] === '}') i++;
-      else
-        for (;;) {
-          ws();
+      // At the start of a value (or of an object key when the top is '{' just opened or after a comma).
+      const c = text[i];
+      if (c === '{') {
+        i++;
+        ws();
+        if (text[i] === '}') i++;
+        else {
+          open.push('{');
           if (!string()) return false;
           ws();
           if (text[i] !== ':') return false;
           i++;
-          if (!value()) return false;
-          ws();
-          if (text[i] === ',') i++;
-          else if (text[i] === '}') {
-            i++;
-            break;
-          } else return false;
+          continue;
         }
-    } else if (c === '[') {
-      i++;
-      ws();
-      ok = true;
-      if (text[i] === ']') i++;
-      else
-        for (;;) {
-          if (!value()) return false;
-          ws();
-          if (text[i] === ',') i++;
-          else if (text[i] === ']') {
-            i++;
-            break;
-          } else return false;
+      } else if (c === '[') {
+        i++;
+        ws();
+        if (text[i] === ']') i++;
+        else {
+          open.push('[');
+          continue;
         }
-    } else if (c === '"') ok = string();
-    else if (c === 't') ok = literal('true');
-    else if (c === 'f') ok = literal('false');
-    else if (c === 'n') ok = literal('null');
-    else ok = number();
-    return ok;
+      } else if (!scalar()) return false;
+      // A value ended: close containers, or move to the next member.
+      for (;;) {
+        if (!open.length) return true;
+        ws();
+        const top = open[open.length - 1];
+        if (text[i] === ',') {
+          i++;
+          if (top === '{') {
+            ws();
+            if (!string()) return false;
+            ws();
+            if (text[i] !== ':') return false;
+            i++;
+          }
+          break;
+        }
+        if (text[i] === (top === '{' ? '}' : ']')) {
+          i++;
+          open.pop();
+          continue;
+        }
+        return false;
+      }
+    }
   };
   if (!value()) return Math.min(i, text.length);
   ws();

@@ -1,6 +1,7 @@
 // Combining patches into what the instrumented session and export consume: per layer, the edited neurons and
 // their summed value-vector changes. Patches whose `enabled` is false are skipped, so callers may pass either
 // `store.list()` or `store.active()`.
+import type { AddedNeuron } from '../model/added';
 import type { LayerEdits } from '../model/session';
 import { NeuronpatchError, type NeuronEdit, type Patch } from '../types';
 
@@ -38,7 +39,20 @@ export function patchSet(patches: readonly Patch[], width: number): PatchSet {
       `The patches' deltas have ${edits[0].delta.length} numbers, but the model's residual width is ${width}.`,
       'These patches were made for another model.',
     );
-  return combine(undefined, edits, width);
+  return withAdded(combine(undefined, edits, width), addedOf(patches));
+}
+
+/** The added (keyed) neurons of the enabled patches, in patch order. */
+export function addedOf(patches: readonly Patch[]): AddedNeuron[] {
+  return patches.filter((p) => p.enabled).flatMap((p) => p.added ?? []);
+}
+
+/** `set` (not changed) with `added` neurons appended to its own. */
+export function withAdded(set: PatchSet, added: readonly AddedNeuron[]): PatchSet {
+  const out: PatchSet = new Map(set);
+  const all = [...(set.added ?? []), ...added];
+  if (all.length) out.added = all;
+  return out;
 }
 
 /**
@@ -47,6 +61,7 @@ export function patchSet(patches: readonly Patch[], width: number): PatchSet {
  */
 export function combine(base: PatchSet | undefined, edits: readonly { layer: number; neuron: number; delta: ArrayLike<number> }[], width: number): PatchSet {
   const out: PatchSet = new Map();
+  if (base?.added?.length) out.added = base.added;
   for (const [layer, e] of base ?? []) out.set(layer, { indices: [...e.indices], deltas: Float32Array.from(e.deltas) });
   for (const e of edits) {
     const cur = out.get(e.layer) ?? { indices: [], deltas: new Float32Array(0) };

@@ -16,14 +16,21 @@ export async function rescuePatch(file: string, model: ModelInfo, patch: Patch):
   let last: unknown;
   for (const dir of [path.dirname(path.resolve(file)), os.tmpdir()]) {
     try {
-      const target = path.join(dir, name);
-      const store = await PatchStore.open(target, model);
-      if (!store.get(patch.id)) store.add(patch);
-      await store.save();
-      return target;
+      return await savePatchTo(path.join(dir, name), model, patch);
     } catch (e) {
       last = e;
     }
   }
   throw last;
+}
+
+/**
+ * Adds `patch` to the patch file `target` (created when absent; an existing one must be a valid file for
+ * `model`, and is appended to) and returns the path. Throws a NeuronpatchError like PatchStore.
+ */
+export async function savePatchTo(target: string, model: ModelInfo, patch: Patch): Promise<string> {
+  const store = await PatchStore.open(target, model);
+  if (!store.get(patch.id)) store.add(patch);
+  await store.save();
+  return target;
 }

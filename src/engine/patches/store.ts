@@ -13,13 +13,14 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { NeuronpatchError, PATCH_FORMAT, type ModelInfo, type Patch, type PatchFile } from '../types';
 import { sweepStaleTemps, writeFileAtomic } from '../atomic';
+import { quote } from '../untrusted';
 import { parseJson, roundDelta, serializePatchFile } from './format';
 import { type HeldLock, withFileLock } from './lock';
 import { checkPatchFile, formatProblems, validatePatch } from './validate';
 
 /**
- * Tests only: milliseconds to sleep inside the lock, before the file is re-read, widening the read-modify-write
- * window that the lock protects (NEURONPATCH_TEST_SAVE_DELAY_MS).
+ * Tests only: milliseconds to sleep inside the lock between re-reading the file and renaming the new one over
+ * it, widening the read-modify-write window that the lock protects (NEURONPATCH_TEST_SAVE_DELAY_MS).
  */
 function testDelayMs(): number {
   const ms = Number(process.env.NEURONPATCH_TEST_SAVE_DELAY_MS ?? 0);
@@ -41,12 +42,15 @@ export interface SaveResult {
 }
 
 function short(hash: string): string {
-  return hash.length > 16 ? `${hash.slice(0, 16)}…` : hash;
+  return hash.length > 16 ? `${quote(hash.slice(0, 16))}…` : quote(hash);
 }
 
 /** Rounds deltas as they are written, so memory and file agree exactly (see DELTA_DIGITS). */
 function normalise(p: Patch): Patch {
-  return { ...p, case: { ...p.case }, metrics: { ...p.metrics }, edits: p.edits.map((e) => ({ ...e, delta: roundDelta(e.delta) })) };
+  return {
+    ...p, case: { ...p.case }, metrics: { ...p.metrics }, edits: p.edits.map((e) => ({ ...e, delta: roundDelta(e.delta) })),
+    ...(p.added ? { added: p.added.map((a) => ({ ...a, key: roundDelta(a.key), threshold: roundDelta([a.threshold])[0], value: roundDelta(a.value) })) } : {}),
+  };
 }
 
 async function readText(file: string): Promise<string | null> {
@@ -66,7 +70,7 @@ function parseFor(text: string, file: string, model: ModelInfo): PatchFile {
   // The binding first: a file of another model would otherwise fail on layer and width checks, which misleads.
   const m = (value as { model?: { name?: unknown; hash?: unknown } } | null)?.model;
   if (m && typeof m.hash === 'string' && m.hash !== '' && m.hash !== model.hash) {
-    const theirs = typeof m.name === 'string' && m.name ? `"${m.name}"` : 'an unnamed model';
+    const theirs = typeof m.name === 'string' && m.name ? `${quote(m.name)}` : 'an unnamed model';
     throw new NeuronpatchError(
       `${file} holds patches for model ${theirs} (hash ${short(m.hash)}), not for the loaded model "${model.name}" ` +
         `(hash ${short(model.hash)}). The file was left untouched.`,
@@ -76,7 +80,7 @@ function parseFor(text: string, file: string, model: ModelInfo): PatchFile {
   const { file: parsed, problems } = checkPatchFile(value, model);
   if (!parsed)
     throw new NeuronpatchError(
-      `${file} is not a valid ${PATCH_FORMAT} patch file; it was left untouched:\n${formatProblems(problems)}`,
+      `${file} is not a valid neuronpatch patch file; it was left untouched:\n${formatProblems(problems)}`,
       'Fix the file by hand (each problem names its place in the JSON) or move it aside.',
     );
   return { ...parsed, patches: parsed.patches.map(normalise) };
@@ -136,8 +140,8 @@ export class PatchStore {
 
   /** Appends a patch (validated against the model; deltas rounded as the file stores them). Returns what is stored. */
   add(patch: Patch): Patch {
-    const p = normalise(validatePatch(patch, this.model, `patch ${JSON.stringify(patch?.id ?? '')}`));
-    if (this.get(p.id)) throw new NeuronpatchError(`A patch with id "${p.id}" is already in ${this.file}.`, 'Give the new patch a new id (newPatchId()).');
+    const p = normalise(validatePatch(patch, this.model, `patch ${quote(patch?.id ?? '')}`));
+    if (this.get(p.id)) throw new NeuronpatchError(`A patch with id ${quote(p.id)} is already in ${this.file}.`, 'Give the new patch a new id (newPatchId()).');
     this.apply({ kind: 'add', patch: p }, this.state);
     this.changes.push({ kind: 'add', patch: p });
     return p;
@@ -157,7 +161,7 @@ export class PatchStore {
 
   private require(id: string): Patch {
     const p = this.get(id);
-    if (!p) throw new NeuronpatchError(`No patch "${id}" in ${this.file}.`, `It has ${this.state.patches.length} patches; list them to see their ids.`);
+    if (!p) throw new NeuronpatchError(`No patch ${quote(id)} in ${this.file}.`, `It has ${this.state.patches.length} patches; list them to see their ids.`);
     return p;
   }
 
@@ -166,11 +170,11 @@ export class PatchStore {
     const i = c.kind === 'add' ? -1 : state.patches.findIndex((p) => p.id === c.id);
     switch (c.kind) {
       case 'add':
-        if (state.patches.some((p) => p.id === c.patch.id)) return `adding patch ${c.patch.id}: a patch with that id is already in the file`;
+        if (state.patches.some((p) => p.id === c.patch.id)) return `adding patch ${quote(c.patch.id)}: a patch with that id is already in the file`;
         state.patches.push(c.patch);
         return null;
       case 'enable':
-        if (i < 0) return `${c.enabled ? 'enabling' : 'disabling'} patch ${c.id}: another program removed it from the file`;
+        if (i < 0) return `${c.enabled ? 'enabling' : 'disabling'} patch ${quote(c.id)}: another program removed it from the file`;
         state.patches[i] = { ...state.patches[i], enabled: c.enabled };
         return null;
       case 'remove':
@@ -197,8 +201,6 @@ export class PatchStore {
   }
 
   private async saveLocked(lock: HeldLock): Promise<SaveResult> {
-    const delay = testDelayMs();
-    if (delay) await new Promise((r) => setTimeout(r, delay));
     const disk = await readText(this.file);
     // From here to serialising, nothing awaits: the state and the change list hold still.
     const n = this.changes.length;
@@ -222,6 +224,8 @@ export class PatchStore {
       }
     }
     const text = serializePatchFile(next);
+    const delay = testDelayMs();
+    if (delay) await new Promise((r) => setTimeout(r, delay));
     lock.check();
     await writeFileAtomic(this.file, text);
     const later = this.changes.slice(n);

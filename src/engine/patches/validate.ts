@@ -2,27 +2,39 @@
 // wrong with it, each problem naming its path (`patches[2].edits[0].delta: expected 192 numbers, got 191`).
 // Keys this version does not know are kept as they are (a hand-written "note" survives a save).
 import {
+  type AddedNeuronEdit,
   NeuronpatchError,
   PATCH_FORMAT,
+  PATCH_FORMAT_2,
+  READABLE_PATCH_FORMATS,
   type ModelInfo,
   type NeuronEdit,
   type Patch,
   type PatchFile,
   type PatchMetrics,
 } from '../types';
+import { quote } from '../untrusted';
 
-/** The model dimensions edits are checked against. */
-export type ModelDims = Pick<ModelInfo, 'layers' | 'neurons' | 'width'>;
+/** The model dimensions edits are checked against (and the weights' element type, when known, for the deltas' range). */
+export type ModelDims = Pick<ModelInfo, 'layers' | 'neurons' | 'width'> & Partial<Pick<ModelInfo, 'weightType'>>;
+
+/**
+ * The largest magnitude a value added to a weight of this element type can have: a delta beyond it is finite as
+ * a double but becomes Infinity in the weight (1e308 in float32, 70000 in float16). Without a model, float32's.
+ */
+export function largestFinite(weightType: ModelInfo['weightType'] | undefined): { max: number; type: string } {
+  return weightType === 'float16' ? { max: 65504, type: 'float16' } : { max: 3.4028234663852886e38, type: 'float32' };
+}
 
 const MAX_PROBLEMS = 20;
-const methods = ['minimal', 'joint'];
+const methods = ['minimal', 'joint', 'keyed'];
 
 type Obj = Record<string, unknown>;
 
 function describe(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return `an array of ${v.length}`;
-  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  if (typeof v === 'string') return `the string ${quote(v, 40)}`;
   if (typeof v === 'object') return 'an object';
   if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
   return `${typeof v} ${String(v)}`;
@@ -31,6 +43,9 @@ function describe(v: unknown): string {
 class Checker {
   readonly problems: string[] = [];
   private width: { n: number; at: string } | undefined;
+
+  /** The file's format (set once the top level is read); a lone patch is read as the newest. */
+  format: string = PATCH_FORMAT_2;
 
   constructor(private readonly model: ModelDims | undefined) {
     if (model) this.width = { n: model.width, at: 'the model' };
@@ -92,6 +107,12 @@ class Checker {
       this.problem(`${path}[${bad}]`, `expected a finite number, got ${describe(a[bad])}`);
       return [];
     }
+    const range = largestFinite(this.model?.weightType);
+    const over = a.findIndex((x) => Math.abs(x as number) > range.max);
+    if (over >= 0) {
+      this.problem(`${path}[${over}]`, `${a[over]} does not fit the model's ${range.type} weights (largest ${range.max.toPrecision(5)})`);
+      return [];
+    }
     if (a.length === 0) {
       this.problem(path, 'must not be empty');
       return [];
@@ -112,6 +133,19 @@ class Checker {
     const neuron = this.number(o, 'neuron', path, { int: true, min: 0, max: m ? m.neurons - 1 : undefined }) as number;
     const delta = this.delta(o.delta, `${path}.delta`);
     return { ...o, layer, neuron, delta };
+  }
+
+  /** An added neuron (neuronpatch/2): a layer, a key and a value of the residual width, a finite threshold. */
+  added(v: unknown, path: string): AddedNeuronEdit | undefined {
+    const o = this.object(v, path);
+    if (!o) return undefined;
+    const m = this.model;
+    const layer = this.number(o, 'layer', path, { int: true, min: 0, max: m ? m.layers - 1 : undefined }) as number;
+    const key = this.delta(o.key, `${path}.key`);
+    const { max } = largestFinite(m?.weightType);
+    const threshold = this.number(o, 'threshold', path, { min: -max, max }) as number;
+    const value = this.delta(o.value, `${path}.value`);
+    return { ...o, layer, key, threshold, value };
   }
 
   metrics(v: unknown, path: string): PatchMetrics | undefined {
@@ -139,7 +173,7 @@ class Checker {
     const enabled = this.boolean(o, 'enabled', path);
     const method = o.method as Patch['method'];
     if (!methods.includes(method as string))
-      this.problem(`${path}.method`, `expected "minimal" or "joint", got ${describe(o.method)}`);
+      this.problem(`${path}.method`, `expected "minimal", "joint" or "keyed", got ${describe(o.method)}`);
     const c = this.object(o.case, `${path}.case`);
     const kase = c && {
       ...c,
@@ -160,24 +194,34 @@ class Checker {
       else seen.set(key, i);
       edits.push(edit);
     });
+    let added: AddedNeuronEdit[] | undefined;
+    if (o.added !== undefined) {
+      if (this.format !== PATCH_FORMAT_2) this.problem(`${path}.added`, `added neurons need format "${PATCH_FORMAT_2}", the file says "${this.format}"`);
+      added = [];
+      (this.array(o.added, `${path}.added`) ?? []).forEach((a, i) => {
+        const n = this.added(a, `${path}.added[${i}]`);
+        if (n) added!.push(n);
+      });
+    }
     const metrics = this.metrics(o.metrics, `${path}.metrics`);
     if (!kase || !metrics) return undefined;
-    return { ...o, id, createdAt, enabled, method, case: kase, edits, metrics };
+    return { ...o, id, createdAt, enabled, method, case: kase, edits, ...(added ? { added } : {}), metrics };
   }
 }
 
 function assemble(value: unknown, c: Checker): PatchFile | undefined {
   const o = c.object(value, '(top level)');
   if (!o) return undefined;
-  if (o.format !== PATCH_FORMAT) {
+  if (typeof o.format !== 'string' || !READABLE_PATCH_FORMATS.includes(o.format)) {
     const f = o.format;
     const why =
       typeof f === 'string' && f.startsWith('neuronpatch/')
-        ? `this version reads "${PATCH_FORMAT}", the file is "${f}" (written by another version of neuronpatch)`
-        : `expected "${PATCH_FORMAT}", got ${describe(f)}: not a neuronpatch patch file`;
+        ? `this version reads "${READABLE_PATCH_FORMATS.join('" and "')}", the file is "${f}" (written by another version of neuronpatch)`
+        : `expected "${PATCH_FORMAT}" or "${PATCH_FORMAT_2}", got ${describe(f)}: not a neuronpatch patch file`;
     c.problem('format', why);
     return undefined;
   }
+  c.format = o.format;
   const m = c.object(o.model, 'model');
   const model = m && { ...m, name: c.string(m, 'name', 'model'), hash: c.string(m, 'hash', 'model', true) };
   const patches: Patch[] = [];
@@ -186,12 +230,12 @@ function assemble(value: unknown, c: Checker): PatchFile | undefined {
     const patch = c.patch(p, `patches[${i}]`);
     if (!patch) return;
     const first = ids.get(patch.id);
-    if (first !== undefined && patch.id) c.problem(`patches[${i}].id`, `"${patch.id}" is also the id of patches[${first}]; ids must be unique`);
+    if (first !== undefined && patch.id) c.problem(`patches[${i}].id`, `${quote(patch.id)} is also the id of patches[${first}]; ids must be unique`);
     else ids.set(patch.id, i);
     patches.push(patch);
   });
   if (!model) return undefined;
-  return { ...o, format: PATCH_FORMAT, model, patches };
+  return { ...o, format: o.format as PatchFile['format'], model, patches };
 }
 
 /** What is wrong with `value` as a patch file (empty when nothing), and the file when nothing is. */

@@ -7,17 +7,21 @@ import type { LoadedModel } from '../model/load';
 import { type LayerEdits, NonFiniteLogits } from '../model/session';
 import { newPatchId, isoNow } from '../patches/id';
 import { roundValue } from '../patches/format';
-import { combine, patchSet } from '../patches/patchset';
+import { combine, patchSet, withAdded } from '../patches/patchset';
 import { contrast, logitLens } from '../trace/attribution';
 import { ablationEffects, trace } from '../trace/index';
 import { describePosition, repairTarget, teacherForce } from '../trace/teacher';
 import { NeuronpatchError, type Patch, type RepairCase, type RepairMethod, type RepairResult, type TraceResult } from '../types';
+import type { AddedNeuron } from '../model/added';
+import { preparePrompt } from '../generate';
 import { accumulate, assertFinite, type Edit, toNeuronEdits } from './edits';
 import { solveJoint } from './joint';
+import { DEFAULT_KEY_MARGIN, keyedCandidates, prepareWhitening, protectedInputs, solveKeyed } from './keyed';
+import { type GuardLine, measureSideEffects, type SideEffectMeasures } from './measures';
 import { Cancelled, type SolveContext, solveMinimal } from './minimal';
 import { referenceStats } from './reference';
 import { Steer } from './steer';
-import { completions, generalization, type GreedyLine, sideEffects } from './verify';
+import { completions, generalization, type GreedyLine } from './verify';
 
 export interface RepairOptions {
   method?: RepairMethod;
@@ -27,6 +31,22 @@ export interface RepairOptions {
   reference?: string[];
   /** Greedy lines of the regression prompts with the active patches, when the caller has them. */
   regressionBefore?: GreedyLine[];
+  /**
+   * Lines the model already completes exactly right (the user's accepted completions, lines harvested from
+   * reference code): the keyed method keeps its neurons silent on them, and every method is checked against them.
+   */
+  guard?: GuardLine[];
+  /** Lines the model completes right that the repair is not given: measured only (correct lines kept, unseen). */
+  unseenGuard?: GuardLine[];
+  /** Code whose next-token loss is compared before and after (default: the regression prompts). */
+  heldOut?: string[];
+  /**
+   * Keyed method: where the threshold sits between the largest response on protected code (0) and the failing
+   * context's (1); default 0.5. Higher: silent on more contexts (locality), fires on fewer variants (generalization).
+   */
+  keyMargin?: number;
+  /** Keyed method: the layer of the added neurons (default: chosen by measurement, late layers first). */
+  keyedLayer?: number;
   /** Enabled patches: the new one is solved on top of them. */
   active?: Patch[];
   /**
@@ -60,9 +80,19 @@ export function checkMargin(asked?: number): number {
   return margin;
 }
 
+/** The key margin asked for, or the default; a clear error where it is out of range. */
+export function checkKeyMargin(asked?: number): number {
+  const m = asked ?? DEFAULT_KEY_MARGIN;
+  if (!(m > 0 && m < 1)) {
+    throw new NeuronpatchError(`The key margin must be a number between 0 and 1 (exclusive), got ${m}.`, `It places the threshold between the largest response on protected code (0) and the failing context (1); ${DEFAULT_KEY_MARGIN} is the default.`);
+  }
+  return m;
+}
+
 export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOptions = {}): Promise<RepairResult> {
   const method = opts.method ?? 'minimal';
   const margin = checkMargin(opts.margin);
+  if (method === 'keyed') checkKeyMargin(opts.keyMargin);
   const active = opts.active ?? [];
   const d = model.info.width;
   const base = active.length ? patchSet(active, d) : undefined;
@@ -91,17 +121,26 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const steer = await Steer.load(model);
   const reference = opts.reference ?? opts.regression ?? [c.prompt];
   const ref = await referenceStats(model, reference.length ? reference : [c.prompt]);
+  // Keyed: x̂ of the protected code (reference, guard lines, earlier patches' cases), like the statistics above.
+  const protection = method === 'keyed' ? await keyedProtection(model, active, base, reference, opts) : undefined;
   // The repair's own time: locate and solve, then confirm by generation. The trace above is the report's.
   const started = performance.now();
   progress(`solving (${method}) for ${Math.max(1, failing0.length)} failing token(s)`);
   const context = (m: RepairMethod): SolveContext => ({
     model, target, base, active, steer, ref, start: f0, margin,
-    maxNeurons: (m === method ? opts.maxNeurons : undefined) ?? (m === 'minimal' ? Math.min(48, 3 * Math.max(1, failing0.length) + 2) : Math.min(256, 8 * Math.max(1, target.targets.length))),
+    maxNeurons: (m === method ? opts.maxNeurons : undefined) ?? (m === 'keyed' ? target.targets.length : m === 'minimal' ? Math.min(48, 3 * Math.max(1, failing0.length) + 2) : Math.min(256, 8 * Math.max(1, target.targets.length))),
     maxRounds: m === 'minimal' ? 3 * Math.max(1, failing0.length) + 6 : 10,
     signal: opts.signal, log: progress,
   });
   let ctx = context(method);
-  let solved = await diverges(method, () => (method === 'minimal' ? solveMinimal(ctx) : solveJoint(ctx)));
+  let keyed: { added: AddedNeuron[]; why: string } | undefined;
+  if (method === 'keyed') {
+    const k = await diverges(method, () => solveKeyed(ctx, { ...protection!, keyMargin: opts.keyMargin ?? DEFAULT_KEY_MARGIN, layer: opts.keyedLayer }));
+    keyed = { added: k.added, why: k.why };
+    progress(k.why);
+  }
+  let solved = method === 'keyed' ? { edits: [] as Edit[], rounds: 0, failing: 0 }
+    : await diverges(method, () => (method === 'minimal' ? solveMinimal(ctx) : solveJoint(ctx)));
   let solvedBy = method;
   let fallback: string | undefined;
   // Long completions can leave the greedy search trading positions until its budget is spent; the joint solve,
@@ -114,10 +153,12 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     solved = await diverges('joint', () => solveJoint(ctx));
     solvedBy = 'joint';
   }
-  const held = await holdEarlierFixes(ctx, solved.edits, { prompt: c.prompt, desired }, produces, progress);
+  // Added neurons are silent on earlier cases by construction (their sequences are protected code).
+  const held = keyed ? { edits: solved.edits } : await holdEarlierFixes(ctx, solved.edits, { prompt: c.prompt, desired }, produces, progress);
   // Confirmed exactly as the patch file will store it (deltas rounded to its precision).
   const edits = prune(held.edits, solvedBy, solved.rounds).map((e) => ({ ...e, delta: Float64Array.from(e.delta, roundValue) }));
-  const patched = combine(base, edits, d);
+  const added = (keyed?.added ?? []).map((a) => ({ layer: a.layer, key: Array.from(a.key, roundValue), threshold: roundValue(a.threshold), value: Array.from(a.value, roundValue) }));
+  const patched = withAdded(combine(base, edits, d), added);
 
   progress('confirming by greedy generation');
   const [afterGen] = await generate(model, [c.prompt], { edits: patched, signal: opts.signal, maxNewTokens: opts.maxNewTokens });
@@ -141,6 +182,22 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   // Ablating each edited neuron is for the report; eval (analyse: false) has no use for it.
   const analysed = first && opts.analyse !== false;
   const effects = analysed ? await ablationEffects(model, target.input.slice(0, pos + 1), first.desired, first.argmax, edits, base) : [];
+  const f0Inputs = added.length && first
+    ? (await model.session.forward({ ids: [target.input], edits: base, ffnInputs: [...new Set(added.map((a) => a.layer))], lastOnly: true })).ffnInputs
+    : undefined;
+  const firstAdded = (base?.added?.filter((a) => a.layer === added[0]?.layer).length ?? 0);
+  const addedNeurons = added.map((a, i) => {
+    const x = first ? f0Inputs?.get(a.layer) : undefined;
+    const act = x ? addedActivationAt(a, x, pos, d) : 0;
+    return {
+      layer: a.layer, neuron: model.info.neurons + firstAdded + i, added: true as const,
+      attribution: cvec ? act * dot(Float64Array.from(a.value), cvec) : null,
+      ablationEffect: null,
+      activation: act,
+      promotesBefore: [],
+      promotesAfter: logitLens(model, a.value).promotes,
+    };
+  });
   const neurons = edits.map((e, i) => {
     const v = model.weights.valueVector(e.layer, e.neuron, d);
     const z = first ? f0.activations.get(e.layer)![pos * model.info.neurons + e.neuron] : 0;
@@ -153,15 +210,20 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
       promotesAfter: logitLens(model, after).promotes,
     };
   });
+  neurons.push(...addedNeurons);
 
   let specificity: number | null = null;
   let nextTokenSpecificity: number | null = null;
   let meanKl: number | null = null;
   let changed: RepairResult['changed'] = [];
-  if (opts.regression?.length) {
-    progress(`measuring side effects on ${opts.regression.length} regression prompts`);
-    const fx = await sideEffects(model, opts.regression, base, patched, opts.regressionBefore, opts.signal);
-    ({ specificity, nextTokenSpecificity, meanKl, changed } = fx);
+  let measures: SideEffectMeasures | undefined;
+  if (opts.regression?.length || opts.guard?.length) {
+    progress(`measuring side effects on ${opts.regression?.length ?? 0} regression prompts and ${opts.guard?.length ?? 0} guard lines`);
+    measures = await measureSideEffects(model, {
+      prompts: opts.regression ?? [], before: opts.regressionBefore, guard: opts.guard, heldOut: opts.heldOut ?? opts.regression ?? [],
+      unseenGuard: opts.unseenGuard,
+    }, base, patched, opts.signal);
+    ({ linesUnchanged: specificity, nextToken: nextTokenSpecificity, meanKl, changed } = measures);
   }
   const gen = c.variants?.length ? await generalization(model, c.variants, patched, opts.signal) : null;
 
@@ -169,14 +231,47 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     id: newPatchId(), createdAt: isoNow(), enabled: true, method: solvedBy,
     case: { prompt: c.prompt, desired, before: beforeGen.completion, after: afterGen.completion },
     edits: toNeuronEdits(edits),
-    metrics: { success, failingTokens: failing0.length, specificity, meanKl, generalization: gen, repairMs: Math.round(ms), margin },
+    ...(added.length ? { added } : {}),
+    metrics: {
+      success, failingTokens: failing0.length, specificity, meanKl, generalization: gen, repairMs: Math.round(ms), margin,
+      ...(measures ? { tokenLocality: measures.tokenLocality, keptLines: measures.kept, heldOutLossChange: measures.lossChange } : {}),
+      ...(keyed ? { keyMargin: opts.keyMargin ?? DEFAULT_KEY_MARGIN } : {}),
+    },
   };
   return {
     success, method: solvedBy, before: beforeGen.completion, after: afterGen.completion, failingTokens: failing0.length, positions, neurons,
     patch, specificity, nextTokenSpecificity, meanKl, generalization: gen, changed, ms, generationMs, trace: traced,
+    ...(measures ? { sideEffects: measures.summary } : {}),
+    ...(keyed ? { layerChoice: keyed.why } : {}),
     ...(fallback ? { fallback } : {}),
     ...(target.prepared.notice ? { notice: target.prepared.notice } : {}),
   };
+}
+
+/**
+ * The keyed method's protected code: reference prompts and guard lines (cached per model), and the active
+ * patches' cases under those patches (their own neurons fire there), with the whitening of the candidate layers.
+ */
+async function keyedProtection(model: LoadedModel, active: readonly Patch[], base: LayerEdits | undefined, reference: string[], opts: RepairOptions) {
+  const layers = opts.keyedLayer !== undefined ? [opts.keyedLayer] : keyedCandidates(model);
+  if (opts.keyedLayer !== undefined && !(model.graph.keyedLayers ?? []).includes(opts.keyedLayer)) {
+    throw new NeuronpatchError(`Layer ${opts.keyedLayer} takes no added neurons; layers ${(model.graph.keyedLayers ?? []).join(', ') || 'none'} do.`);
+  }
+  const sequences = [
+    ...reference.map((p) => preparePrompt(model, p, 1, false).ids),
+    ...(opts.guard ?? []).map((g) => repairTarget(model, g.prompt, g.desired).input),
+  ];
+  const protect = await protectedInputs(model, sequences, layers);
+  await prepareWhitening(protect, layers, model.info.width);
+  const earlier = active.map((p) => repairTarget(model, p.case.prompt, p.case.desired).input);
+  const extra = earlier.length ? await protectedInputs(model, earlier, layers, base, false) : undefined;
+  return { protect, extra };
+}
+
+function addedActivationAt(a: { key: number[]; threshold: number }, x: Float32Array, pos: number, d: number): number {
+  let s = -a.threshold;
+  for (let c = 0; c < d; c++) s += a.key[c] * x[pos * d + c];
+  return Math.max(0, s);
 }
 
 const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;

@@ -31,7 +31,10 @@ export interface PositionState {
 }
 
 /** Normalizes the desired text and checks what can be repaired. */
-export function checkDesired(desired: string): string {
+/** `maxChars`: more characters than the context window can hold in any tokenisation (refused before tokenising). */
+export function checkDesired(desired: string, maxChars = Infinity): string {
+  if (desired.length > maxChars)
+    throw new NeuronpatchError(`The desired text has ${desired.length.toLocaleString('en-US')} characters, more than the model's context window can hold.`, 'Repair one line at a time: give the text up to the end of the first line.');
   const text = desired.replace(/\r\n/g, '\n').replace(/\n$/, '');
   if (!text.trim()) throw new NeuronpatchError('The desired text is empty.', 'Give the text the model should produce at the cursor, up to the end of the line.');
   if (text.includes('\n')) throw new NeuronpatchError('The desired text spans several lines.', 'Repair one line at a time: give the text up to the end of the first line.');
@@ -39,9 +42,10 @@ export function checkDesired(desired: string): string {
 }
 
 export function repairTarget(model: LoadedModel, original: string, desired: string, lineEnd = true, reserve = 64): RepairTarget {
-  const text = checkDesired(desired);
-  const prompt = toLf(original);
   const tok = model.tokenizer;
+  const text = checkDesired(desired, model.info.context * tok.maxTokenChars);
+  // LF, and the same cut as preparePrompt's.
+  const prompt = tok.tail(toLf(original), model.info.context).text;
   const prepared = preparePrompt(model, prompt, reserve, true);
   const end = lineEnd ? '\n' : '';
   const full = tok.encode(prompt + text + end);

@@ -89,4 +89,5 @@ export const dismissEdit: CommandFactory = (ctx) => () => ctx.edits.clear();
 export const completionAccepted: CommandFactory = (ctx) => (a: AcceptedCompletion) => {
   ctx.log.info(`suggestion accepted at ${a.line + 1}:${a.character + 1}: ${JSON.stringify(a.text)}`);
   ctx.edits.accepted(a);
+  void ctx.models.get({ quiet: true }).then((m) => ctx.guard.accepted(a, m?.info.hash));
 };

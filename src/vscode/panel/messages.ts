@@ -1,7 +1,7 @@
 // The messages between the extension and the repair panel's webview, in both directions.
 // Imported by the extension (src/vscode/panel/panel.ts) and by the webview bundle (webview/main.ts):
 // plain types plus one runtime validator; type-only imports of the domain, so the webview stays free of node code.
-import type { ModelInfo, RepairMethod, RepairResult } from '../../engine/types';
+import { type ModelInfo, REPAIR_METHODS, type RepairMethod, type RepairResult } from '../../engine/types';
 
 /** What the panel shows: one repair, before it is applied or after. */
 export interface PanelState {
@@ -28,7 +28,7 @@ export type WebviewAction = 'apply' | 'discard' | 'otherMethod' | 'export';
 
 export type WebviewToExtension =
   | { type: 'ready' }
-  | { type: 'action'; action: WebviewAction; patchId: string };
+  | { type: 'action'; action: WebviewAction; patchId: string; method?: RepairMethod };
 
 const actions: readonly WebviewAction[] = ['apply', 'discard', 'otherMethod', 'export'];
 
@@ -45,7 +45,8 @@ export function isWebviewMessage(x: unknown): x is WebviewToExtension {
       return keys === 'type';
     case 'action':
       return (
-        keys === 'action,patchId,type' &&
+        (keys === 'action,patchId,type' ||
+          (keys === 'action,method,patchId,type' && x.action === 'otherMethod' && (REPAIR_METHODS as readonly unknown[]).includes(x.method))) &&
         typeof x.action === 'string' &&
         (actions as readonly string[]).includes(x.action) &&
         typeof x.patchId === 'string' &&
@@ -58,5 +59,10 @@ export function isWebviewMessage(x: unknown): x is WebviewToExtension {
 }
 
 export function otherMethod(m: RepairMethod): RepairMethod {
-  return m === 'minimal' ? 'joint' : 'minimal';
+  return otherMethods(m)[0];
+}
+
+/** The methods the panel offers besides the one shown, in the order of REPAIR_METHODS. */
+export function otherMethods(m: RepairMethod): RepairMethod[] {
+  return REPAIR_METHODS.filter((x) => x !== m);
 }

@@ -2,7 +2,7 @@
 // extension's dist/webview and media), typed messages both ways, and every incoming message validated.
 import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
-import type { RepairResult } from '../../engine/types';
+import type { RepairMethod, RepairResult } from '../../engine/types';
 import { exportPatchedModel } from '../commands/exportModel';
 import type { Ctx } from '../ctx';
 import { errorMessage, firstLine } from '../model';
@@ -112,7 +112,7 @@ export class RepairPanel implements vscode.Disposable {
         case 'discard':
           return this.discard();
         case 'otherMethod':
-          return await this.tryOtherMethod();
+          return await this.tryOtherMethod(m.method);
         case 'export':
           return await this.export();
       }
@@ -133,7 +133,7 @@ export class RepairPanel implements vscode.Disposable {
     this.ctx.edits.clear();
     this.update({ busy: null, status: 'applied' });
     void vscode.window.showInformationMessage(
-      `Neuron Patch: patch applied (${result.patch.edits.length} neurons); completions now use it.`,
+      `Neuron Patch: patch applied (${result.patch.edits.length + (result.patch.added?.length ?? 0)} neurons); completions now use it.`,
     );
   }
 
@@ -144,10 +144,10 @@ export class RepairPanel implements vscode.Disposable {
     this.panel.dispose();
   }
 
-  private async tryOtherMethod(): Promise<void> {
+  private async tryOtherMethod(asked?: RepairMethod): Promise<void> {
     if (this.state.status !== 'pending') throw new Error(`This repair is already ${this.state.status}.`);
-    if (this.state.result.fallback) throw new Error('The minimal method was tried first and fell back to the joint one.');
-    const method = otherMethod(this.state.result.method);
+    const method = asked ?? otherMethod(this.state.result.method);
+    if (this.state.result.fallback && method === 'minimal') throw new Error('The minimal method was tried first and fell back to the joint one.');
     this.update({ busy: `Repairing with the ${method} method…`, error: null });
     const result = await runRepair(this.ctx, { ...this.request, method });
     if (!result) {

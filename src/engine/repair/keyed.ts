@@ -1,0 +1,370 @@
+// Keyed repair: locality by construction. Instead of moving existing value vectors (active almost everywhere in a
+// SiLU-gated FFN), add one neuron per failing position whose key fires only on that position's context, as
+// Transformer-Patcher does (Huang et al., ICLR 2023; GRACE, Hartvigsen et al., NeurIPS 2023, gates an edit by a
+// radius around the failing key the same way). Forward-only and closed-form:
+//   a(x̂) = ReLU(k · x̂ − τ),  output a(x̂) · v,  on the FFN input x̂ of a chosen layer L
+//   k = C⁻¹ (x̂_t − μ) / ((x̂_t − μ)ᵀ C⁻¹ (x̂_t − μ))     μ, C: mean and covariance of x̂ on protected code, so that
+//                                                      r(x̂) = k · (x̂ − μ) is 1 at the failing context and small
+//                                                      on ordinary code (a whitened match, the Fisher direction)
+//   τ = k · μ + r_max + ρ (1 − r_max)                   r_max: the largest r over the protected positions
+//                                                      (reference code, guard lines, earlier patches' cases);
+//                                                      ρ ∈ (0, 1), the key margin: the neuron is exactly silent
+//                                                      wherever r ≤ r_max, and fires with 1 − ρ of its room at t
+//   v: one linear solve M V = S over the failing positions, M[j][i] = a_i(x̂_j) (T × T), S[j] = β_j s_j with s_j
+//      the semantic steer of (desired, rival) at j and β_j set by the linearization so the gap reaches the margin.
+// Re-linearized for a few rounds (the keys stay; only the values are solved again): a position still short of
+// the margin gets its target raised by what it lacks, scaled by the gain observed in the last round (layers
+// before the last see the change through the later ones); a position that starts failing gets a neuron of its own.
+import { createHash } from 'node:crypto';
+import { cholesky, choleskySolve, dot, row, solveSymmetric } from '../linalg';
+import type { AddedNeuron } from '../model/added';
+import type { LoadedModel } from '../model/load';
+import { type LayerEdits, padRows } from '../model/session';
+import { withAdded } from '../patches/patchset';
+import { contrast } from '../trace/attribution';
+import { type Forced, type PositionState, teacherForce, weakPositions } from '../trace/teacher';
+import { NeuronpatchError } from '../types';
+import { Cancelled, type SolveContext } from './minimal';
+import { onnx } from 'onnx-proto';
+import { ort } from '../onnx/runtime';
+import { Gram } from './steer';
+
+/** C = A · B for A [P, d] and B [d, T] (float32) in onnxruntime: every protected position's response to every key. */
+let matmulSession: Promise<ort.InferenceSession> | undefined;
+function matmul(): Promise<ort.InferenceSession> {
+  if (!matmulSession) {
+    const f = onnx.TensorProto.DataType.FLOAT;
+    const dims = (...names: string[]) => ({ dim: names.map((dimParam) => ({ dimParam })) });
+    const model: onnx.IModelProto = {
+      irVersion: 8, opsetImport: [{ domain: '', version: 14 }], producerName: 'neuronpatch',
+      graph: {
+        name: 'responses',
+        node: [{ opType: 'MatMul', input: ['A', 'B'], output: ['C'], name: 'matmul' }],
+        input: [{ name: 'A', type: { tensorType: { elemType: f, shape: dims('P', 'd') } } }, { name: 'B', type: { tensorType: { elemType: f, shape: dims('d', 'T') } } }],
+        output: [{ name: 'C', type: { tensorType: { elemType: f, shape: dims('P', 'T') } } }],
+      },
+    };
+    matmulSession = ort.InferenceSession.create(onnx.ModelProto.encode(model as onnx.ModelProto).finish());
+  }
+  return matmulSession;
+}
+
+
+/** Default key margin ρ: the threshold sits this share of the way from the largest protected response to the failing context's. */
+export const DEFAULT_KEY_MARGIN = 0.5;
+/** Relative ridge of the covariance: keeps the whitening out of directions ordinary code never varies in. */
+const COV_RIDGE = 1e-2;
+const BATCH = 8;
+
+/** FFN inputs x̂ of protected code at the keyed layers: every real position's row. */
+export interface ProtectedInputs {
+  positions: number;
+  /** The token that follows each position in its text (−1 at a text's last position). */
+  next: Int32Array;
+  /** Per layer: [positions, d] rows. */
+  rows: Map<number, Float32Array>;
+}
+
+/** Mean and the Cholesky factor of the regularised covariance of x̂, per layer. */
+interface Whitening {
+  layer: number;
+  mean: Float64Array;
+  factor: Float64Array;
+}
+
+const protectedCache = new WeakMap<LoadedModel, Map<string, ProtectedInputs>>();
+const whiteningCache = new WeakMap<ProtectedInputs, Map<number, Whitening>>();
+
+/**
+ * x̂ at every position of the token sequences, at `layers`, under `edits` (earlier added neurons are silent on
+ * protected code by construction; value edits may move x̂). Cached per model, sequences and edits object.
+ */
+export async function protectedInputs(model: LoadedModel, sequences: number[][], layers: number[], edits?: LayerEdits, cache = true): Promise<ProtectedInputs> {
+  const key = createHash('sha256').update(JSON.stringify([layers, sequences])).digest('hex');
+  const byModel = protectedCache.get(model) ?? new Map<string, ProtectedInputs>();
+  const hit = cache && !edits ? byModel.get(key) : undefined;
+  if (hit) return hit;
+  const d = model.info.width;
+  const total = sequences.reduce((s, r) => s + r.length, 0);
+  const rows = new Map(layers.map((L) => [L, new Float32Array(total * d)]));
+  const next = new Int32Array(total).fill(-1);
+  let o = 0;
+  for (const r of sequences) {
+    for (let p = 0; p + 1 < r.length; p++) next[o + p] = r[p + 1];
+    o += r.length;
+  }
+  let at = 0;
+  for (let i = 0; i < sequences.length; i += BATCH) {
+    const batch = sequences.slice(i, i + BATCH).filter((r) => r.length);
+    if (!batch.length) continue;
+    const { ids, mask, width, start } = padRows(model.graph, batch);
+    const res = await model.session.forward({ ids, mask, edits, ffnInputs: layers, lastOnly: true });
+    for (const L of layers) {
+      const x = res.ffnInputs.get(L)!;
+      const out = rows.get(L)!;
+      let w = at;
+      batch.forEach((r, b) => {
+        const from = (b * width + start[b]) * d;
+        out.set(x.subarray(from, from + r.length * d), w * d);
+        w += r.length;
+      });
+    }
+    at += batch.reduce((s, r) => s + r.length, 0);
+  }
+  const result = { positions: total, rows, next };
+  if (cache && !edits) {
+    byModel.set(key, result);
+    protectedCache.set(model, byModel);
+  }
+  return result;
+}
+
+/**
+ * The layers a keyed repair considers: the later half of those that take added neurons (late layers first, as
+ * Transformer-Patcher puts its neurons in the last FFN: closest to the logits, so the closed-form value holds best).
+ */
+export function keyedCandidates(model: LoadedModel): number[] {
+  const all = model.graph.keyedLayers ?? [];
+  const late = all.filter((L) => L >= Math.floor(model.info.layers / 2));
+  return late.length ? late : all;
+}
+
+/** Computes (and caches) the whitening of each layer, so that a repair's own time does not include it. */
+export async function prepareWhitening(p: ProtectedInputs, layers: number[], d: number): Promise<void> {
+  for (const L of layers) await whitening(p, L, d);
+}
+
+async function whitening(p: ProtectedInputs, layer: number, d: number): Promise<Whitening> {
+  const byLayer = whiteningCache.get(p) ?? new Map<number, Whitening>();
+  const hit = byLayer.get(layer);
+  if (hit) return hit;
+  const x = p.rows.get(layer)!;
+  const n = Math.max(1, p.positions);
+  const mean = new Float64Array(d);
+  for (let r = 0; r < p.positions; r++) for (let c = 0; c < d; c++) mean[c] += x[r * d + c] / n;
+  const gram = await Gram.create();
+  let g: Float32Array;
+  try {
+    g = await gram.of(x, p.positions, d);
+  } finally {
+    await gram.release();
+  }
+  const cov = new Float64Array(d * d);
+  let trace = 0;
+  for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) {
+    cov[i * d + j] = g[i * d + j] / n - mean[i] * mean[j];
+    if (i === j) trace += cov[i * d + j];
+  }
+  for (let i = 0; i < d; i++) cov[i * d + i] += (COV_RIDGE * trace) / d + 1e-9;
+  const w = { layer, mean, factor: cholesky(cov, d) };
+  byLayer.set(layer, w);
+  whiteningCache.set(p, byLayer);
+  return w;
+}
+
+/** A key for the context x̂: normalised so that r(x̂) = 1, with its largest response over protected code. */
+interface Key {
+  /** Input position in the case's sequence. */
+  pos: number;
+  k: Float64Array;
+  /** k · μ. */
+  kMu: number;
+  /** Largest r over the protected positions (and the extra ones). */
+  rMax: number;
+}
+
+/**
+ * The key of context `pos`, whose desired token is `desired`. Protected positions whose own text continues with
+ * that token are left out of the threshold: firing there adds evidence for the token the text has anyway (this
+ * is what lets a fix reach other places that need it), while every position that continues otherwise is silent.
+ */
+async function makeKey(x: Float32Array, pos: number, desired: number, w: Whitening, d: number, protect: ProtectedInputs[]): Promise<Key> {
+  return (await makeKeys(x, [{ pos, desired }], w, d, protect))[0];
+}
+
+/** Keys for several contexts at once: their responses over the protected rows in one onnxruntime MatMul. */
+async function makeKeys(x: Float32Array, at: { pos: number; desired: number }[], w: Whitening, d: number, protect: ProtectedInputs[]): Promise<Key[]> {
+  const keys = at.map(({ pos }) => {
+    const u = new Float64Array(d);
+    for (let c = 0; c < d; c++) u[c] = x[pos * d + c] - w.mean[c];
+    const raw = choleskySolve(w.factor, d, u);
+    const q = dot(raw, u);
+    const k = Float64Array.from(raw, (v) => v / q);
+    return { pos, k, kMu: dot(k, w.mean), rMax: -Infinity };
+  });
+  const T = keys.length;
+  const B = new Float32Array(d * T);
+  keys.forEach((key, t) => { for (let c = 0; c < d; c++) B[c * T + t] = key.k[c]; });
+  const session = await matmul();
+  for (const p of protect) {
+    if (!p.positions) continue;
+    const out = await session.run({ A: new ort.Tensor('float32', p.rows.get(w.layer)!, [p.positions, d]), B: new ort.Tensor('float32', B, [d, T]) });
+    const C = out.C.data as Float32Array;
+    keys.forEach((key, t) => {
+      const skip = at[t].desired;
+      let max = key.rMax;
+      for (let r = 0; r < p.positions; r++) if (p.next[r] !== skip && C[r * T + t] > max) max = C[r * T + t];
+      key.rMax = max;
+    });
+  }
+  for (const key of keys) key.rMax -= key.kMu;
+  return keys;
+}
+
+export interface KeyedOptions {
+  /** Protected code: x̂ at reference positions, guard lines and earlier patches' cases (the threshold's floor). */
+  protect: ProtectedInputs;
+  /** More protected positions (earlier patches' cases, not cached): per layer rows. */
+  extra?: ProtectedInputs;
+  /** ρ in (0, 1): where the threshold sits between the largest protected response and the failing context's. */
+  keyMargin: number;
+  /** Force a layer (for measuring); default: chosen by separation, late layers first. */
+  layer?: number;
+}
+
+export interface KeyedResult {
+  added: AddedNeuron[];
+  rounds: number;
+  failing: number;
+  layer: number;
+  /** Why the layer: each candidate layer's separation (1 − the largest protected response of its weakest key). */
+  why: string;
+}
+
+/** x̂ of the case's sequence at `layers` under `base`. */
+async function caseInputs(ctx: SolveContext, layers: number[]): Promise<Map<number, Float32Array>> {
+  const res = await ctx.model.session.forward({ ids: [ctx.target.input], edits: ctx.base, ffnInputs: layers, lastOnly: true });
+  return res.ffnInputs;
+}
+
+/**
+ * The keyed solve of `ctx.target` on top of `ctx.base` (see the module comment). Throws NeuronpatchError where the
+ * model's graph takes no added neurons.
+ */
+export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise<KeyedResult> {
+  const { model, target, margin } = ctx;
+  const d = model.info.width;
+  const keyedLayers = model.graph.keyedLayers ?? [];
+  if (!keyedLayers.length) throw new NeuronpatchError('This model\'s graph takes no added neurons (no FFN input was found): use the minimal or joint method.');
+  if (!(opts.keyMargin > 0 && opts.keyMargin < 1)) throw new NeuronpatchError(`The key margin must be between 0 and 1 (exclusive), got ${opts.keyMargin}.`);
+  const f0 = ctx.start ?? (await teacherForce(model, target, ctx.base, [], true));
+  const failing0 = f0.states.filter((s) => s.failing);
+  if (!failing0.length) return { added: [], rounds: 0, failing: 0, layer: keyedLayers[keyedLayers.length - 1], why: 'nothing fails' };
+  const candidates = opts.layer !== undefined ? [opts.layer] : keyedCandidates(model).filter((L) => opts.protect.rows.has(L));
+  const xs = await caseInputs(ctx, candidates);
+  const protect = [opts.protect, ...(opts.extra ? [opts.extra] : [])];
+
+  // The layer: the separation of the weakest failing context, measured at every keyed layer.
+  const separation = new Map<number, number>();
+  const keysAt = new Map<number, Key[]>();
+  const order = [...candidates].sort((a, b) => b - a);
+  for (const L of order) {
+    if (!keyedLayers.includes(L) || !opts.protect.rows.has(L)) throw new NeuronpatchError(`Layer ${L} takes no added neurons here; layers ${keyedCandidates(model).join(', ')} do.`);
+    const w = await whitening(opts.protect, L, d);
+    const keys = await makeKeys(xs.get(L)!, failing0.map((s) => ({ pos: target.first + s.index, desired: s.desired })), w, d, protect);
+    keysAt.set(L, keys);
+    separation.set(L, Math.min(...keys.map((k) => 1 - k.rMax)));
+  }
+  const best = Math.max(...separation.values());
+  const layer = opts.layer ?? order.find((L) => separation.get(L)! >= 0.8 * best)!;
+  const why = `layer ${layer}${opts.layer !== undefined ? ' (asked for)' : ''}: the failing contexts stand out from ${opts.protect.positions + (opts.extra?.positions ?? 0)} protected positions by `
+    + order.filter((L) => separation.has(L)).map((L) => `${separation.get(L)!.toFixed(2)} at layer ${L}`).join(', ')
+    + ' (1 − the largest protected response of the weakest key; the latest layer within 0.8 of the best is taken)';
+  if (separation.get(layer)! <= 0) {
+    return { added: [], rounds: 0, failing: failing0.length, layer, why: `${why}; no layer separates every failing context from protected code` };
+  }
+  const w = await whitening(opts.protect, layer, d);
+  const x = xs.get(layer)!;
+
+  // Neurons: key, threshold (in r units), and the target residual change S at their own position.
+  interface Slot { key: Key; tauR: number; s: Float64Array; predicted: number; lastGap: number }
+  const slots: Slot[] = [];
+  const addSlot = async (st: PositionState, f: Forced, key?: Key): Promise<void> => {
+    const pos = target.first + st.index;
+    const k = key ?? (await makeKey(x, pos, st.desired, w, d, protect));
+    if (k.rMax >= 1) return;  // this context cannot be told from protected code at this layer
+    const tauR = k.rMax + opts.keyMargin * (1 - k.rMax);
+    slots.push({ key: k, tauR, s: new Float64Array(d), predicted: 0, lastGap: st.gap });
+    raise(slots[slots.length - 1], st, f, 1);
+  };
+  // Raises a slot's target change by what its position lacks to reach the margin, through the steer (desired vs rival).
+  const raise = (slot: Slot, st: PositionState, f: Forced, gain: number): void => {
+    const pos = slot.key.pos;
+    const c = contrast(model, row(f.residual!, pos, d), st.desired, st.rival);
+    const s = ctx.steer.direction(st.desired, st.rival);
+    const need = margin - st.gap;
+    const beta = need / (dot(s, c) * gain);
+    for (let i = 0; i < d; i++) slot.s[i] += beta * s[i];
+    slot.predicted = need;
+    slot.lastGap = st.gap;
+  };
+  for (const [i, st] of failing0.entries()) await addSlot(st, f0, keysAt.get(layer)![i]);
+
+  let added: AddedNeuron[] = [];
+  let rounds = 0;
+  const maxRounds = Math.max(4, Math.min(ctx.maxRounds, 8));
+  let f = f0;
+  for (; rounds < maxRounds; rounds++) {
+    if (ctx.signal?.aborted) throw new Cancelled();
+    added = solveValues(slots, x, layer, d);
+    const patched = withAdded(ctx.base ?? new Map(), added);
+    f = await teacherForce(model, target, patched, [], true);
+    const weak = weakPositions(f.states, target, margin / 4);
+    if (!weak.length) break;
+    let changed = false;
+    for (const st of weak) {
+      const pos = target.first + st.index;
+      const slot = slots.find((sl) => sl.key.pos === pos);
+      if (slot) {
+        // Observed gain of the last change against the linearization's prediction, kept within reason.
+        const observed = st.gap - slot.lastGap;
+        const gain = slot.predicted > 0 && observed > 0 ? Math.min(2, Math.max(0.25, observed / slot.predicted)) : 1;
+        raise(slot, st, f, gain);
+        changed = true;
+      } else if (st.failing && slots.length < ctx.maxNeurons) {
+        const before = slots.length;
+        await addSlot(st, f);
+        changed ||= slots.length > before;
+      }
+    }
+    ctx.log?.(`keyed round ${rounds + 1}: ${weak.length} weak position(s), ${slots.length} added neuron(s) at layer ${layer}`);
+    if (!changed) break;
+  }
+  const failing = f.states.filter((s) => s.failing).length;
+  return { added, rounds: rounds + 1, failing, layer, why };
+}
+
+/**
+ * The values of all slots from one linear solve: M V = S, M[j][i] = a_i(x̂ at slot j's position), by the normal
+ * equations with a tiny ridge (M is nearly diagonal where keys are selective).
+ */
+function solveValues(slots: { key: Key; tauR: number; s: Float64Array }[], x: Float32Array, layer: number, d: number): AddedNeuron[] {
+  const T = slots.length;
+  if (!T) return [];
+  const M = new Float64Array(T * T);
+  slots.forEach((sj, j) => slots.forEach((si, i) => {
+    let r = -si.key.kMu;
+    for (let c = 0; c < d; c++) r += si.key.k[c] * x[sj.key.pos * d + c];
+    M[j * T + i] = Math.max(0, r - si.tauR);
+  }));
+  const MtM = new Float64Array(T * T);
+  const MtS = new Float64Array(T * d);
+  for (let a = 0; a < T; a++) {
+    for (let b = 0; b < T; b++) {
+      let acc = 0;
+      for (let j = 0; j < T; j++) acc += M[j * T + a] * M[j * T + b];
+      MtM[a * T + b] = acc;
+    }
+    for (let j = 0; j < T; j++) {
+      const m = M[j * T + a];
+      if (m) for (let c = 0; c < d; c++) MtS[a * d + c] += m * slots[j].s[c];
+    }
+  }
+  const V = solveSymmetric(MtM, T, MtS, d, 1e-9);
+  return slots.map((sl, i) => ({
+    layer,
+    key: Float64Array.from(sl.key.k),
+    threshold: sl.key.kMu + sl.tauR,
+    value: V.subarray(i * d, (i + 1) * d),
+  }));
+}

@@ -1,0 +1,205 @@
+// Side effects of a patch, measured the way model-editing work measures locality (EasyEdit's locality, T-Patcher's
+// and GRACE's retention), all by teacher-forced forwards where they can be:
+//   token locality     share of the regression prompts' greedy-continuation tokens (decoded before the patch)
+//                      whose argmax under the patch is still that token, teacher-forced: robust to the near-ties
+//                      late in a line that make "greedy line unchanged" flip;
+//   correct lines kept guard lines (the model completed them exactly right before) still exactly right;
+//   held-out loss      mean next-token loss (nats per token) over held-out code, before and after, relative change;
+//   mean KL, next token  KL(p_before ‖ p_after) and argmax agreement at the end of each regression prompt;
+//   lines unchanged    the regression prompts' greedy lines, strictly (secondary).
+// A line or guard line whose every position keeps its token by at least TIE is unchanged without decoding; only the
+// others are decoded again (a different token can still spell the same text).
+import { createHash } from 'node:crypto';
+import { DEFAULT_MAX_NEW_TOKENS, preparePrompt } from '../generate';
+import { logSoftmax } from '../linalg';
+import type { LoadedModel } from '../model/load';
+import { type LayerEdits, padRows } from '../model/session';
+import { logitRows, positionStates, repairTarget } from '../trace/teacher';
+import { NeuronpatchError, type SideEffectSummary } from '../types';
+import { completions, type GreedyLine, greedyLines, nextTokenShift } from './verify';
+
+/** A line the model completes exactly right: the prompt up to the cursor and the rest of the line. */
+export interface GuardLine {
+  prompt: string;
+  desired: string;
+  /** Where it came from (file:line, "accepted completion"). */
+  source?: string;
+}
+
+const CHECK_BATCH = 8;
+const TIE = 1e-4;
+/** Guard lines a summary names when the patch breaks them. */
+const BROKEN_SHOWN = 5;
+
+export interface SideEffectMeasures {
+  tokenLocality: number | null;
+  tokens: number;
+  linesUnchanged: number | null;
+  nextToken: number | null;
+  meanKl: number | null;
+  changed: { prompt: string; before: string; after: string }[];
+  kept: { kept: number; of: number } | null;
+  broken: { prompt: string; desired: string; after: string }[];
+  lossChange: number | null;
+  summary: SideEffectSummary;
+}
+
+export interface MeasureInputs {
+  /** Regression prompts (unrelated code): token locality, lines unchanged, next token, KL. */
+  prompts: string[];
+  /** Their greedy lines under `base`, when the caller has them. */
+  before?: GreedyLine[];
+  /** Lines the model completes exactly right under `base`. */
+  guard?: GuardLine[];
+  /** Held-out code for the loss (default: none). */
+  heldOut?: string[];
+  /** Lines the model completes right that no method was given (measured only: correct lines kept, unseen). */
+  unseenGuard?: GuardLine[];
+}
+
+/** Every measure of the module comment for `patched` against `base` (both may carry added neurons). */
+export async function measureSideEffects(model: LoadedModel, inputs: MeasureInputs, base: LayerEdits | undefined, patched: LayerEdits, signal?: AbortSignal): Promise<SideEffectMeasures> {
+  const { prompts } = inputs;
+  let tokenLocality: number | null = null;
+  let tokens = 0;
+  let linesUnchanged: number | null = null;
+  let changed: SideEffectMeasures['changed'] = [];
+  let nextToken: number | null = null;
+  let meanKl: number | null = null;
+  if (prompts.length) {
+    const before = inputs.before ?? (await greedyLines(model, prompts, base, signal));
+    if (before.length !== prompts.length) throw new NeuronpatchError(`${before.length} lines before for ${prompts.length} regression prompts.`);
+    const loc = await continuationLocality(model, prompts, before, patched, signal);
+    tokenLocality = loc.tokens ? loc.same / loc.tokens : 1;
+    tokens = loc.tokens;
+    changed = prompts.flatMap((prompt, i) => (before[i].completion === loc.lines[i] ? [] : [{ prompt, before: before[i].completion, after: loc.lines[i] }]));
+    linesUnchanged = 1 - changed.length / prompts.length;
+    const shift = await nextTokenShift(model, prompts, base, patched);
+    nextToken = shift.sameNext;
+    meanKl = shift.meanKl;
+  }
+  let kept: SideEffectMeasures['kept'] = null;
+  let broken: SideEffectMeasures['broken'] = [];
+  if (inputs.guard?.length) {
+    const g = await guardKept(model, inputs.guard, patched, signal);
+    kept = { kept: g.kept, of: inputs.guard.length };
+    broken = g.broken;
+  }
+  let keptUnseen: SideEffectSummary['keptUnseen'] = null;
+  if (inputs.unseenGuard?.length) {
+    const g = await guardKept(model, inputs.unseenGuard, patched, signal);
+    keptUnseen = { kept: g.kept, of: inputs.unseenGuard.length };
+  }
+  let heldOutLoss: SideEffectSummary['heldOutLoss'] = null;
+  if (inputs.heldOut?.length) {
+    const b = await heldOutLossOf(model, inputs.heldOut, base);
+    const a = await heldOutLossOf(model, inputs.heldOut, patched);
+    heldOutLoss = { before: b.loss, after: a.loss, change: (a.loss - b.loss) / b.loss, tokens: b.tokens };
+  }
+  const summary: SideEffectSummary = {
+    tokenLocality, tokens, prompts: prompts.length, kept, keptUnseen, broken: broken.slice(0, BROKEN_SHOWN), heldOutLoss, meanKl, nextToken, linesUnchanged,
+  };
+  return { tokenLocality, tokens, linesUnchanged, nextToken, meanKl, changed, kept, broken, lossChange: heldOutLoss?.change ?? null, summary };
+}
+
+/**
+ * Teacher-forced agreement on the continuations decoded before: per line, the positions whose argmax (healing
+ * constraint included) is still the token decoded before; the lines, with those not kept at every position by
+ * TIE decoded again.
+ */
+export async function continuationLocality(model: LoadedModel, prompts: string[], before: GreedyLine[], edits: LayerEdits, signal?: AbortSignal): Promise<{ same: number; tokens: number; lines: string[] }> {
+  const lines = before.map((b) => b.completion);
+  const redo: number[] = [];
+  let same = 0;
+  let tokens = 0;
+  for (let i = 0; i < prompts.length; i += CHECK_BATCH) {
+    if (signal?.aborted) throw new NeuronpatchError('Measuring side effects was cancelled.');
+    const rows = prompts.slice(i, i + CHECK_BATCH).map((p, k) => {
+      const prepared = preparePrompt(model, p, DEFAULT_MAX_NEW_TOKENS);
+      const targets = before[i + k].tokens;
+      return { at: i + k, prepared, targets, input: [...prepared.ids, ...targets.slice(0, -1)] };
+    });
+    const live = rows.filter((r) => r.targets.length > 0);
+    if (!live.length) continue;
+    const { ids, mask, start } = padRows(model.graph, live.map((r) => r.input));
+    const first = live.map((r, b) => start[b] + r.prepared.ids.length - 1);
+    const res = await model.session.forward({ ids, mask, edits, logitsFrom: Math.min(...first) });
+    live.forEach((r, b) => {
+      const target = { prepared: r.prepared, targets: r.targets, first: first[b], input: r.input, lineEnd: false };
+      const states = positionStates(model, target, logitRows(res), b);
+      tokens += states.length;
+      same += states.filter((st) => !st.failing).length;
+      if (!states.every((st) => !st.failing && st.gap >= TIE)) redo.push(r.at);
+    });
+  }
+  if (redo.length) {
+    const again = await completions(model, redo.map((k) => prompts[k]), edits, signal);
+    redo.forEach((k, j) => (lines[k] = again[j]));
+  }
+  return { same, tokens, lines };
+}
+
+/** Guard lines still exactly right under `edits`: teacher-forced first, decoded where a position is in doubt. */
+export async function guardKept(model: LoadedModel, guard: GuardLine[], edits: LayerEdits | undefined, signal?: AbortSignal): Promise<{ kept: number; broken: { prompt: string; desired: string; after: string }[]; keptFlags: boolean[] }> {
+  const flags = new Array<boolean>(guard.length).fill(true);
+  const doubt: number[] = [];
+  for (let i = 0; i < guard.length; i += CHECK_BATCH) {
+    if (signal?.aborted) throw new NeuronpatchError('Measuring side effects was cancelled.');
+    const targets = guard.slice(i, i + CHECK_BATCH).map((g) => repairTarget(model, g.prompt, g.desired));
+    const { ids, mask, start: shift } = padRows(model.graph, targets.map((t) => t.input));
+    const res = await model.session.forward({ ids, mask, edits, logitsFrom: Math.min(...targets.map((t, b) => t.first + shift[b])) });
+    targets.forEach((t, b) => {
+      const states = positionStates(model, { ...t, first: t.first + shift[b] }, logitRows(res), b);
+      if (!states.every((st) => !st.failing && (st.gap >= TIE || st.index === states.length - 1))) doubt.push(i + b);
+    });
+  }
+  const broken: { prompt: string; desired: string; after: string }[] = [];
+  if (doubt.length) {
+    const got = await completions(model, doubt.map((k) => guard[k].prompt), edits, signal);
+    doubt.forEach((k, j) => {
+      if (got[j] !== guard[k].desired) {
+        flags[k] = false;
+        broken.push({ prompt: guard[k].prompt, desired: guard[k].desired, after: got[j] });
+      }
+    });
+  }
+  return { kept: flags.filter(Boolean).length, broken, keptFlags: flags };
+}
+
+const lossCache = new WeakMap<LoadedModel, Map<string, { loss: number; tokens: number }>>();
+
+/**
+ * Mean next-token loss (nats per token) over every token of the texts but the first, under `edits`. The
+ * unpatched model's is cached per model and texts.
+ */
+export async function heldOutLossOf(model: LoadedModel, texts: string[], edits?: LayerEdits): Promise<{ loss: number; tokens: number }> {
+  const key = createHash('sha256').update(JSON.stringify(texts)).digest('hex');
+  const cacheable = !edits || (edits.size === 0 && !edits.added?.length);
+  const memo = lossCache.get(model) ?? new Map<string, { loss: number; tokens: number }>();
+  if (cacheable && memo.has(key)) return memo.get(key)!;
+  const V = model.info.vocab;
+  let total = 0;
+  let count = 0;
+  for (let i = 0; i < texts.length; i += CHECK_BATCH) {
+    const rows = texts.slice(i, i + CHECK_BATCH).map((t) => preparePrompt(model, t, 1, false).ids).filter((r) => r.length > 1);
+    if (!rows.length) continue;
+    const { ids, mask, width, start } = padRows(model.graph, rows);
+    const res = await model.session.forward({ ids, mask, edits });
+    rows.forEach((r, b) => {
+      const off = start[b];
+      for (let p = 0; p < r.length - 1; p++) {
+        const lp = logSoftmax(res.logits, (b * width + off + p) * V, V);
+        total -= lp[r[p + 1]];
+        count++;
+      }
+    });
+  }
+  const out = { loss: count ? total / count : 0, tokens: count };
+  if (cacheable) {
+    memo.set(key, out);
+    lossCache.set(model, memo);
+  }
+  return out;
+}
+
+export { sideEffectLine } from './sideEffectText';
