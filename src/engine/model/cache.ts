@@ -55,7 +55,8 @@ export function checkCacheRoot(root: string, fromEnv: boolean): string {
   const dir = path.resolve(root);
   const named = fromEnv ? `NEURONPATCH_CACHE (${quote(root, 200)})` : `The cache folder ${quote(root, 200)}`;
   const hint = `Point NEURONPATCH_CACHE at a writable folder (default ${path.join(os.homedir(), '.cache', 'neuronpatch')}), or unset it.`;
-  if (FORBIDDEN.some((f) => dir === f || dir.startsWith(`${f}/`))) throw new NeuronpatchError(`${named} is under ${dir.split('/')[1] ? `/${dir.split('/')[1]}` : dir}, a kernel file system, not a place for a cache.`, hint);
+  const kernel = FORBIDDEN.find((f) => dir === f || dir.startsWith(`${f}/`));
+  if (kernel) throw new NeuronpatchError(`${named} is under ${kernel}, a kernel file system, not a place for a cache.`, hint);
   // The deepest existing ancestor must be a folder (a file there makes every mkdir fail with ENOTDIR/EEXIST).
   for (let d = dir; ; d = path.dirname(d)) {
     if (existsSync(d)) {
