@@ -3,6 +3,7 @@
 // are left-padded and decoded together.
 import type { LoadedModel } from './model/load';
 import { type LayerEdits, leftPad } from './model/session';
+import type { PrefixCache } from './prefix';
 import { mulberry32 } from './random';
 import { type Completion, type GeneratedToken, NeuronpatchError } from './types';
 
@@ -18,6 +19,13 @@ export interface GenerateOptions {
   seed?: number;
   edits?: LayerEdits;
   signal?: AbortSignal;
+  /**
+   * A single prompt's KV cache kept between calls: the prompt's tokens shared with the previous call's are not
+   * run again (completions while typing). Ignored for batches of several prompts.
+   */
+  prefix?: PrefixCache;
+  /** Called after each decoding step with the step's index (0: the prompt's forward gave the first token). */
+  onStep?: (step: number) => void;
 }
 
 export const DEFAULT_MAX_NEW_TOKENS = 48;
@@ -146,10 +154,17 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
   const { ids: first, mask } = leftPad(rows.map((r) => r.prepared.ids), pad);
   let ids = first;
   let cache;
+  const prefix = rows.length === 1 ? opts.prefix : undefined;
+  if (prefix) {
+    const taken = prefix.take(first[0], opts.edits);
+    ids = [taken.rest];
+    cache = taken.past;
+  }
   for (let step = 0; step < maxNew && rows.some((r) => !r.done); step++) {
     if (opts.signal?.aborted) throw new NeuronpatchError('Generation was cancelled.');
     const res = await model.session.forward({ ids, mask, past: cache, edits: opts.edits, cache: true, lastOnly: true });
     cache = res.cache;
+    if (step === 0) prefix?.keep(first[0], cache, opts.edits);
     const next: number[] = [];
     rows.forEach((row, b) => {
       if (row.done) {
@@ -196,6 +211,7 @@ export async function generate(model: LoadedModel, prompts: string[], opts: Gene
       if (eos.has(id)) row.done = true;
       next.push(id);
     });
+    opts.onStep?.(step);
     if (cache && cache.length + 1 > model.info.context) break;
     ids = next.map((id) => [id]);
     for (const m of mask) m.push(1);  // the rows are this loop's own (leftPad's)

@@ -13,7 +13,17 @@ export interface ModelGenerateOptions extends Omit<GenerateOptions, 'edits'> {
 
 /** A loaded model: the instrumented session plus what every front door asks of it. */
 export class Model {
+  /** The edits of the last patch list asked for, kept as one object so that a PrefixCache can recognise them. */
+  private lastEdits: { key: string; edits: ReturnType<typeof patchSet> } | undefined;
+
   constructor(readonly loaded: LoadedModel) {}
+
+  private editsOf(patches: Patch[] | undefined) {
+    if (!patches?.length) return undefined;
+    const key = patches.map((p) => p.id).join('\n');
+    if (this.lastEdits?.key !== key) this.lastEdits = { key, edits: patchSet(patches, this.info.width) };
+    return this.lastEdits.edits;
+  }
 
   get info(): ModelInfo {
     return this.loaded.info;
@@ -30,7 +40,7 @@ export class Model {
   /** Many prompts, decoded together in batches of `batch` rows (left-padded, one KV cache per batch). */
   async generateMany(prompts: string[], opts: ModelGenerateOptions & { batch?: number } = {}): Promise<Completion[]> {
     const { patches, batch = 16, ...rest } = opts;
-    const edits = patches?.length ? patchSet(patches, this.info.width) : undefined;
+    const edits = this.editsOf(patches);
     return generateBatched(this.loaded, prompts, { ...rest, edits }, batch);
   }
 
@@ -58,4 +68,5 @@ export type { LoadOptions } from './model/load';
 export type { RepairOptions } from './repair/index';
 export { Cancelled } from './repair/index';
 export { PatchStore } from './patches/store';
+export { PrefixCache } from './prefix';
 export * from './types';

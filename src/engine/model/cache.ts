@@ -18,7 +18,7 @@ import type { ModelGraph } from './graph';
 import { instrument } from './instrument';
 
 /** Bumped whenever the instrumented graph's interface changes, so stale cache entries are rebuilt. */
-export const INSTRUMENT_VERSION = 9;
+export const INSTRUMENT_VERSION = 10;
 
 const GRAPH_FILE = 'model.instrumented.onnx';
 const META_FILE = 'instrumented.json';
@@ -124,12 +124,14 @@ export interface EntrySource {
   recognised: ModelGraph;
   /** External data files, relative to the source's folder. */
   external: string[];
+  /** Link the external data into the entry (symlinked weights) instead of reading them in place. */
+  linkExternal: boolean;
   log: (line: string) => void;
 }
 
 /**
- * Builds the entry: instruments the graph, links (or copies) the external weights beside it, writes the graph
- * and then the metadata, atomically. `why` is logged.
+ * Builds the entry: instruments the graph, links (or copies) symlinked external weights beside it, writes the
+ * graph and then the metadata, atomically. `why` is logged.
  */
 export async function buildEntry(root: string, src: EntrySource, why: string): Promise<CacheEntry> {
   const dir = path.join(root, src.hash.slice(0, 24));
@@ -139,12 +141,14 @@ export async function buildEntry(root: string, src: EntrySource, why: string): P
     mkdirSync(dir, { recursive: true });
     const out = instrument(src.proto, src.recognised);
     const baseDir = path.dirname(src.onnxPath);
-    // onnxruntime only reads external data from inside the model's own folder (symlinks resolved), so the cached
-    // graph gets a hard link to the weights, or a copy across file systems. The link is made to the real file:
-    // a hard link to a symlink (a hub cache's blobs/…) would be a relative symlink that dangles here.
+    // Where the weights are plain files in the model's folder, onnxruntime reads them there (the session is given
+    // that folder): the entry holds the graph only, and links or copies older versions made are removed. Where they
+    // are symlinks out of the folder (a hub cache's blobs/…), onnxruntime refuses them (it resolves symlinks and
+    // keeps to the folder), so the entry gets a hard link to the real file, or a copy across file systems.
     for (const f of src.external) {
       const target = path.join(dir, f);
       if (lstatSync(target, { throwIfNoEntry: false })) unlinkSync(target);
+      if (!src.linkExternal) continue;
       mkdirSync(path.dirname(target), { recursive: true });
       const real = realpathSync(path.join(baseDir, f));
       try {

@@ -1,6 +1,6 @@
 // Model folder → recognised, instrumented, running model. The instrumented graph is cached on disk, keyed by the
 // source model's hash, so the surgery runs once per model version.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
@@ -13,7 +13,7 @@ import { checkDtype } from './dtype';
 import { hashFiles, openFolder } from './folder';
 import { buildEntry, checkCacheRoot, type EntrySource, openEntry } from './cache';
 import { recognise } from './recognise';
-import { InstrumentedSession } from './session';
+import { type ExecutionProvider, InstrumentedSession, type SessionModel } from './session';
 import { Weights } from './weights';
 
 
@@ -22,6 +22,8 @@ export interface LoadOptions {
   dtype?: string;
   cacheDir?: string;
   threads?: number;
+  /** onnxruntime execution provider ('cpu' default); one this build lacks falls back to CPU with `log`. */
+  executionProvider?: ExecutionProvider;
   log?: (line: string) => void;
 }
 
@@ -102,7 +104,14 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, graphVocab, c.bosTokenId, c.eosTokenIds);
 
   const root = checkCacheRoot(opts.cacheDir ?? defaultCacheDir(), !opts.cacheDir && !!process.env.NEURONPATCH_CACHE);
-  const source: EntrySource = { hash, onnxPath: mf.onnxPath, proto, recognised, external, log };
+  // Weights that are plain files of the model's folder are read there by onnxruntime (nothing copied or linked);
+  // symlinked ones (a hub cache) are hard-linked into the cache entry.
+  const realBase = realpathSync(baseDir);
+  const inPlace = external.every((f) => realpathSync(path.join(baseDir, f)) === path.join(realBase, f));
+  const source: EntrySource = { hash, onnxPath: mf.onnxPath, proto, recognised, external, log, linkExternal: !inPlace };
+  // With weights in place the graph is read into memory (kilobytes) and onnxruntime pointed at the model's folder.
+  const sessionModel = (file: string): SessionModel => (external.length && inPlace ? { bytes: readFileSync(file), externalDataFolder: realBase } : file);
+  const sessionOpts = { threads: opts.threads, executionProvider: opts.executionProvider, log };
   let entry = await openEntry(root, source);
   const graph = entry.graph;
   const site = graph.sites[0];
@@ -120,13 +129,13 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   const shape = { layers: info.layers, neurons, width, vocab };
   let session: InstrumentedSession;
   try {
-    session = await InstrumentedSession.create(entry.file, graph, shape, opts.threads);
+    session = await InstrumentedSession.create(sessionModel(entry.file), graph, shape, sessionOpts);
   } catch (e) {
     if (entry.built) throw new NeuronpatchError(`onnxruntime could not load ${mf.onnxPath}: ${(e as Error).message}`);
     // A verified entry that does not load (a damaged disk, another runtime's leftovers): rebuilt once.
     entry = await buildEntry(root, source, `the cached graph did not load: ${(e as Error).message.split('\n')[0].slice(0, 200)}`);
     try {
-      session = await InstrumentedSession.create(entry.file, entry.graph, shape, opts.threads);
+      session = await InstrumentedSession.create(sessionModel(entry.file), entry.graph, shape, sessionOpts);
     } catch (e2) {
       throw new NeuronpatchError(`onnxruntime could not load ${mf.onnxPath}: ${(e2 as Error).message}`);
     }
