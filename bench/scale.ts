@@ -12,12 +12,14 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type * as ortTypes from 'onnxruntime-node';
 import { generate } from '../src/engine/generate';
 import { defaultCacheDir, loadModel } from '../src/engine/model/load';
 import { repair } from '../src/engine/repair/index';
+import { ort } from '../src/engine/onnx/runtime';
 import { CodeTokenizer } from '../src/engine/tokenizer';
 import { trace } from '../src/engine/trace/index';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { EngineWorker } from '../src/vscode/worker/client';
 import { fmt, median, options, PlainModel, ROOT, sessionOptions } from './common';
 
 const FILES: Record<string, string> = { fp32: 'model.onnx', fp16: 'model_fp16.onnx', q4: 'model_q4.onnx' };
@@ -83,7 +85,6 @@ async function childGenerate(runner: Runner, size: string, dtype: string, prompt
     return { openMs, ttftMs: first - started, tokensPerS: (c.tokens.length - 1) / ((total - (first - started)) / 1000), ids: c.tokens.map((t) => t.id), maxRssMb: rssMb() };
   }
   if (runner === 'plain') {
-    const ort = await import('onnxruntime-node');
     const plainFolder = viewOf(size, dtype);
     const plain = await PlainModel.open(plainFolder, threads);
     const openMs = performance.now() - started;
@@ -93,7 +94,7 @@ async function childGenerate(runner: Runner, size: string, dtype: string, prompt
     const loop = async (input: number[], n: number, onFirst?: () => void): Promise<number[]> => {
       const out: number[] = [];
       let feed = [input];
-      let past: ortTypes.Tensor[] | undefined;
+      let past: ort.Tensor[] | undefined;
       let length = 0;
       for (let step = 0; step < n; step++) {
         const feeds = plain.feeds(feed, past, length);
@@ -205,6 +206,79 @@ async function childRepair(size: string, dtype: string, regression: number, thre
   };
 }
 
+interface EditorBench {
+  repairStallMs: number; repairTickGapMs: number; idleStallMs: number; repairMs: number;
+  cancelRepair: { hostMs: number; workerMs: number }; cancelGeneration: { hostMs: number; workerMs: number };
+  keystroke: { reuse: number[]; fresh: number[] }; keystrokes: number; error?: string;
+}
+
+/**
+ * The extension's view: the engine in its worker thread (dist/engineWorker.js, as the extension starts it). The
+ * host's longest event-loop stall while a repair runs in the worker (monitorEventLoopDelay, and the largest gap
+ * of a 10 ms ticker); how long a cancelled repair and a cancelled generation take to settle on the host and to
+ * stop in the worker; keystroke → completion with and without the prefix's KV cache.
+ */
+async function childEditor(size: string, dtype: string, promptTokens: number, newTokens: number, keystrokes: number, regression: number, threads?: number): Promise<EditorBench> {
+  const worker = await EngineWorker.start(viewOf(size, dtype), { threads, workerFile: path.join(ROOT, 'dist', 'engineWorker.js') });
+  try {
+    const read = (f: string) => readFileSync(path.join(ROOT, 'bench', 'cases', f), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { prompt: string; desired: string });
+    const c = read('dev.jsonl')[0];
+    const prompts = read('regression.jsonl').slice(0, regression).map((r) => r.prompt);
+    // Event-loop stalls of this (host) thread while the worker repairs.
+    const h = monitorEventLoopDelay({ resolution: 10 });
+    let last = performance.now();
+    let gap = 0;
+    const ticker = setInterval(() => { const now = performance.now(); gap = Math.max(gap, now - last); last = now; }, 10);
+    h.enable();
+    let t = performance.now();
+    await worker.repair(c, { regression: prompts });
+    const repairMs = performance.now() - t;
+    h.disable();
+    clearInterval(ticker);
+    // The same monitor with the worker idle: what this machine's scheduler alone costs the host thread.
+    const idle = monitorEventLoopDelay({ resolution: 10 });
+    idle.enable();
+    await new Promise((r) => setTimeout(r, Math.min(20_000, repairMs)));
+    idle.disable();
+    const cancel = async (run: (signal: AbortSignal) => Promise<unknown>, after: number) => {
+      const ac = new AbortController();
+      let settled = false;
+      const p = run(ac.signal).then(() => (settled = true), () => undefined);
+      await new Promise((r) => setTimeout(r, after));
+      if (settled) return { hostMs: NaN, workerMs: NaN };  // finished before the cancel
+      const at = Date.now();
+      const t0 = performance.now();
+      ac.abort();
+      await p;
+      const hostMs = performance.now() - t0;
+      const until = Date.now() + 600_000;
+      while (worker.lastStoppedAt < at && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+      return { hostMs, workerMs: worker.lastStoppedAt - at };
+    };
+    const cancelRepair = await cancel((signal) => worker.repair(c, { regression: prompts, signal }), 3000);
+    const folder = folderOf(size);
+    const tok = CodeTokenizer.fromFiles(path.join(folder, 'tokenizer.json'), path.join(folder, 'tokenizer_config.json'), 151936);
+    const doc = longPrompt(tok, promptTokens);
+    const cancelGeneration = await cancel((signal) => worker.generate(doc, { maxNewTokens: newTokens, multiline: true, signal }), 1000);
+    // Keystrokes: one character typed at a time at the end of the document, a completion asked after each.
+    const typed = 'def main(argv):\n    return 0';
+    const keystroke = { reuse: [] as number[], fresh: [] as number[] };
+    for (const mode of ['reuse', 'fresh'] as const) {
+      await worker.generate(doc, { maxNewTokens: newTokens, reusePrefix: mode === 'reuse', lane: 'completion' });
+      for (let k = 1; k <= keystrokes; k++) {
+        t = performance.now();
+        await worker.generate(doc + typed.slice(0, k), { maxNewTokens: newTokens, reusePrefix: mode === 'reuse', lane: 'completion' });
+        keystroke[mode].push(performance.now() - t);
+      }
+    }
+    return {
+      repairStallMs: h.max / 1e6, repairTickGapMs: gap, idleStallMs: idle.max / 1e6, repairMs, cancelRepair, cancelGeneration, keystroke, keystrokes,
+    };
+  } finally {
+    await worker.dispose();
+  }
+}
+
 // ---- parent --------------------------------------------------------------------------------------------------
 
 function runChild<T>(args: string[]): T | { error: string } {
@@ -229,7 +303,8 @@ async function main(): Promise<void> {
     sizes: { type: 'string', default: '0.5b,1.5b' }, dtypes: { type: 'string', default: 'q4,fp16,fp32' }, reps: { type: 'string', default: '2' },
     'prompt-tokens': { type: 'string', default: '1000' }, 'new-tokens': { type: 'string', default: '24' },
     regression: { type: 'string', default: '8' }, child: { type: 'string' }, size: { type: 'string' }, dtype: { type: 'string' },
-    'skip-repair': { type: 'boolean', default: false },
+    'skip-repair': { type: 'boolean', default: false }, 'skip-editor': { type: 'boolean', default: false },
+    keystrokes: { type: 'string', default: '5' },
   });
   const threads = opt.threads ? Number(opt.threads) : undefined;
   const promptTokens = Number(opt['prompt-tokens']);
@@ -239,13 +314,14 @@ async function main(): Promise<void> {
     const dtype = opt.dtype!;
     let out: unknown;
     if (opt.child === 'open') out = await childOpen(size, dtype, threads);
+    else if (opt.child === 'editor') out = await childEditor(size, dtype, promptTokens, newTokens, Number(opt.keystrokes), Number(opt.regression), threads);
     else if (opt.child === 'repair') out = await childRepair(size, dtype, Number(opt.regression), threads);
     else out = await childGenerate(opt.child as Runner, size, dtype, promptTokens, newTokens, threads);
     process.stdout.write(`${JSON.stringify(out)}\n`);
     return;
   }
   const reps = Number(opt.reps);
-  const common = ['--prompt-tokens', String(promptTokens), '--new-tokens', String(newTokens), '--regression', opt.regression!,
+  const common = ['--prompt-tokens', String(promptTokens), '--new-tokens', String(newTokens), '--regression', opt.regression!, '--keystrokes', opt.keystrokes!,
     ...(opt.threads ? ['--threads', opt.threads] : [])];
   const lines: string[] = [
     '# bench:scale: random-weight stand-ins of real code models (cost only: random weights say nothing about repair quality)',
@@ -314,8 +390,20 @@ async function main(): Promise<void> {
           `side-effect check ${fmt(rep.sideEffectsPerPromptMs / 1000, 2)} s per regression prompt (${rep.regression} prompts); peak RSS ${fmt(rep.maxRssMb, 0)} MB`,
           `phases: ${Object.entries(rep.phases).map(([k, v]) => `${k} ${fmt(v / 1000, 1)} s`).join(', ')}`);
       }
+      const ed = opt['skip-editor'] ? { error: 'skipped (--skip-editor)' } : (process.stderr.write(`${size} ${dtype}: editor (worker)\n`), runChild<EditorBench>(['--child', 'editor', ...args]));
+      if ('error' in ed && ed.error) lines.push('', `editor (worker): ${ed.error}`);
+      else {
+        const e = ed as EditorBench;
+        const pct = (xs: number[], q: number) => { const s2 = [...xs].sort((a2, b2) => a2 - b2); return s2[Math.min(s2.length - 1, Math.floor(q * s2.length))]; };
+        lines.push('', `editor, engine in a worker thread: longest host event-loop stall during a repair ${fmt(e.repairStallMs, 1)} ms ` +
+          `(largest 10 ms-ticker gap ${fmt(e.repairTickGapMs, 1)} ms; the same monitor with the worker idle: ${fmt(e.idleStallMs, 1)} ms; target ≤ 50 ms; repair ${fmt(e.repairMs / 1000, 1)} s); ` +
+          `cancel: repair settles on the host in ${fmt(e.cancelRepair.hostMs, 1)} ms and stops in the worker after ${fmt(e.cancelRepair.workerMs, 0)} ms, ` +
+          `a ${promptTokens}-token generation ${fmt(e.cancelGeneration.hostMs, 1)} ms / ${fmt(e.cancelGeneration.workerMs, 0)} ms (target ≤ 1000 ms)`,
+        `keystroke → completion (${newTokens} tokens) after a ${promptTokens}-token prefix, ${e.keystrokes} keystrokes: with prefix reuse p50 ${fmt(median(e.keystroke.reuse) / 1000, 2)} s, ` +
+          `p95 ${fmt(pct(e.keystroke.reuse, 0.95) / 1000, 2)} s; without p50 ${fmt(median(e.keystroke.fresh) / 1000, 2)} s, p95 ${fmt(pct(e.keystroke.fresh, 0.95) / 1000, 2)} s`);
+      }
       lines.push('');
-      json[`${size}-${dtype}`] = { open, runs, repair: rep };
+      json[`${size}-${dtype}`] = { open, runs, repair: rep, editor: ed };
       process.stderr.write(lines.slice(-12).join('\n') + '\n');
     }
   }

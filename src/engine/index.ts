@@ -3,6 +3,7 @@ import { generateBatched, type GenerateOptions } from './generate';
 import { type LoadedModel, type LoadOptions, loadModel as loadInstrumented } from './model/load';
 import { patchSet } from './patches/patchset';
 import { repair as repairCase, type RepairOptions } from './repair/index';
+import { type GreedyLine, greedyLines as greedyLinesOf } from './repair/verify';
 import { trace as traceCase, type TraceOptions } from './trace/index';
 import type { Completion, ModelInfo, Patch, RepairCase, RepairResult, TraceResult } from './types';
 
@@ -14,15 +15,18 @@ export interface ModelGenerateOptions extends Omit<GenerateOptions, 'edits'> {
 /** A loaded model: the instrumented session plus what every front door asks of it. */
 export class Model {
   /** The edits of the last patch list asked for, kept as one object so that a PrefixCache can recognise them. */
-  private lastEdits: { key: string; edits: ReturnType<typeof patchSet> } | undefined;
+  private lastEdits: { patches: Patch[]; edits: ReturnType<typeof patchSet> } | undefined;
 
   constructor(readonly loaded: LoadedModel) {}
 
   private editsOf(patches: Patch[] | undefined) {
     if (!patches?.length) return undefined;
-    const key = patches.map((p) => p.id).join('\n');
-    if (this.lastEdits?.key !== key) this.lastEdits = { key, edits: patchSet(patches, this.info.width) };
-    return this.lastEdits.edits;
+    // The same patch objects (not only the same ids: a patch file edited by hand keeps its ids) give the same edits.
+    const last = this.lastEdits;
+    if (!last || last.patches.length !== patches.length || last.patches.some((p, i) => p !== patches[i])) {
+      this.lastEdits = { patches: [...patches], edits: patchSet(patches, this.info.width) };
+    }
+    return this.lastEdits!.edits;
   }
 
   get info(): ModelInfo {
@@ -42,6 +46,11 @@ export class Model {
     const { patches, batch = 16, ...rest } = opts;
     const edits = this.editsOf(patches);
     return generateBatched(this.loaded, prompts, { ...rest, edits }, batch);
+  }
+
+  /** The greedy line of each prompt with these patches (what the side-effect check compares against). */
+  greedyLines(prompts: string[], patches: readonly Patch[] = [], signal?: AbortSignal): Promise<GreedyLine[]> {
+    return greedyLinesOf(this.loaded, prompts, this.editsOf([...patches]), signal);
   }
 
   dispose(): Promise<void> {

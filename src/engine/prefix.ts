@@ -1,7 +1,7 @@
 // Completions while typing: the document before the cursor grows by a keystroke at a time, so the KV cache of the
 // last prompt decoded already holds all but its last few tokens. PrefixCache keeps that cache and hands back the
 // part of it that the next prompt shares, so that only the new tokens run.
-import * as ort from 'onnxruntime-node';
+import { ort } from './onnx/runtime';
 import type { KvCache, LayerEdits } from './model/session';
 
 /** The KV cache of one prompt (batch 1), reused for the next prompt that begins with the same tokens. */

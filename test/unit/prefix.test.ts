@@ -51,3 +51,18 @@ test('a different patch set does not reuse the cache of another', async (t) => {
   await generate(m.loaded, [DOC + '    '], { maxNewTokens: 4, prefix, edits });
   assert.equal(prefix.last.reused, 0, 'edits the cache was not made with are not mixed with it');
 });
+
+test('a prompt run in pieces (cancellable between them) completes as one run whole', async (t) => {
+  const m = await modelOf(t, entry('demo'));
+  if (!m) return;
+  const { generate } = await import('../../src/engine/generate');
+  const whole = await generate(m.loaded, [DOC, DOC.slice(0, 90)], { maxNewTokens: 10, prefillChunk: 1000 });
+  const pieces = await generate(m.loaded, [DOC, DOC.slice(0, 90)], { maxNewTokens: 10, prefillChunk: 16 });
+  assert.deepEqual(pieces.map((c) => c.tokens.map((x) => x.id)), whole.map((c) => c.tokens.map((x) => x.id)));
+  const ac = new AbortController();
+  let steps = 0;
+  const cancelled = generate(m.loaded, [DOC], { maxNewTokens: 10, prefillChunk: 8, signal: ac.signal, onStep: () => steps++ });
+  ac.abort();
+  await assert.rejects(cancelled, /cancelled/);
+  assert.equal(steps, 0, 'no token was decoded after the cancel');
+});

@@ -125,6 +125,11 @@ export function availableProviders(): ExecutionProvider[] {
 }
 
 export class InstrumentedSession {
+  /**
+   * Whether the graph runs several new tokens on top of a KV cache (a prompt in pieces, a reused prefix): unknown
+   * until tried, false once it failed (generate then runs prompts whole).
+   */
+  extendsPast: boolean | undefined;
   private readonly floatType: 'float32' | 'float16';
   /** Cache inputs and outputs in feed order: key, value per layer, or one stacked tensor. */
   private readonly cacheInputs: string[];

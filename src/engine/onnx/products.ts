@@ -1,6 +1,6 @@
 // Matrix products too large for a JavaScript loop, run in onnxruntime: A·Bᵀ for scanning the unembedding
 // against a few vectors at once (the logit lens of many neurons in one pass over W_U).
-import * as ort from 'onnxruntime-node';
+import { ort } from './runtime';
 import { onnx } from 'onnx-proto';
 
 function productGraph(): Uint8Array {
