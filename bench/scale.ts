@@ -63,6 +63,16 @@ function longPrompt(tok: CodeTokenizer, tokens: number): string {
 
 const rssMb = () => process.resourceUsage().maxRSS / 1024;
 
+/**
+ * The repair case: the dev case with the shortest desired text. On random weights every desired token fails, and
+ * the minimal solver's budget grows with the failing tokens (3 rounds each): the shortest case bounds the run.
+ */
+function benchCase(): { prompt: string; desired: string } {
+  const cases = readFileSync(path.join(ROOT, 'bench', 'cases', 'dev.jsonl'), 'utf8').split('\n').filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as { prompt: string; desired: string });
+  return cases.reduce((best, c) => (c.desired.trim().length && c.desired.length < best.desired.length ? c : best));
+}
+
 // ---- children ------------------------------------------------------------------------------------------------
 
 async function childGenerate(runner: Runner, size: string, dtype: string, promptTokens: number, newTokens: number, threads?: number): Promise<GenResult> {
@@ -181,11 +191,11 @@ interface RepairBench {
   sideEffectsPerPromptMs: number; failingTokens: number; neurons: number; success: boolean; method: string; maxRssMb: number;
 }
 
-/** Trace and repair of the first dev case, with the side-effect check on `regression` prompts. */
+/** Trace and repair of the bench case (benchCase), with the side-effect check on `regression` prompts. */
 async function childRepair(size: string, dtype: string, regression: number, threads?: number): Promise<RepairBench> {
   const model = await loadModel(viewOf(size, dtype), { threads });
   const read = (f: string) => readFileSync(path.join(ROOT, 'bench', 'cases', f), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { prompt: string; desired: string });
-  const c = read('dev.jsonl')[0];
+  const c = benchCase();
   const prompts = read('regression.jsonl').slice(0, regression).map((r) => r.prompt);
   let t = performance.now();
   await generate(model, [c.prompt]);
@@ -222,7 +232,7 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
   const worker = await EngineWorker.start(viewOf(size, dtype), { threads, workerFile: path.join(ROOT, 'dist', 'engineWorker.js') });
   try {
     const read = (f: string) => readFileSync(path.join(ROOT, 'bench', 'cases', f), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { prompt: string; desired: string });
-    const c = read('dev.jsonl')[0];
+    const c = benchCase();
     const prompts = read('regression.jsonl').slice(0, regression).map((r) => r.prompt);
     // Event-loop stalls of this (host) thread while the worker repairs.
     const h = monitorEventLoopDelay({ resolution: 10 });

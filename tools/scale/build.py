@@ -330,7 +330,12 @@ def write_folder(size, out_root, dtypes):
         json.dump({"bos_token_id": BOS, "eos_token_id": EOS}, f, indent=2)
     demo = os.path.join(ROOT, "models", "demo")
     shutil.copyfile(os.path.join(demo, "tokenizer.json"), os.path.join(folder, "tokenizer.json"))
-    shutil.copyfile(os.path.join(demo, "tokenizer_config.json"), os.path.join(folder, "tokenizer_config.json"))
+    # The demo tokenizer's config, with the stand-in's context: transformers.js truncates prompts to model_max_length.
+    with open(os.path.join(demo, "tokenizer_config.json")) as f:
+        tok_config = json.load(f)
+    tok_config["model_max_length"] = cfg["max_position_embeddings"]
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump(tok_config, f, indent=2)
     with open(os.path.join(folder, "STANDIN.md"), "w") as f:
         f.write(f"# {cfg['name']} stand-in (random weights)\n\nBuilt by `tools/scale/build.py`: the exact shapes of "
                 f"{cfg['name']} with random weights. It shows what loading, decoding, tracing and repairing cost at this size, "
