@@ -1,9 +1,11 @@
 // Model folder → recognised, instrumented, running model. The instrumented graph is cached on disk, keyed by the
 // source model's hash, so the surgery runs once per model version.
-import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
+import { writeFileAtomic } from '../atomic';
 import { loadModelProto } from '../onnx/proto';
 import { externalRef } from '../onnx/tensor';
 import { CodeTokenizer } from '../tokenizer';
@@ -41,6 +43,31 @@ export interface LoadedModel {
 
 export function defaultCacheDir(): string {
   return process.env.NEURONPATCH_CACHE || path.join(os.homedir(), '.cache', 'neuronpatch');
+}
+
+/**
+ * hashFiles, remembered in the cache under the files' identity (real path, size, modification time in ms, inode):
+ * a warm open of a multi-gigabyte model skips reading every byte again. A file rewritten in place keeps neither
+ * its modification time nor, usually, its size, so it is hashed afresh.
+ */
+async function rememberedHash(files: string[], cacheRoot: string): Promise<{ hash: string; remember(): Promise<void> }> {
+  const identity = files.map((f) => {
+    const st = statSync(f);
+    return [realpathSync(f), st.size, st.mtimeMs, st.ino];
+  });
+  const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 32);
+  const file = path.join(cacheRoot, 'hashes', key);
+  const known = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
+  if (/^[0-9a-f]{64}$/.test(known)) return { hash: known, remember: async () => undefined };
+  const hash = await hashFiles(files);
+  // Written once the cache root is checked and the model loaded (nothing is written for a model that fails).
+  return {
+    hash,
+    remember: async () => {
+      mkdirSync(path.dirname(file), { recursive: true });
+      await writeFileAtomic(file, hash);
+    },
+  };
 }
 
 function externalFiles(model: onnx.IModelProto): string[] {
@@ -84,7 +111,7 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
     }
   }
   checkExternalSizes(proto, baseDir);
-  const hash = await hashFiles([mf.onnxPath, ...external.map((f) => path.join(baseDir, f))]);
+  const { hash, remember } = await rememberedHash([mf.onnxPath, ...external.map((f) => path.join(baseDir, f))], opts.cacheDir ?? defaultCacheDir());
   const c = mf.config;
   const recognised = recognise(proto, {
     hidden: c.hidden, layers: c.layers, cacheNames: c.cacheNames, inputNames: c.inputNames, logitsName: c.logitsName,
@@ -141,6 +168,7 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
     }
   }
   const cacheDir = entry.dir;
+  await remember().catch(() => undefined);  // a memo only: a cache that refuses it costs the next open a hash
   const weights = new Weights(proto, graph, baseDir);
   log(`loaded ${info.name}: ${info.architecture}, ${info.layers} layers × ${neurons} neurons, width ${width}, vocab ${vocab}`);
   return { info, graph, tokenizer, session, weights, cacheDir, onnxPath: mf.onnxPath, release: () => session.release() };
