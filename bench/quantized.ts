@@ -16,7 +16,7 @@ import { loadModel, type LoadedModel } from '../src/engine/model/load';
 import { ort } from '../src/engine/onnx/runtime';
 import { patchSet } from '../src/engine/patches/patchset';
 import { repair } from '../src/engine/repair/index';
-import type { RepairCase, RepairResult } from '../src/engine/types';
+import { NeuronpatchError, type RepairCase, type RepairResult } from '../src/engine/types';
 import { fmt, median, options, ROOT } from './common';
 
 function readJsonl<T>(file: string): T[] {
@@ -58,17 +58,24 @@ async function main(): Promise<void> {
     fp32: await loadModel(path.join(ROOT, 'models', 'demo'), { cacheDir: cache }),
     [opt.format]: await loadModel(qdir, { cacheDir: cache }),
   };
-  type Row = { id: string; fp32?: RepairResult; quant?: RepairResult; sideBranch?: { diff: number; fixed: boolean }; requantize?: { diff: number; fixed: boolean; weightError: number } };
+  type Row = { id: string; alreadyRight?: string[]; fp32?: RepairResult; quant?: RepairResult; sideBranch?: { diff: number; fixed: boolean }; requantize?: { diff: number; fixed: boolean; weightError: number } };
   const rows: Row[] = [];
   for (const [i, c] of cases.entries()) {
     const row: Row = { id: c.id ?? String(i) };
     for (const [name, m] of Object.entries(models)) {
-      const r = await repair(m, c, { method: 'minimal', regression, analyse: false });
+      let r: RepairResult | undefined;
+      try {
+        r = await repair(m, c, { method: 'minimal', regression, analyse: false });
+      } catch (e) {
+        // A case the model already completes (the quantization error can fix one as well as break one).
+        if (!(e instanceof NeuronpatchError) || !/already completes/.test(e.message)) throw e;
+        (row.alreadyRight ??= []).push(name);
+      }
       if (name === 'fp32') row.fp32 = r;
       else row.quant = r;
     }
-    const r = row.quant!;
-    if (r.success) {
+    const r = row.quant;
+    if (r?.success) {
       const m = models[opt.format];
       const ids = m.tokenizer.encode(c.prompt + c.desired);
       const patched = (await m.session.forward({ ids: [ids], edits: patchSet([r.patch], m.info.width) })).logits;
@@ -86,7 +93,8 @@ async function main(): Promise<void> {
       }
     }
     rows.push(row);
-    process.stderr.write(`bench/quantized: case ${i + 1}/${cases.length}: fp32 ${row.fp32!.success ? 'fixed' : 'not fixed'}, ${opt.format} ${r.success ? 'fixed' : 'not fixed'}\n`);
+    const state = (x?: RepairResult) => (!x ? 'already right' : x.success ? `fixed (${x.neurons.length} neurons)` : 'not fixed');
+    process.stderr.write(`bench/quantized: case ${i + 1}/${cases.length}: fp32 ${state(row.fp32)}, ${opt.format} ${state(row.quant)}\n`);
   }
   for (const m of Object.values(models)) await m.release();
   const summary = (pick: (r: Row) => RepairResult | undefined) => {
@@ -103,6 +111,7 @@ async function main(): Promise<void> {
   const exports = rows.filter((r) => r.sideBranch);
   const result = {
     cases: rows.length, regression: regression.length, format: opt.format,
+    alreadyRight: { fp32: rows.filter((r) => r.alreadyRight?.includes('fp32')).length, quant: rows.filter((r) => r.alreadyRight?.includes(opt.format)).length },
     fp32: summary((r) => r.fp32), quant: summary((r) => r.quant),
     sameNeurons: both.filter((r) => r.fp32!.neurons.map((n) => `${n.layer}:${n.neuron}`).sort().join() === r.quant!.neurons.map((n) => `${n.layer}:${n.neuron}`).sort().join()).length,
     bothFixed: both.length,
@@ -125,7 +134,7 @@ async function main(): Promise<void> {
     `| fp32 | ${s(result.fp32)} |`,
     `| ${opt.format} | ${s(result.quant)} |`,
     '',
-    `fixed on both: ${result.bothFixed}; the same neurons on both: ${result.sameNeurons}`,
+    `already right before any repair: fp32 ${result.alreadyRight.fp32}, ${opt.format} ${result.alreadyRight.quant}; fixed on both: ${result.bothFixed}; the same neurons on both: ${result.sameNeurons}`,
     '',
     `export of the ${result.export.of} ${opt.format} patches, against the engine's patched logits on prompt + desired:`,
     '',

@@ -3,8 +3,9 @@
 // are left-padded and decoded together.
 import type { LoadedModel } from './model/load';
 import { padsLeft } from './model/graph';
-import { type LayerEdits, leftPad } from './model/session';
+import { type KvCache, type LayerEdits, leftPad } from './model/session';
 import { eolOf, toLf, withEol } from './eol';
+import type { PrefixCache } from './prefix';
 import { mulberry32 } from './random';
 import { type Completion, type GeneratedToken, NeuronpatchError } from './types';
 
@@ -20,9 +21,24 @@ export interface GenerateOptions {
   seed?: number;
   edits?: LayerEdits;
   signal?: AbortSignal;
+  /**
+   * A single prompt's KV cache kept between calls: the prompt's tokens shared with the previous call's are not
+   * run again (completions while typing). Ignored for batches of several prompts.
+   */
+  prefix?: PrefixCache;
+  /** Prompt tokens per forward before the first token (default PREFILL_CHUNK). */
+  prefillChunk?: number;
+  /** Called after each decoding step with the step's index (0: the prompt's forward gave the first token). */
+  onStep?: (step: number) => void;
 }
 
 export const DEFAULT_MAX_NEW_TOKENS = 48;
+
+/**
+ * Prompt tokens run per forward before the first token: a long prompt is run in pieces (the KV cache carries
+ * over), so that a cancel is honoured between pieces instead of after the whole prompt.
+ */
+export const PREFILL_CHUNK = 256;
 
 /** A prompt as the decoder sees it: its tokens after healing and cutting, and the text decoding must re-emit. */
 export interface PreparedPrompt {
@@ -175,11 +191,54 @@ async function decode(model: LoadedModel, prompts: string[], opts: GenerateOptio
   const pad = model.info.eosTokenIds[0] ?? 0;
   const { ids: first, mask } = leftPad(rows.map((r) => r.prepared.ids), pad);
   let ids = first;
-  let cache;
+  let cache: KvCache | undefined;
+  // Running several new tokens on top of a cache (prompt pieces, a reused prefix) is what some exports cannot do
+  // (onnxruntime-genai's GroupQueryAttention graphs take a whole prompt or one token): the first failure marks
+  // the session, and the prompt is run whole from then on.
+  const extend = model.session.extendsPast !== false;
+  const prefix = rows.length === 1 && extend ? opts.prefix : undefined;
+  const whole = (e: unknown): void => {
+    if (!cache?.length || ids[0].length < 2 || model.session.extendsPast) throw e;
+    model.session.extendsPast = false;
+    prefix?.clear();
+    ids = first;
+    cache = undefined;
+  };
+  if (prefix) {
+    const taken = prefix.take(first[0], opts.edits);
+    ids = [taken.rest];
+    cache = taken.past;
+  }
+  // All but the last piece of a long prompt: cache only, checking for a cancel between pieces.
+  const chunk = extend ? Math.max(1, opts.prefillChunk ?? PREFILL_CHUNK) : Infinity;
+  while (ids[0].length > chunk) {
+    if (opts.signal?.aborted) throw new NeuronpatchError('Generation was cancelled.');
+    const past: number = cache?.length ?? 0;
+    try {
+      const res = await model.session.forward({
+        ids: ids.map((r) => r.slice(0, chunk)), mask: mask.map((m) => m.slice(0, past + chunk)), past: cache, edits: opts.edits, cache: true, lastOnly: true,
+      });
+      if (past) model.session.extendsPast = true;
+      cache = res.cache;
+      ids = ids.map((r) => r.slice(chunk));
+    } catch (e) {
+      whole(e);
+      break;
+    }
+  }
   for (let step = 0; step < maxNew && rows.some((r) => !r.done); step++) {
     if (opts.signal?.aborted) throw new NeuronpatchError('Generation was cancelled.');
-    const res = await model.session.forward({ ids, mask, past: cache, edits: opts.edits, cache: true, lastOnly: true });
+    let res;
+    try {
+      res = await model.session.forward({ ids, mask, past: cache, edits: opts.edits, cache: true, lastOnly: true });
+    } catch (e) {
+      if (step > 0) throw e;
+      whole(e);
+      res = await model.session.forward({ ids, mask, past: cache, edits: opts.edits, cache: true, lastOnly: true });
+    }
+    if (step === 0 && cache?.length && ids[0].length > 1) model.session.extendsPast = true;
     cache = res.cache;
+    if (step === 0) prefix?.keep(first[0], cache, opts.edits);
     const next: number[] = [];
     rows.forEach((row, b) => {
       if (row.done) {
@@ -226,6 +285,7 @@ async function decode(model: LoadedModel, prompts: string[], opts: GenerateOptio
       if (eos.has(id)) row.done = true;
       next.push(id);
     });
+    opts.onStep?.(step);
     if (cache && cache.length + 1 > model.info.context) break;
     ids = next.map((id) => [id]);
     for (const m of mask) m.push(1);  // the rows are this loop's own (leftPad's)

@@ -3,6 +3,7 @@ import { generateBatched, type GenerateOptions } from './generate';
 import { type LoadedModel, type LoadOptions, loadModel as loadInstrumented } from './model/load';
 import { patchSet } from './patches/patchset';
 import { repair as repairCase, type RepairOptions } from './repair/index';
+import { type GreedyLine, greedyLines as greedyLinesOf } from './repair/verify';
 import { trace as traceCase, type TraceOptions } from './trace/index';
 import type { Completion, ModelInfo, Patch, RepairCase, RepairResult, TraceResult } from './types';
 
@@ -13,7 +14,20 @@ export interface ModelGenerateOptions extends Omit<GenerateOptions, 'edits'> {
 
 /** A loaded model: the instrumented session plus what every front door asks of it. */
 export class Model {
+  /** The edits of the last patch list asked for, kept as one object so that a PrefixCache can recognise them. */
+  private lastEdits: { patches: Patch[]; edits: ReturnType<typeof patchSet> } | undefined;
+
   constructor(readonly loaded: LoadedModel) {}
+
+  private editsOf(patches: Patch[] | undefined) {
+    if (!patches?.length) return undefined;
+    // The same patch objects (not only the same ids: a patch file edited by hand keeps its ids) give the same edits.
+    const last = this.lastEdits;
+    if (!last || last.patches.length !== patches.length || last.patches.some((p, i) => p !== patches[i])) {
+      this.lastEdits = { patches: [...patches], edits: patchSet(patches, this.info.width) };
+    }
+    return this.lastEdits!.edits;
+  }
 
   get info(): ModelInfo {
     return this.loaded.info;
@@ -30,8 +44,13 @@ export class Model {
   /** Many prompts, decoded together in batches of `batch` rows (left-padded, one KV cache per batch). */
   async generateMany(prompts: string[], opts: ModelGenerateOptions & { batch?: number } = {}): Promise<Completion[]> {
     const { patches, batch = 16, ...rest } = opts;
-    const edits = patches?.length ? patchSet(patches, this.info.width) : undefined;
+    const edits = this.editsOf(patches);
     return generateBatched(this.loaded, prompts, { ...rest, edits }, batch);
+  }
+
+  /** The greedy line of each prompt with these patches (what the side-effect check compares against). */
+  greedyLines(prompts: string[], patches: readonly Patch[] = [], signal?: AbortSignal): Promise<GreedyLine[]> {
+    return greedyLinesOf(this.loaded, prompts, this.editsOf([...patches]), signal);
   }
 
   dispose(): Promise<void> {
@@ -58,4 +77,5 @@ export type { LoadOptions } from './model/load';
 export type { RepairOptions } from './repair/index';
 export { Cancelled } from './repair/index';
 export { PatchStore } from './patches/store';
+export { PrefixCache } from './prefix';
 export * from './types';

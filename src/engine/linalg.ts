@@ -100,7 +100,10 @@ export function choleskySolve(l: Float64Array, n: number, b: Vec): Float64Array 
   return x;
 }
 
-/** Solves the small symmetric system (A + ridge·I) X = B for X [n, cols], B [n, cols] row-major. */
+/**
+ * Solves the small symmetric system (A + ridge·mean(diag A)·I) X = B for X [n, cols], B [n, cols] row-major: the
+ * ridge is relative to A's mean diagonal (its scale). Throws where the regularised A is not positive definite.
+ */
 export function solveSymmetric(a: Float64Array, n: number, b: Float64Array, cols: number, ridge: number): Float64Array {
   const reg = Float64Array.from(a);
   const scale = Math.max(1e-12, Array.from({ length: n }, (_, i) => a[i * n + i]).reduce((s, v) => s + v, 0) / n);

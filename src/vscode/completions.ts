@@ -44,6 +44,9 @@ export class CompletionProvider implements vscode.InlineCompletionItemProvider {
           maxNewTokens: config.maxNewTokens,
           patches: patches.active(),
           signal: mine.signal,
+          // Only the tokens typed since the last request run; a newer request cancels this one in the worker.
+          reusePrefix: true,
+          lane: 'completion',
         });
         text = inDocumentEol(doc, out.completion);
         log.info(

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { DEFAULT_MARGIN, MAX_MARGIN } from '../engine/repair/index';
 import type { RepairMethod } from '../engine/types';
+import { EXECUTION_PROVIDERS, type ExecutionProvider } from '../engine/model/session';
 
 export const SECTION = 'neuronpatch';
 
@@ -66,8 +67,15 @@ export class Config {
     return ws ? path.join(ws, raw) : null;
   }
 
+  /** The onnxruntime execution provider asked for (`cpu` unless set to one of EXECUTION_PROVIDERS). */
+  get executionProvider(): ExecutionProvider {
+    const v = this.cfg.get<string>('executionProvider') ?? 'cpu';
+    return (EXECUTION_PROVIDERS as readonly string[]).includes(v) ? (v as ExecutionProvider) : 'cpu';
+  }
+
   affectsModel(e: vscode.ConfigurationChangeEvent): boolean {
-    return e.affectsConfiguration(`${SECTION}.modelFolder`) || e.affectsConfiguration(`${SECTION}.model.dtype`);
+    return e.affectsConfiguration(`${SECTION}.modelFolder`) || e.affectsConfiguration(`${SECTION}.model.dtype`)
+      || e.affectsConfiguration(`${SECTION}.executionProvider`);
   }
 
   affectsPatchFile(e: vscode.ConfigurationChangeEvent): boolean {

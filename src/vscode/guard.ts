@@ -5,12 +5,11 @@
 // checked against the guard set, plus lines sampled from the workspace that the model completes right.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { Model } from '../engine';
 import { GuardStore } from '../engine/repair/guardStore';
-import { harvestGuard } from '../engine/repair/guard';
 import type { GuardLine } from '../engine/repair/measures';
 import type { AcceptedCompletion } from './completions';
 import type { Config } from './config';
+import type { Model } from './model';
 import { promptAt } from './prompt';
 
 const GUARD_DELAY_MS = 30_000;
@@ -93,7 +92,7 @@ export class GuardRecorder implements vscode.Disposable {
   async lines(model: Model, workspacePrompts: string[], signal?: AbortSignal): Promise<GuardLine[]> {
     const store = this.store(model.info.hash);
     const accepted = store ? (await store).list() : [];
-    const sampled = workspacePrompts.length ? await harvestGuard(model.loaded, workspacePrompts, { max: WORKSPACE_LINES, signal }) : [];
+    const sampled = workspacePrompts.length ? await model.harvestGuard(workspacePrompts, { max: WORKSPACE_LINES, signal }) : [];
     return [...accepted, ...sampled];
   }
 

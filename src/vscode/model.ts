@@ -1,9 +1,14 @@
-// The model, loaded lazily on first use with a progress notification, reloaded when the setting changes.
+// The model, loaded lazily on first use with a progress notification, reloaded when the setting changes. It runs
+// in a worker thread (./worker): the extension host only posts requests to it, so decoding, tracing and solving
+// never stall the editor.
 // A folder that does not load leaves the extension up: the error is remembered (no retry on every keystroke),
 // shown once with the way out (pick another folder, use the demo model, show the log).
 import * as vscode from 'vscode';
-import { loadModel, type Model } from '../engine';
 import type { Config } from './config';
+import { EngineWorker } from './worker/client';
+
+/** The model as the extension sees it: the engine in its worker thread. */
+export type Model = EngineWorker;
 
 export type ModelState =
   | { kind: 'idle' }
@@ -64,7 +69,7 @@ export class ModelHost implements vscode.Disposable {
       { location: vscode.ProgressLocation.Notification, title: `Neuron Patch: loading model ${shortName(folder)}…` },
       // The engine's own cache (NEURONPATCH_CACHE or ~/.cache/neuronpatch), shared with the CLI: instrumented
       // graphs are keyed by the model's hash, so one build serves both.
-      () => loadModel(folder, { dtype: this.config.modelDtype, log: (line) => this.log.info(line) }),
+      () => EngineWorker.start(folder, { dtype: this.config.modelDtype, executionProvider: this.config.executionProvider, log: (line) => this.log.info(line) }),
     ));
     const loading = p.then(
       async (model) => {

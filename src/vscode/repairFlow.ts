@@ -2,7 +2,7 @@
 // repair under a cancellable progress notification, then the result in the panel, not applied. Nothing is written
 // before the user presses Apply, so a cancelled repair leaves nothing behind.
 import * as vscode from 'vscode';
-import { repair } from '../engine';
+import { repair } from './worker/client';
 import type { RepairMethod, RepairResult } from '../engine/types';
 import type { Ctx } from './ctx';
 import { errorMessage } from './model';

@@ -187,7 +187,7 @@ for (const e of MODELS) {
       const ids = [sampleIds(m, T, 1), sampleIds(m, T, 2)];
       const res = await m.loaded.session.forward({ ids, residual: true });
       const r = res.residual!;
-      const W = m.loaded.weights.unembedding();
+      const W = m.loaded.weights.rowsOf(m.loaded.graph.unembedding, 0, V);
       const gain = m.loaded.weights.finalGain();
       const bias = m.loaded.weights.finalBias();
       const fn = m.loaded.graph.finalNorm;

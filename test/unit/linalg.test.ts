@@ -43,6 +43,31 @@ test('Cholesky solve and the ridge-regularised symmetric solve invert A', () => 
   x2.forEach((v, i) => assert.ok(Math.abs(v - x[i]) < 1e-9));
 });
 
+test('the ridge-regularised solve satisfies (A + ridge·mean(diag A)·I) X = B, for several right-hand sides', () => {
+  const r = rng(4);
+  const [n, cols] = [6, 3];
+  // A = MᵀM: symmetric positive semi-definite, its diagonal far from 1 so that the ridge's scale matters.
+  const m = Float64Array.from({ length: n * n }, () => 10 * r());
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = 0; k < n; k++) a[i * n + j] += m[k * n + i] * m[k * n + j];
+  const meanDiag = Array.from({ length: n }, (_, i) => a[i * n + i]).reduce((s, v) => s + v, 0) / n;
+  const b = Float64Array.from({ length: n * cols }, r);
+  const plain = solveSymmetric(a, n, b, cols, 0);
+  for (const ridge of [1e-3, 0.1, 2]) {
+    const x = solveSymmetric(a, n, b, cols, ridge);
+    let worst = 0;
+    let moved = 0;
+    for (let i = 0; i < n; i++) for (let c = 0; c < cols; c++) {
+      let s = ridge * meanDiag * x[i * cols + c];
+      for (let k = 0; k < n; k++) s += a[i * n + k] * x[k * cols + c];
+      worst = Math.max(worst, Math.abs(s - b[i * cols + c]));
+      moved = Math.max(moved, Math.abs(x[i * cols + c] - plain[i * cols + c]));
+    }
+    assert.ok(worst < 1e-9, `ridge ${ridge}: |(A + ridge·mean(diag A)·I)X − B| = ${worst}`);
+    assert.ok(moved > 1e-6, `ridge ${ridge}: the solution differs from the unregularised one (by ${moved})`);
+  }
+});
+
 test('orthogonalize removes the components along earlier changes', () => {
   const v = Float64Array.from([1, 2, 3]);
   const out = orthogonalize(v, [[1, 0, 0], [1, 1, 0]]);

@@ -4,13 +4,14 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { after, describe, test, type TestContext } from 'node:test';
 import { repair, trace, type Model } from '../../src/engine';
 import { patchSet } from '../../src/engine/patches/patchset';
 import { PatchStore } from '../../src/engine/patches/store';
 import { completions, greedyLines, linesAfter } from '../../src/engine/repair/verify';
 import { NeuronpatchError, type Patch, type RepairCase } from '../../src/engine/types';
-import { entry, MODELS, modelOf, present, releaseAll, root, tempDir } from '../helpers/models';
+import { entry, MODELS, modelOf, releaseAll, root, tempDir } from '../helpers/models';
+import { missingFiles, skipIfMissing } from '../helpers/need';
 
 after(releaseAll);
 
@@ -60,40 +61,78 @@ describe('repair of a chosen next token on random-weight models', () => {
 
 const demo = entry('demo');
 
-describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(devCases) ? 'models/demo or bench/cases/dev.jsonl absent' : false }, () => {
+/**
+ * The success rate the project documents for a repair (bench/README.md's target for `bench:repair`, which the README
+ * reports on the dev cases): required on every set of real failures a test here repairs.
+ */
+const DOCUMENTED_SUCCESS = 0.95;
+/** How many real failures the success test repairs per method: 95 % of 12 leaves no failure, as the README's 100 %. */
+const FAILURES_TRIED = 12;
+
+/** The demo model, or undefined (test skipped; in CI, failed) when it or the dev cases are absent. */
+async function demoModel(t: TestContext): Promise<Model | undefined> {
+  if (skipIfMissing(t, missingFiles([devCases, regressionFile], root), 'repo')) return undefined;
+  return modelOf(t, demo);
+}
+
+/** The repair of the first of the given dev cases that the model gets wrong and `repair` fixes, with its case id. */
+async function firstRepaired(model: Model, cs: RepairCase[], opts: Parameters<typeof repair>[2]) {
+  for (const c of cs.slice(0, 24)) {
+    if ((await model.generate(c.prompt)).completion === c.desired) continue;
+    const r = await repair(model, c, opts);
+    if (r.success) return { ...r, caseId: c.id };
+  }
+  assert.fail('none of the first 24 dev cases was repaired');
+}
+
+describe('repair on the demo model', () => {
   const cases = () => readJsonl<RepairCase>(devCases);
   const regression = () => readJsonl<{ prompt: string }>(regressionFile).slice(0, 24).map((r) => r.prompt);
 
   for (const method of ['minimal', 'joint'] as const) {
-    test(`${method}: a real failure is fixed, the patch file reproduces it`, async (t) => {
-      const model = (await modelOf(t, demo))!;
-      let done = 0;
-      for (const c of cases().slice(0, 12)) {
+    test(`${method}: the first ${FAILURES_TRIED} real failures are fixed at the documented rate, each patch file reproduces its fix`, async (t) => {
+      const model = await demoModel(t);
+      if (!model) return;
+      let tried = 0;
+      const unfixed: string[] = [];
+      // Dev cases are failures of the model they were harvested from; one a retrained model gets right is passed by.
+      for (const c of cases()) {
+        if (tried === FAILURES_TRIED) break;
         const before = await model.generate(c.prompt);
         if (before.completion === c.desired) continue;
-        const r = await repair(model, c, { method, regression: regression() });
-        if (!r.success) continue;
+        tried++;
+        // The same solve every time (the 24 regression prompts as reference code); the first repair also runs the
+        // analysis and the side-effect check, the others check success only.
+        const full = tried === 1;
+        const r = await repair(model, c, { method, reference: regression(), regression: full ? regression() : [], analyse: full });
+        if (!r.success) {
+          unfixed.push(`${c.id}: ${JSON.stringify(r.after)} for ${JSON.stringify(c.desired)}`);
+          continue;
+        }
         assert.equal(r.after, c.desired);
         assert.ok(r.neurons.length >= 1);
-        assert.ok(r.specificity !== null && r.specificity >= 0 && r.specificity <= 1);
+        if (full) assert.ok(r.specificity !== null && r.specificity >= 0 && r.specificity <= 1, `specificity ${r.specificity}`);
         const file = path.join(tempDir('patches'), 'patches.json');
         const store = await PatchStore.open(file, model.info);
         store.add(r.patch);
         await store.save();
         const reread = await PatchStore.open(file, model.info, { mustExist: true });
         const got = await model.generate(c.prompt, { patches: reread.active() });
-        assert.equal(got.completion, c.desired, 'generate with the saved patch file gives the repaired completion');
+        assert.equal(got.completion, c.desired, `${c.id}: generate with the saved patch file gives the repaired completion`);
         const plain = await model.generate(c.prompt);
-        assert.equal(plain.completion, before.completion, 'without patches the model is unchanged');
-        t.diagnostic(`${c.id}: ${r.neurons.length} neuron(s), specificity ${r.specificity}, ${r.ms.toFixed(0)} ms`);
-        if (++done === 2) break;
+        assert.equal(plain.completion, before.completion, `${c.id}: without patches the model is unchanged`);
+        t.diagnostic(`${c.id}: ${r.method}${r.fallback ? ' (fallback)' : ''}, ${r.neurons.length} neuron(s), specificity ${r.specificity}, ${r.ms.toFixed(0)} ms`);
       }
-      assert.equal(done, 2, `${method} fixed fewer than 2 of the first 12 dev cases`);
+      assert.equal(tried, FAILURES_TRIED, `the dev cases hold ${FAILURES_TRIED} failures of this model`);
+      const rate = (tried - unfixed.length) / tried;
+      t.diagnostic(`${method}: ${tried - unfixed.length}/${tried} fixed (${(100 * rate).toFixed(1)} %)`);
+      assert.ok(rate >= DOCUMENTED_SUCCESS, `${method} fixed ${tried - unfixed.length}/${tried} < ${100 * DOCUMENTED_SUCCESS} %; not fixed:\n${unfixed.join('\n')}`);
     });
   }
 
   test('minimal: a multi-token failure takes fewer rounds than it has failing tokens', async (t) => {
-    const model = (await modelOf(t, demo))!;
+    const model = await demoModel(t);
+    if (!model) return;
     for (const c of cases().slice(0, 12)) {
       const rounds: string[] = [];
       const r = await repair(model, c, { method: 'minimal', analyse: false, onProgress: (l) => /^round \d+:/.test(l) && rounds.push(l) });
@@ -107,29 +146,35 @@ describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(de
   });
 
   test('minimal falls back to the joint solver when its budget cannot fix a case, and says so', async (t) => {
-    const model = (await modelOf(t, demo))!;
-    const c = cases().find((x) => x.id === 'dev-0001')!;
-    // One neuron cannot fix this case's eight failing tokens.
-    const alone = await repair(model, c, { method: 'minimal', maxNeurons: 1, analyse: false, fallback: false });
-    assert.equal(alone.failingTokens, 8);
+    const model = await demoModel(t);
+    if (!model) return;
+    // One neuron cannot fix a case of several failing tokens: the first such dev case of this model.
+    let c: RepairCase | undefined;
+    let alone: Awaited<ReturnType<typeof repair>> | undefined;
+    for (const x of cases().slice(0, 24)) {
+      if ((await model.generate(x.prompt)).completion === x.desired) continue;
+      const r = await repair(model, x, { method: 'minimal', maxNeurons: 1, analyse: false, fallback: false });
+      if (!r.success && r.failingTokens >= 3) [c, alone] = [x, r];
+      if (c) break;
+    }
+    assert.ok(c && alone, 'one of the first 24 dev cases has three or more failing tokens that one neuron does not fix');
     assert.equal(alone.success, false);
     assert.equal(alone.method, 'minimal');
     assert.equal(alone.fallback, undefined);
     assert.ok(alone.neurons.length <= 1);
     const r = await repair(model, c, { method: 'minimal', maxNeurons: 1, analyse: false });
-    t.diagnostic(r.fallback ?? '');
+    t.diagnostic(`${c.id}: ${alone.failingTokens} failing tokens; ${r.fallback ?? ''}`);
     assert.ok(r.success, `not fixed: ${JSON.stringify(r.after)}`);
     assert.equal(r.method, 'joint');
     assert.equal(r.patch.method, 'joint');
-    assert.match(r.fallback ?? '', /minimal solver left \d+ of 8 failing tokens unfixed .*joint solver/);
+    assert.match(r.fallback ?? '', new RegExp(`minimal solver left \\d+ of ${alone.failingTokens} failing tokens unfixed .*joint solver`));
   });
 
   test('side effects: lines the teacher-forced check keeps are the lines a decode gives', async (t) => {
-    const model = (await modelOf(t, demo))!;
+    const model = await demoModel(t);
+    if (!model) return;
     const prompts = readJsonl<{ prompt: string }>(regressionFile).slice(0, 48).map((r) => r.prompt);
-    const c = cases().find((x) => x.id === 'dev-0001')!;
-    const r = await repair(model, c, { method: 'minimal', analyse: false });
-    assert.ok(r.success);
+    const r = await firstRepaired(model, cases(), { method: 'minimal', analyse: false });
     const patched = patchSet([r.patch], model.info.width);
     const before = await greedyLines(model.loaded, prompts);
     const checked = await linesAfter(model.loaded, prompts, before, patched);
@@ -142,7 +187,8 @@ describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(de
   });
 
   test('ten sequential repairs: earlier fixes still hold', async (t) => {
-    const model = (await modelOf(t, demo))!;
+    const model = await demoModel(t);
+    if (!model) return;
     const active: Patch[] = [];
     const fixed: RepairCase[] = [];
     for (const c of cases().slice(12, 80)) {
@@ -162,7 +208,8 @@ describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(de
   });
 
   test('bad input: empty desired text, one the model already produces, several lines', async (t) => {
-    const model = (await modelOf(t, demo))!;
+    const model = await demoModel(t);
+    if (!model) return;
     const c = cases()[0];
     await assert.rejects(repair(model, { prompt: c.prompt, desired: '   ' }), (e: unknown) => e instanceof NeuronpatchError && /empty/.test(e.message));
     const own = (await model.generate(c.prompt)).completion;
@@ -174,10 +221,12 @@ describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(de
   });
 
   test('a smaller margin makes a smaller patch that still fixes the case', async (t) => {
-    const model = (await modelOf(t, demo))!;
-    const c = cases().find((x) => x.id === 'dev-0005')!;
+    const model = await demoModel(t);
+    if (!model) return;
+    const large = await firstRepaired(model, cases(), { margin: 4, analyse: false });
+    const c = cases().find((x) => x.id === large.caseId)!;
     const size = (p: Patch) => Math.hypot(...p.edits.flatMap((e) => e.delta));
-    const [small, large] = [await repair(model, c, { margin: 0.5, analyse: false }), await repair(model, c, { margin: 4, analyse: false })];
+    const small = await repair(model, c, { margin: 0.5, analyse: false });
     t.diagnostic(`‖Δ‖ ${size(small.patch).toFixed(2)} at margin 0.5, ${size(large.patch).toFixed(2)} at margin 4`);
     assert.ok(small.success && large.success);
     assert.deepEqual([small.patch.metrics.margin, large.patch.metrics.margin], [0.5, 4], 'the patch records its margin');
@@ -185,7 +234,8 @@ describe('repair on the demo model', { skip: !present(demo) || !fs.existsSync(de
   });
 
   test('a prompt beyond the context window is cut with a notice', async (t) => {
-    const model = (await modelOf(t, demo))!;
+    const model = await demoModel(t);
+    if (!model) return;
     const c = cases()[0];
     const long = c.prompt.repeat(Math.ceil((model.info.context * 8) / c.prompt.length));
     const tr = await trace(model, { prompt: long, desired: c.desired });

@@ -55,7 +55,8 @@ export function checkCacheRoot(root: string, fromEnv: boolean): string {
   const dir = path.resolve(root);
   const named = fromEnv ? `NEURONPATCH_CACHE (${quote(root, 200)})` : `The cache folder ${quote(root, 200)}`;
   const hint = `Point NEURONPATCH_CACHE at a writable folder (default ${path.join(os.homedir(), '.cache', 'neuronpatch')}), or unset it.`;
-  if (FORBIDDEN.some((f) => dir === f || dir.startsWith(`${f}/`))) throw new NeuronpatchError(`${named} is under ${dir.split('/')[1] ? `/${dir.split('/')[1]}` : dir}, a kernel file system, not a place for a cache.`, hint);
+  const kernel = FORBIDDEN.find((f) => dir === f || dir.startsWith(`${f}/`));
+  if (kernel) throw new NeuronpatchError(`${named} is under ${kernel}, a kernel file system, not a place for a cache.`, hint);
   // The deepest existing ancestor must be a folder (a file there makes every mkdir fail with ENOTDIR/EEXIST).
   for (let d = dir; ; d = path.dirname(d)) {
     if (existsSync(d)) {
@@ -123,12 +124,14 @@ export interface EntrySource {
   recognised: ModelGraph;
   /** External data files, relative to the source's folder. */
   external: string[];
+  /** Link the external data into the entry (symlinked weights) instead of reading them in place. */
+  linkExternal: boolean;
   log: (line: string) => void;
 }
 
 /**
- * Builds the entry: instruments the graph, links (or copies) the external weights beside it, writes the graph
- * and then the metadata, atomically. `why` is logged.
+ * Builds the entry: instruments the graph, links (or copies) symlinked external weights beside it, writes the
+ * graph and then the metadata, atomically. `why` is logged.
  */
 export async function buildEntry(root: string, src: EntrySource, why: string): Promise<CacheEntry> {
   const dir = path.join(root, src.hash.slice(0, 24));
@@ -138,12 +141,14 @@ export async function buildEntry(root: string, src: EntrySource, why: string): P
     mkdirSync(dir, { recursive: true });
     const out = instrument(src.proto, src.recognised);
     const baseDir = path.dirname(src.onnxPath);
-    // onnxruntime only reads external data from inside the model's own folder (symlinks resolved), so the cached
-    // graph gets a hard link to the weights, or a copy across file systems. The link is made to the real file:
-    // a hard link to a symlink (a hub cache's blobs/…) would be a relative symlink that dangles here.
+    // Where the weights are plain files in the model's folder, onnxruntime reads them there (the session is given
+    // that folder): the entry holds the graph only, and links or copies older versions made are removed. Where they
+    // are symlinks out of the folder (a hub cache's blobs/…), onnxruntime refuses them (it resolves symlinks and
+    // keeps to the folder), so the entry gets a hard link to the real file, or a copy across file systems.
     for (const f of src.external) {
       const target = path.join(dir, f);
       if (lstatSync(target, { throwIfNoEntry: false })) unlinkSync(target);
+      if (!src.linkExternal) continue;
       mkdirSync(path.dirname(target), { recursive: true });
       const real = realpathSync(path.join(baseDir, f));
       try {

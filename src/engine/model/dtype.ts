@@ -16,10 +16,11 @@ const SUFFIX: Record<Exclude<Dtype, 'auto'>, string> = {
 };
 
 /**
- * `auto`'s order of preference on onnxruntime's CPU provider, the only one neuronpatch runs: fp32 is exact and
- * the fastest for small models; 8-bit dynamic quantization runs integer kernels and stays close to fp32; 4-bit
- * MatMulNBits with fp32 activations next; fp16 and q4f16 last, since the CPU provider computes most fp16 ops by
- * casting to fp32 and back (slower than fp32, and less exact). `bench:dtypes` measures it on this machine.
+ * `auto`'s order of preference on onnxruntime's CPU provider, the only one neuronpatch runs: fp32 first, the model
+ * as trained (repairs and their side effects are measured on it); then 8-bit dynamic quantization, the closest to
+ * fp32 and the fastest here (`npm run bench:dtypes`: int8/uint8 decode 1.6-1.9× fp32's tokens/s on the demo model);
+ * then 4-bit MatMulNBits with fp32 activations; fp16 and q4f16 last, since the CPU provider computes most fp16 ops by
+ * casting to fp32 and back (no faster than fp32, and less exact).
  */
 const AUTO_ORDER: Exclude<Dtype, 'auto'>[] = ['fp32', 'q8', 'int8', 'uint8', 'q4', 'fp16', 'q4f16'];
 

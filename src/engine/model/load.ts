@@ -1,9 +1,11 @@
 // Model folder → recognised, instrumented, running model. The instrumented graph is cached on disk, keyed by the
 // source model's hash, so the surgery runs once per model version.
-import { existsSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
+import { writeFileAtomic } from '../atomic';
 import { loadModelProto } from '../onnx/proto';
 import { externalRef } from '../onnx/tensor';
 import { CodeTokenizer } from '../tokenizer';
@@ -15,7 +17,7 @@ import { buildEntry, checkCacheRoot, type EntrySource, openEntry } from './cache
 import { liftMerged } from './merged';
 import { recognise } from './recognise';
 import { specialTokens } from './special';
-import { InstrumentedSession } from './session';
+import { type ExecutionProvider, InstrumentedSession, type SessionModel } from './session';
 import { Weights } from './weights';
 
 
@@ -24,6 +26,8 @@ export interface LoadOptions {
   dtype?: string;
   cacheDir?: string;
   threads?: number;
+  /** onnxruntime execution provider ('cpu' default); one this build lacks falls back to CPU with `log`. */
+  executionProvider?: ExecutionProvider;
   log?: (line: string) => void;
 }
 
@@ -41,6 +45,31 @@ export interface LoadedModel {
 
 export function defaultCacheDir(): string {
   return process.env.NEURONPATCH_CACHE || path.join(os.homedir(), '.cache', 'neuronpatch');
+}
+
+/**
+ * hashFiles, remembered in the cache under the files' identity (real path, size, modification time in ms, inode):
+ * a warm open of a multi-gigabyte model skips reading every byte again. A file rewritten in place keeps neither
+ * its modification time nor, usually, its size, so it is hashed afresh.
+ */
+async function rememberedHash(files: string[], cacheRoot: string): Promise<{ hash: string; remember(): Promise<void> }> {
+  const identity = files.map((f) => {
+    const st = statSync(f);
+    return [realpathSync(f), st.size, st.mtimeMs, st.ino];
+  });
+  const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 32);
+  const file = path.join(cacheRoot, 'hashes', key);
+  const known = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
+  if (/^[0-9a-f]{64}$/.test(known)) return { hash: known, remember: async () => undefined };
+  const hash = await hashFiles(files);
+  // Written once the cache root is checked and the model loaded (nothing is written for a model that fails).
+  return {
+    hash,
+    remember: async () => {
+      mkdirSync(path.dirname(file), { recursive: true });
+      await writeFileAtomic(file, hash);
+    },
+  };
 }
 
 function externalFiles(model: onnx.IModelProto): string[] {
@@ -86,7 +115,7 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
     }
   }
   checkExternalSizes(proto, baseDir);
-  const hash = await hashFiles([mf.onnxPath, ...external.map((f) => path.join(baseDir, f))]);
+  const { hash, remember } = await rememberedHash([mf.onnxPath, ...external.map((f) => path.join(baseDir, f))], opts.cacheDir ?? defaultCacheDir());
   const c = mf.config;
   const recognised = recognise(proto, {
     hidden: c.hidden, layers: c.layers, cacheNames: c.cacheNames, inputNames: c.inputNames, logitsName: c.logitsName,
@@ -108,7 +137,14 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   if (special.notice) log(special.notice);
 
   const root = checkCacheRoot(opts.cacheDir ?? defaultCacheDir(), !opts.cacheDir && !!process.env.NEURONPATCH_CACHE);
-  const source: EntrySource = { hash, onnxPath: mf.onnxPath, proto, recognised, external, log };
+  // Weights that are plain files of the model's folder are read there by onnxruntime (nothing copied or linked);
+  // symlinked ones (a hub cache) are hard-linked into the cache entry.
+  const realBase = realpathSync(baseDir);
+  const inPlace = external.every((f) => realpathSync(path.join(baseDir, f)) === path.join(realBase, f));
+  const source: EntrySource = { hash, onnxPath: mf.onnxPath, proto, recognised, external, log, linkExternal: !inPlace };
+  // With weights in place the graph is read into memory (kilobytes) and onnxruntime pointed at the model's folder.
+  const sessionModel = (file: string): SessionModel => (external.length && inPlace ? { bytes: readFileSync(file), externalDataFolder: realBase } : file);
+  const sessionOpts = { threads: opts.threads, executionProvider: opts.executionProvider, log };
   let entry = await openEntry(root, source);
   const graph = entry.graph;
   const site = graph.sites[0];
@@ -127,18 +163,19 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   const shape = { layers: info.layers, neurons, width, vocab };
   let session: InstrumentedSession;
   try {
-    session = await InstrumentedSession.create(entry.file, graph, shape, opts.threads);
+    session = await InstrumentedSession.create(sessionModel(entry.file), graph, shape, sessionOpts);
   } catch (e) {
     if (entry.built) throw new NeuronpatchError(`onnxruntime could not load ${mf.onnxPath}: ${(e as Error).message}`);
     // A verified entry that does not load (a damaged disk, another runtime's leftovers): rebuilt once.
     entry = await buildEntry(root, source, `the cached graph did not load: ${(e as Error).message.split('\n')[0].slice(0, 200)}`);
     try {
-      session = await InstrumentedSession.create(entry.file, entry.graph, shape, opts.threads);
+      session = await InstrumentedSession.create(sessionModel(entry.file), entry.graph, shape, sessionOpts);
     } catch (e2) {
       throw new NeuronpatchError(`onnxruntime could not load ${mf.onnxPath}: ${(e2 as Error).message}`);
     }
   }
   const cacheDir = entry.dir;
+  await remember().catch(() => undefined);  // a memo only: a cache that refuses it costs the next open a hash
   const weights = new Weights(proto, graph, baseDir);
   log(`loaded ${info.name}: ${info.architecture}, ${info.layers} layers × ${neurons} neurons, width ${width}, vocab ${vocab}`);
   return { info, graph, tokenizer, session, weights, cacheDir, onnxPath: mf.onnxPath, release: () => session.release() };

@@ -80,7 +80,57 @@ export interface Shape {
   vocab: number;
 }
 
+/** onnxruntime execution providers the engine can ask for; the CPU is always there. */
+export const EXECUTION_PROVIDERS = ['cpu', 'cuda', 'dml', 'coreml', 'webgpu'] as const;
+export type ExecutionProvider = (typeof EXECUTION_PROVIDERS)[number];
+
+/** A graph file, or a graph in memory whose external data lives in `externalDataFolder`. */
+export type SessionModel = string | { bytes: Uint8Array; externalDataFolder: string };
+
+export interface SessionOptions {
+  threads?: number;
+  executionProvider?: ExecutionProvider;
+  /** Told why a provider was not used. */
+  log?: (line: string) => void;
+}
+
+/**
+ * onnxruntime session options for a model, with the provider asked for ahead of the CPU. Where this build of
+ * onnxruntime-node does not ship the provider, the options name the CPU alone and `why` says what happened.
+ */
+export function sessionOptions(model: SessionModel, opts: SessionOptions = {}): { options: ort.InferenceSession.SessionOptions; why?: string } {
+  const options: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: opts.threads ?? Number(process.env.NEURONPATCH_THREADS ?? 0),
+    executionMode: 'sequential',
+  };
+  if (typeof model !== 'string') options.extra = { session: { model_external_initializers_file_folder_path: model.externalDataFolder } };
+  const ep = opts.executionProvider ?? 'cpu';
+  if (ep === 'cpu') return { options: { ...options, executionProviders: ['cpu'] } };
+  const shipped = availableProviders();
+  if (!shipped.includes(ep)) {
+    return {
+      options: { ...options, executionProviders: ['cpu'] },
+      why: `The ${ep} execution provider is not available in this onnxruntime-node build on ${process.platform}-${process.arch} (it has: ${shipped.join(', ')}); running on the CPU.`,
+    };
+  }
+  return { options: { ...options, executionProviders: [ep, 'cpu'] } };
+}
+
+/** Providers this onnxruntime-node build ships on this platform (always including 'cpu'). */
+export function availableProviders(): ExecutionProvider[] {
+  const listed = (ort as unknown as { listSupportedBackends?: () => { name: string; bundled: boolean }[] }).listSupportedBackends?.() ?? [];
+  const names = new Set<string>(['cpu']);
+  for (const b of listed) if (b.bundled) names.add(b.name);
+  return EXECUTION_PROVIDERS.filter((p) => names.has(p));
+}
+
 export class InstrumentedSession {
+  /**
+   * Whether the graph runs several new tokens on top of a KV cache (a prompt in pieces, a reused prefix): unknown
+   * until tried, false once it failed (generate then runs prompts whole).
+   */
+  extendsPast: boolean | undefined;
   private readonly floatType: 'float32' | 'float16';
   /** Cache inputs and outputs in feed order: key, value per layer, or one stacked tensor. */
   private readonly cacheInputs: string[];
@@ -97,12 +147,23 @@ export class InstrumentedSession {
     this.cacheOutputs = cache.kind === 'pairs' ? cache.outputs.flatMap((p) => [p.key, p.value]) : cache.outputs;
   }
 
-  static async create(file: string, graph: ModelGraph, shape: Shape, threads?: number): Promise<InstrumentedSession> {
-    const session = await ort.InferenceSession.create(file, {
-      graphOptimizationLevel: 'all',
-      intraOpNumThreads: threads ?? Number(process.env.NEURONPATCH_THREADS ?? 0),
-      executionMode: 'sequential',
-    });
+  /**
+   * Opens the instrumented graph. A provider this build lacks, or one that fails to start, falls back to the CPU
+   * and says so through `opts.log`; errors of the CPU session itself are thrown.
+   */
+  static async create(model: SessionModel, graph: ModelGraph, shape: Shape, opts: SessionOptions = {}): Promise<InstrumentedSession> {
+    const { options, why } = sessionOptions(model, opts);
+    if (why) opts.log?.(why);
+    const open = (o: ort.InferenceSession.SessionOptions) =>
+      typeof model === 'string' ? ort.InferenceSession.create(model, o) : ort.InferenceSession.create(model.bytes, o);
+    let session: ort.InferenceSession;
+    try {
+      session = await open(options);
+    } catch (e) {
+      if (!opts.executionProvider || opts.executionProvider === 'cpu' || why) throw e;
+      opts.log?.(`The ${opts.executionProvider} execution provider failed to start (${(e as Error).message.slice(0, 300)}); running on the CPU.`);
+      session = await open(sessionOptions(model, { ...opts, executionProvider: 'cpu' }).options);
+    }
     return new InstrumentedSession(session, graph, shape);
   }
 

@@ -196,7 +196,11 @@ export class PatchStore {
 
   private async saveNow(): Promise<SaveResult> {
     if (this.changes.length === 0) return { written: false, merged: false, dropped: [] };
-    await fs.mkdir(path.dirname(this.file), { recursive: true });
+    try {
+      await fs.mkdir(path.dirname(this.file), { recursive: true });
+    } catch (e) {
+      throw new NeuronpatchError(`Cannot create the folder of ${this.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; nothing was written.`);
+    }
     return withFileLock(this.file, (lock) => this.saveLocked(lock));
   }
 
@@ -227,7 +231,12 @@ export class PatchStore {
     const delay = testDelayMs();
     if (delay) await new Promise((r) => setTimeout(r, delay));
     lock.check();
-    await writeFileAtomic(this.file, text);
+    try {
+      await writeFileAtomic(this.file, text);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+      throw new NeuronpatchError(`Cannot write ${this.file} (${code}); it was left as it was, and the unsaved change(s) are kept in memory.`);
+    }
     const later = this.changes.slice(n);
     if (merged) for (const c of later) this.apply(c, next); // made while writing: already in this.state, not in next
     this.state = next;

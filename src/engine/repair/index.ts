@@ -8,7 +8,7 @@ import { type LayerEdits, NonFiniteLogits } from '../model/session';
 import { newPatchId, isoNow } from '../patches/id';
 import { roundValue } from '../patches/format';
 import { combine, patchSet, withAdded } from '../patches/patchset';
-import { contrast, logitLens } from '../trace/attribution';
+import { contrast, logitLenses } from '../trace/attribution';
 import { ablationEffects, trace } from '../trace/index';
 import { describePosition, repairTarget, teacherForce } from '../trace/teacher';
 import { NeuronpatchError, type Patch, type RepairCase, type RepairMethod, type RepairResult, type TraceResult } from '../types';
@@ -182,6 +182,11 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   // Ablating each edited neuron is for the report; eval (analyse: false) has no use for it.
   const analysed = first && opts.analyse !== false;
   const effects = analysed ? await ablationEffects(model, target.input.slice(0, pos + 1), first.desired, first.argmax, edits, base) : [];
+  const vectors = edits.map((e) => model.weights.valueVector(e.layer, e.neuron, d));
+  // One pass over the unembedding for every lens: each edited neuron before and after, each added neuron.
+  const lenses = await logitLenses(model, [
+    ...vectors, ...edits.map((e, i) => Float64Array.from(vectors[i], (x, k) => x + e.delta[k])), ...added.map((a) => a.value),
+  ]);
   const f0Inputs = added.length && first
     ? (await model.session.forward({ ids: [target.input], edits: base, ffnInputs: [...new Set(added.map((a) => a.layer))], lastOnly: true })).ffnInputs
     : undefined;
@@ -195,19 +200,18 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
       ablationEffect: null,
       activation: act,
       promotesBefore: [],
-      promotesAfter: logitLens(model, a.value).promotes,
+      promotesAfter: lenses[2 * edits.length + i].promotes,
     };
   });
   const neurons = edits.map((e, i) => {
-    const v = model.weights.valueVector(e.layer, e.neuron, d);
+    const v = vectors[i];
     const z = first ? f0.activations.get(e.layer)![pos * model.info.neurons + e.neuron] : 0;
-    const after = Float64Array.from(v, (x, k) => x + e.delta[k]);
     return {
       layer: e.layer, neuron: e.neuron,
       attribution: cvec ? z * dot(v, cvec) : null,
       ablationEffect: analysed ? effects[i] : null,
-      promotesBefore: logitLens(model, v).promotes,
-      promotesAfter: logitLens(model, after).promotes,
+      promotesBefore: lenses[i].promotes,
+      promotesAfter: lenses[edits.length + i].promotes,
     };
   });
   neurons.push(...addedNeurons);

@@ -73,12 +73,20 @@ export class Steer {
       const buf = readFileSync(file);
       if (buf.length === d * d * 8) return new Steer(model, new Float64Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length)));
     }
-    const V = model.info.vocab;
-    const wu = model.weights.unembedding();
+    // W̃ᵀW̃ = Σ over row blocks of W_U (never read whole: 0.5–1 GB in float32 for a real vocabulary), scaled by
+    // γ_i γ_j afterwards.
     const g = model.weights.finalGain();
-    const wt = new Float32Array(V * d);
-    for (let t = 0; t < V; t++) for (let i = 0; i < d; i++) wt[t * d + i] = wu[t * d + i] * g[i];
-    const G = Float64Array.from(await gram(wt, V, d));
+    const G = new Float64Array(d * d);
+    const products = await Gram.create();
+    try {
+      for (const { rows } of model.weights.unembeddingBlocks()) {
+        const part = await products.of(rows, rows.length / d, d);
+        for (let i = 0; i < d * d; i++) G[i] += part[i];
+      }
+    } finally {
+      await products.release();
+    }
+    for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) G[i * d + j] *= g[i] * g[j];
     let trace = 0;
     for (let i = 0; i < d; i++) trace += G[i * d + i];
     for (let i = 0; i < d; i++) G[i * d + i] += (RELATIVE_EPS * trace) / d;

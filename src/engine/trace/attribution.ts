@@ -1,6 +1,7 @@
 // Reading neurons through the unembedding: the contrast direction at a failing position, direct attribution of
 // every neuron, and a neuron's logit lens (the tokens its value vector promotes and suppresses).
 import { dot, row, topK } from '../linalg';
+import { productABt } from '../onnx/products';
 import type { LoadedModel } from '../model/load';
 import type { TokenScore } from '../types';
 
@@ -19,10 +20,11 @@ export function normScale(model: LoadedModel, r: Float32Array): number {
 /** γ ⊙ (W_U[y] − W_U[a]), centred for LayerNorm: the logit-gap direction before the norm's 1/σ. */
 export function gapDirection(model: LoadedModel, y: number, a: number): Float64Array {
   const d = model.info.width;
-  const wu = model.weights.unembedding();
+  const wy = model.weights.unembeddingRow(y);
+  const wa = model.weights.unembeddingRow(a);
   const g = model.weights.finalGain();
   const c = new Float64Array(d);
-  for (let i = 0; i < d; i++) c[i] = g[i] * (wu[y * d + i] - wu[a * d + i]);
+  for (let i = 0; i < d; i++) c[i] = g[i] * (wy[i] - wa[i]);
   if (model.graph.finalNorm.kind === 'layer') {
     let mean = 0;
     for (const v of c) mean += v / d;
@@ -49,15 +51,32 @@ export function valueProjections(model: LoadedModel, layer: number, c: Float64Ar
 }
 
 /** Tokens a direction promotes and suppresses: W_U (γ ⊙ v), ranked. */
-export function logitLens(model: LoadedModel, v: ArrayLike<number>, k = 5): { promotes: TokenScore[]; suppresses: TokenScore[] } {
+export async function logitLens(model: LoadedModel, v: ArrayLike<number>, k = 5): Promise<{ promotes: TokenScore[]; suppresses: TokenScore[] }> {
+  return (await logitLenses(model, [v], k))[0];
+}
+
+/**
+ * The logit lens of several directions in one pass over the unembedding: W_U is read in row blocks (never whole)
+ * and each block multiplied by the [n, d] stack of γ ⊙ v in onnxruntime.
+ */
+export async function logitLenses(model: LoadedModel, vs: ArrayLike<number>[], k = 5): Promise<{ promotes: TokenScore[]; suppresses: TokenScore[] }[]> {
   const { vocab: V, width: d } = model.info;
-  const wu = model.weights.unembedding();
+  const n = vs.length;
+  if (!n) return [];
   const g = model.weights.finalGain();
-  const gv = new Float64Array(d);
-  for (let i = 0; i < d; i++) gv[i] = g[i] * v[i];
-  const scores = new Float64Array(V);
-  for (let t = 0; t < V; t++) scores[t] = dot(row(wu, t, d), gv, d);
+  const gv = new Float32Array(n * d);
+  vs.forEach((v, r) => {
+    for (let i = 0; i < d; i++) gv[r * d + i] = g[i] * v[i];
+  });
+  const scores = vs.map(() => new Float64Array(V));
+  for (const { from, rows } of model.weights.unembeddingBlocks()) {
+    const c = rows.length / d;
+    const prod = await productABt(rows, c, gv, n, d);
+    for (let t = 0; t < c; t++) for (let r = 0; r < n; r++) scores[r][from + t] = prod[t * n + r];
+  }
   const tok = model.tokenizer;
-  const show = (t: number): TokenScore => ({ text: tok.tokenText(t), score: scores[t] });
-  return { promotes: topK(scores, k).map(show), suppresses: topK(scores, k, true).map(show) };
+  return scores.map((s) => {
+    const show = (t: number): TokenScore => ({ text: tok.tokenText(t), score: s[t] });
+    return { promotes: topK(s, k).map(show), suppresses: topK(s, k, true).map(show) };
+  });
 }

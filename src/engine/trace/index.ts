@@ -3,9 +3,9 @@
 import { generate } from '../generate';
 import { logSoftmax, row, topK } from '../linalg';
 import type { LoadedModel } from '../model/load';
-import type { LayerEdits } from '../model/session';
+import type { Ablation, LayerEdits } from '../model/session';
 import type { LayerOcclusion, NeuronReport, RepairCase, TraceResult } from '../types';
-import { contrast, logitLens, valueProjections } from './attribution';
+import { contrast, logitLenses, valueProjections } from './attribution';
 import { describePosition, type Forced, type PositionState, repairTarget, teacherForce } from './teacher';
 
 export interface TraceOptions {
@@ -49,26 +49,38 @@ function readout(logits: Float32Array, rows: number, seq: number, V: number, y: 
   return { logp, gap };
 }
 
+/** Rows per forward when one prompt is run many times with different ablations: bounds activations' memory. */
+const ABLATION_BATCH = 16;
+
+/**
+ * The last position's readout of `ids` under each set of ablations (one row each, `example` numbered from 0),
+ * in batches of ABLATION_BATCH rows; only the last position's logits are computed ([rows, 1, V]).
+ */
+async function lastReadouts(model: LoadedModel, ids: number[], y: number, a: number, ablations: Ablation[][], edits?: LayerEdits): Promise<{ logp: number[]; gap: number[] }> {
+  const out = { logp: [] as number[], gap: [] as number[] };
+  for (let i = 0; i < ablations.length; i += ABLATION_BATCH) {
+    const chunk = ablations.slice(i, i + ABLATION_BATCH);
+    const res = await model.session.forward({
+      ids: chunk.map(() => ids), edits, lastOnly: true,
+      ablations: chunk.flatMap((set, r) => set.map((x) => ({ ...x, example: r }))),
+    });
+    const r = readout(res.logits, chunk.length, 1, model.info.vocab, y, a);
+    out.logp.push(...r.logp);
+    out.gap.push(...r.gap);
+  }
+  return out;
+}
+
 export async function layerOcclusion(model: LoadedModel, ids: number[], y: number, a: number, edits?: LayerEdits): Promise<LayerOcclusion[]> {
   const L = model.info.layers;
-  const base = await model.session.forward({ ids: [ids], edits });
-  const b = readout(base.logits, 1, ids.length, model.info.vocab, y, a);
-  const res = await model.session.forward({
-    ids: Array.from({ length: L }, () => ids), edits,
-    ablations: Array.from({ length: L }, (_, l) => ({ example: l, layer: l })),
-  });
-  const r = readout(res.logits, L, ids.length, model.info.vocab, y, a);
-  return r.logp.map((lp, layer) => ({ layer, effect: lp - b.logp[0] }));
+  const r = await lastReadouts(model, ids, y, a, [[], ...Array.from({ length: L }, (_, l) => [{ example: 0, layer: l }])], edits);
+  return r.logp.slice(1).map((lp, layer) => ({ layer, effect: lp - r.logp[0] }));
 }
 
 /** Change of the gap y − a with each neuron ablated alone, in one batch. */
 export async function ablationEffects(model: LoadedModel, ids: number[], y: number, a: number, neurons: { layer: number; neuron: number }[], edits?: LayerEdits): Promise<number[]> {
   if (!neurons.length) return [];
-  const rows = [ids, ...neurons.map(() => ids)];
-  const res = await model.session.forward({
-    ids: rows, edits, ablations: neurons.map((n, i) => ({ example: i + 1, layer: n.layer, neurons: [n.neuron] })),
-  });
-  const r = readout(res.logits, rows.length, ids.length, model.info.vocab, y, a);
+  const r = await lastReadouts(model, ids, y, a, [[], ...neurons.map((n) => [{ example: 0, layer: n.layer, neurons: [n.neuron] }])], edits);
   return r.gap.slice(1).map((g) => g - r.gap[0]);
 }
 
@@ -93,9 +105,8 @@ export async function trace(model: LoadedModel, c: RepairCase, opts: TraceOption
   if (opts.signal?.aborted) throw new Error('cancelled');
   const layers = await layerOcclusion(model, ids, at.desired, at.argmax, opts.edits);
   const effects = await ablationEffects(model, ids, at.desired, at.argmax, top, opts.edits);
-  const neurons: NeuronReport[] = top.map((s, i) => ({
-    ...s, ablationEffect: effects[i], ...logitLens(model, model.weights.valueVector(s.layer, s.neuron, d)),
-  }));
+  const lenses = await logitLenses(model, top.map((s) => model.weights.valueVector(s.layer, s.neuron, d)));
+  const neurons: NeuronReport[] = top.map((s, i) => ({ ...s, ablationEffect: effects[i], ...lenses[i] }));
   return {
     prompt: c.prompt, desired: c.desired, completion: completion.completion, failing,
     at: { position: failing[0], layers, neurons }, ms: performance.now() - started, notice: target.prepared.notice,

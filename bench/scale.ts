@@ -1,0 +1,426 @@
+// Real size: random-weight stand-ins with the exact shapes of Qwen2.5-Coder-0.5B and -1.5B (tools/scale/build.py,
+// built on demand into the cache) in fp32, fp16 and q4. For each: the engine's cold open (instrumenting + cache)
+// and warm open, the disk its cache uses, peak RSS against a plain onnxruntime session on the same file, time to
+// first token and tokens/s of a 24-token greedy completion from a 1,000-token prompt against a plain onnxruntime
+// KV-cache loop and transformers.js on the same file, and the cost of trace, repair and the side-effect check.
+// Every runner is its own child process (one big model in memory at a time; its peak RSS is its own); the
+// repetitions alternate the runners' order and each figure is the median with its range over the repetitions.
+// Random weights show cost only, never repair quality.
+//   npm run bench:scale -- [--sizes 0.5b,1.5b] [--dtypes q4,fp16,fp32] [--reps 2] [--prompt-tokens 1000]
+//                          [--new-tokens 24] [--regression 8] [--threads N] [--json]
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { generate } from '../src/engine/generate';
+import { defaultCacheDir, loadModel } from '../src/engine/model/load';
+import { repair } from '../src/engine/repair/index';
+import { ort } from '../src/engine/onnx/runtime';
+import { CodeTokenizer } from '../src/engine/tokenizer';
+import { trace } from '../src/engine/trace/index';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { EngineWorker } from '../src/vscode/worker/client';
+import { fmt, median, options, PlainModel, ROOT, sessionOptions } from './common';
+
+const FILES: Record<string, string> = { fp32: 'model.onnx', fp16: 'model_fp16.onnx', q4: 'model_q4.onnx' };
+type Runner = 'plain' | 'engine' | 'transformers';
+
+interface GenResult { openMs: number; ttftMs: number; tokensPerS: number; ids: number[]; maxRssMb: number; error?: string }
+
+const scaleDir = () => path.join(defaultCacheDir(), 'scale');
+const folderOf = (size: string) => path.join(scaleDir(), `qwen2.5-coder-${size}`);
+
+/**
+ * A folder whose onnx/model.onnx is the dtype's file (hard links: no disk), for the engine, which opens
+ * onnx/model.onnx. transformers.js and the plain session read the public layout itself.
+ */
+function viewOf(size: string, dtype: string): string {
+  const src = folderOf(size);
+  if (dtype === 'fp32') return src;
+  const view = path.join(scaleDir(), 'views', `${size}-${dtype}`);
+  mkdirSync(path.join(view, 'onnx'), { recursive: true });
+  const link = (from: string, to: string) => {
+    if (existsSync(to) && statSync(to).ino === statSync(from).ino) return;
+    rmSync(to, { force: true });
+    linkSync(from, to);
+  };
+  for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']) link(path.join(src, f), path.join(view, f));
+  link(path.join(src, 'onnx', FILES[dtype]), path.join(view, 'onnx', 'model.onnx'));
+  link(path.join(src, 'onnx', `${FILES[dtype]}_data`), path.join(view, 'onnx', `${FILES[dtype]}_data`));
+  return view;
+}
+
+/** The prompt: regression prompts of the demo corpus joined until `tokens` tokens, cut to exactly that many. */
+function longPrompt(tok: CodeTokenizer, tokens: number): string {
+  const lines = readFileSync(path.join(ROOT, 'bench', 'cases', 'regression.jsonl'), 'utf8').split('\n').filter((l) => l.trim());
+  let text = '';
+  for (const l of lines) {
+    text += `${(JSON.parse(l) as { prompt: string }).prompt}\n\n`;
+    if (tok.encode(text).length > tokens + 50) break;
+  }
+  return tok.decode(tok.encode(text).slice(0, tokens));
+}
+
+const rssMb = () => process.resourceUsage().maxRSS / 1024;
+
+/**
+ * The repair case: the dev case with the shortest desired text. On random weights every desired token fails, and
+ * the minimal solver's budget grows with the failing tokens (3 rounds each): the shortest case bounds the run.
+ */
+function benchCase(): { prompt: string; desired: string } {
+  const cases = readFileSync(path.join(ROOT, 'bench', 'cases', 'dev.jsonl'), 'utf8').split('\n').filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as { prompt: string; desired: string });
+  return cases.reduce((best, c) => (c.desired.trim().length && c.desired.length < best.desired.length ? c : best));
+}
+
+// ---- children ------------------------------------------------------------------------------------------------
+
+async function childGenerate(runner: Runner, size: string, dtype: string, promptTokens: number, newTokens: number, threads?: number): Promise<GenResult> {
+  const folder = folderOf(size);
+  const tok = CodeTokenizer.fromFiles(path.join(folder, 'tokenizer.json'), path.join(folder, 'tokenizer_config.json'), 151936);
+  const prompt = longPrompt(tok, promptTokens);
+  const ids = tok.encode(prompt);
+  const warm = tok.decode(ids.slice(0, 16));
+  let started = performance.now();
+  if (runner === 'engine') {
+    const model = await loadModel(viewOf(size, dtype), { threads });
+    const openMs = performance.now() - started;
+    await generate(model, [warm], { maxNewTokens: 2, multiline: true, heal: false });
+    let first = 0;
+    started = performance.now();
+    const [c] = await generate(model, [prompt], {
+      maxNewTokens: newTokens, multiline: true, heal: false, onStep: (s) => { if (s === 0) first = performance.now(); },
+    });
+    const total = performance.now() - started;
+    return { openMs, ttftMs: first - started, tokensPerS: (c.tokens.length - 1) / ((total - (first - started)) / 1000), ids: c.tokens.map((t) => t.id), maxRssMb: rssMb() };
+  }
+  if (runner === 'plain') {
+    const plainFolder = viewOf(size, dtype);
+    const plain = await PlainModel.open(plainFolder, threads);
+    const openMs = performance.now() - started;
+    const half = dtype === 'fp16';
+    const presents = plain.presentNames();
+    const V = 151936;
+    const loop = async (input: number[], n: number, onFirst?: () => void): Promise<number[]> => {
+      const out: number[] = [];
+      let feed = [input];
+      let past: ort.Tensor[] | undefined;
+      let length = 0;
+      for (let step = 0; step < n; step++) {
+        const feeds = plain.feeds(feed, past, length);
+        if (half && !past) for (const k of Object.keys(feeds)) if (k.startsWith('past_')) feeds[k] = new ort.Tensor('float16', new Uint16Array(0), feeds[k].dims);
+        const res = await plain.session.run(feeds, ['logits', ...presents]);
+        length += feed[0].length;
+        past = presents.map((p) => res[p]);
+        const data = res.logits.data as Float32Array | Uint16Array;
+        const base = (feed[0].length - 1) * V;
+        let best = 0;
+        if (half) {
+          const f = (h: number) => { const s = h >> 15 ? -1 : 1; const e = (h >> 10) & 31; const m = h & 1023; return e === 0 ? s * m * 2 ** -24 : e === 31 ? NaN : s * (1 + m / 1024) * 2 ** (e - 15); };
+          let bv = -Infinity;
+          for (let i = 0; i < V; i++) { const v = f(data[base + i]); if (v > bv) { bv = v; best = i; } }
+        } else {
+          for (let i = 1; i < V; i++) if (data[base + i] > data[base + best]) best = i;
+        }
+        out.push(best);
+        if (step === 0) onFirst?.();
+        feed = [[best]];
+      }
+      return out;
+    };
+    await loop(ids.slice(0, 16), 2);
+    let first = 0;
+    started = performance.now();
+    const out = await loop(ids, newTokens, () => (first = performance.now()));
+    const total = performance.now() - started;
+    return { openMs, ttftMs: first - started, tokensPerS: (out.length - 1) / ((total - (first - started)) / 1000), ids: out, maxRssMb: rssMb() };
+  }
+  const tjs = await import('@huggingface/transformers');
+  tjs.env.allowRemoteModels = false;
+  tjs.env.localModelPath = `${scaleDir()}${path.sep}`;
+  const pipe = await tjs.pipeline('text-generation', `qwen2.5-coder-${size}`, {
+    dtype: dtype as 'fp32', local_files_only: true, device: 'cpu', session_options: sessionOptions(threads),
+    // The stand-ins keep their weights in external data, as the public exports of models this size do.
+    use_external_data_format: true,
+  } as Parameters<typeof tjs.pipeline>[2]);
+  const openMs = performance.now() - started;
+  const out: number[] = [];
+  let puts = 0;
+  let first = 0;
+  const streamer = {
+    put(value: bigint[][]) {
+      // The first put is the prompt; every later one a generated token.
+      if (puts++ === 1) first = performance.now();
+      if (puts > 1) out.push(Number(value[0][0]));
+    },
+    end() { /* nothing to flush */ },
+  };
+  await pipe(warm, { max_new_tokens: 2, do_sample: false });
+  started = performance.now();
+  await pipe(prompt, { max_new_tokens: newTokens, min_new_tokens: newTokens, do_sample: false, streamer } as Record<string, unknown>);
+  const total = performance.now() - started;
+  await pipe.dispose();
+  return { openMs, ttftMs: first - started, tokensPerS: (out.length - 1) / ((total - (first - started)) / 1000), ids: out, maxRssMb: rssMb() };
+}
+
+interface OpenResult { coldMs: number; warmMs: number; cacheBytes: number; weightsBytes: number }
+
+/** Cold open into an empty cache, then warm open from it; the cache's disk use. */
+async function childOpen(size: string, dtype: string, threads?: number): Promise<OpenResult> {
+  const cacheDir = mkdtempSync(path.join(os.tmpdir(), 'np-scale-cache-'));
+  try {
+    let t = performance.now();
+    const cold = await loadModel(viewOf(size, dtype), { threads, cacheDir });
+    const coldMs = performance.now() - t;
+    await cold.release();
+    t = performance.now();
+    const warm = await loadModel(viewOf(size, dtype), { threads, cacheDir });
+    const warmMs = performance.now() - t;
+    await warm.release();
+    const du = (dir: string): number => readdirSync(dir, { withFileTypes: true })
+      .reduce((s, e) => s + (e.isDirectory() ? du(path.join(dir, e.name)) : statSync(path.join(dir, e.name)).size), 0);
+    const data = path.join(folderOf(size), 'onnx', `${FILES[dtype]}_data`);
+    return { coldMs, warmMs, cacheBytes: du(cacheDir), weightsBytes: statSync(data).size };
+  } finally {
+    rmSync(cacheDir, { recursive: true, force: true });
+  }
+}
+
+interface RepairBench {
+  generationMs: number; traceMs: number; repairMs: number; phases: Record<string, number>; regression: number;
+  sideEffectsPerPromptMs: number; failingTokens: number; neurons: number; success: boolean; method: string; maxRssMb: number;
+}
+
+/** Trace and repair of the bench case (benchCase), with the side-effect check on `regression` prompts. */
+async function childRepair(size: string, dtype: string, regression: number, threads?: number): Promise<RepairBench> {
+  const model = await loadModel(viewOf(size, dtype), { threads });
+  const read = (f: string) => readFileSync(path.join(ROOT, 'bench', 'cases', f), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { prompt: string; desired: string });
+  const c = benchCase();
+  const prompts = read('regression.jsonl').slice(0, regression).map((r) => r.prompt);
+  let t = performance.now();
+  await generate(model, [c.prompt]);
+  const generationMs = performance.now() - t;
+  t = performance.now();
+  await trace(model, c);
+  const traceMs = performance.now() - t;
+  const marks: [string, number][] = [];
+  t = performance.now();
+  const r = await repair(model, c, { regression: prompts, onProgress: (line) => marks.push([line, performance.now()]) });
+  const repairMs = performance.now() - t;
+  const phases: Record<string, number> = {};
+  marks.forEach(([line, at], i) => (phases[line.split(' ').slice(0, 2).join(' ')] = (marks[i + 1]?.[1] ?? t + repairMs) - at));
+  const side = Object.entries(phases).find(([k]) => k.startsWith('measuring side'))?.[1] ?? NaN;
+  return {
+    generationMs, traceMs, repairMs, phases, regression: prompts.length, sideEffectsPerPromptMs: side / Math.max(1, prompts.length),
+    failingTokens: r.failingTokens, neurons: r.neurons.length, success: r.success, method: r.method, maxRssMb: rssMb(),
+  };
+}
+
+interface EditorBench {
+  repairStallMs: number; repairTickGapMs: number; idleStallMs: number; repairMs: number;
+  cancelRepair: { hostMs: number; workerMs: number }; cancelGeneration: { hostMs: number; workerMs: number };
+  keystroke: { reuse: number[]; fresh: number[] }; keystrokes: number; error?: string;
+}
+
+/**
+ * The extension's view: the engine in its worker thread (dist/engineWorker.js, as the extension starts it). The
+ * host's longest event-loop stall while a repair runs in the worker (monitorEventLoopDelay, and the largest gap
+ * of a 10 ms ticker); how long a cancelled repair and a cancelled generation take to settle on the host and to
+ * stop in the worker; keystroke → completion with and without the prefix's KV cache.
+ */
+async function childEditor(size: string, dtype: string, promptTokens: number, newTokens: number, keystrokes: number, regression: number, threads?: number): Promise<EditorBench> {
+  const worker = await EngineWorker.start(viewOf(size, dtype), { threads, workerFile: path.join(ROOT, 'dist', 'engineWorker.js') });
+  try {
+    const read = (f: string) => readFileSync(path.join(ROOT, 'bench', 'cases', f), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { prompt: string; desired: string });
+    const c = benchCase();
+    const prompts = read('regression.jsonl').slice(0, regression).map((r) => r.prompt);
+    // Event-loop stalls of this (host) thread while the worker repairs.
+    const h = monitorEventLoopDelay({ resolution: 10 });
+    let last = performance.now();
+    let gap = 0;
+    const ticker = setInterval(() => { const now = performance.now(); gap = Math.max(gap, now - last); last = now; }, 10);
+    h.enable();
+    let t = performance.now();
+    await worker.repair(c, { regression: prompts });
+    const repairMs = performance.now() - t;
+    h.disable();
+    clearInterval(ticker);
+    // The same monitor with the worker idle: what this machine's scheduler alone costs the host thread.
+    const idle = monitorEventLoopDelay({ resolution: 10 });
+    idle.enable();
+    await new Promise((r) => setTimeout(r, Math.min(20_000, repairMs)));
+    idle.disable();
+    const cancel = async (run: (signal: AbortSignal) => Promise<unknown>, after: number) => {
+      const ac = new AbortController();
+      let settled = false;
+      const p = run(ac.signal).then(() => (settled = true), () => undefined);
+      await new Promise((r) => setTimeout(r, after));
+      if (settled) return { hostMs: NaN, workerMs: NaN };  // finished before the cancel
+      const at = Date.now();
+      const t0 = performance.now();
+      ac.abort();
+      await p;
+      const hostMs = performance.now() - t0;
+      const until = Date.now() + 600_000;
+      while (worker.lastStoppedAt < at && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+      return { hostMs, workerMs: worker.lastStoppedAt - at };
+    };
+    const cancelRepair = await cancel((signal) => worker.repair(c, { regression: prompts, signal }), 3000);
+    const folder = folderOf(size);
+    const tok = CodeTokenizer.fromFiles(path.join(folder, 'tokenizer.json'), path.join(folder, 'tokenizer_config.json'), 151936);
+    const doc = longPrompt(tok, promptTokens);
+    const cancelGeneration = await cancel((signal) => worker.generate(doc, { maxNewTokens: newTokens, multiline: true, signal }), 1000);
+    // Keystrokes: one character typed at a time at the end of the document, a completion asked after each.
+    const typed = 'def main(argv):\n    return 0';
+    const keystroke = { reuse: [] as number[], fresh: [] as number[] };
+    for (const mode of ['reuse', 'fresh'] as const) {
+      await worker.generate(doc, { maxNewTokens: newTokens, reusePrefix: mode === 'reuse', lane: 'completion' });
+      for (let k = 1; k <= keystrokes; k++) {
+        t = performance.now();
+        await worker.generate(doc + typed.slice(0, k), { maxNewTokens: newTokens, reusePrefix: mode === 'reuse', lane: 'completion' });
+        keystroke[mode].push(performance.now() - t);
+      }
+    }
+    return {
+      repairStallMs: h.max / 1e6, repairTickGapMs: gap, idleStallMs: idle.max / 1e6, repairMs, cancelRepair, cancelGeneration, keystroke, keystrokes,
+    };
+  } finally {
+    await worker.dispose();
+  }
+}
+
+// ---- parent --------------------------------------------------------------------------------------------------
+
+function runChild<T>(args: string[]): T | { error: string } {
+  const r = spawnSync(process.execPath, ['--enable-source-maps', process.argv[1], ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(last) as T;
+  } catch {
+    const err = (r.stderr ?? '').split('\n').find((l) => /Error|error/.test(l)) ?? `exit ${r.status}`;
+    return { error: err.slice(0, 240) };
+  }
+}
+
+const spread = (xs: number[], digits = 1) => {
+  const ok = xs.filter(Number.isFinite);
+  if (!ok.length) return 'n/a';
+  return ok.length === 1 ? fmt(ok[0], digits) : `${fmt(median(ok), digits)} (${fmt(Math.min(...ok), digits)}–${fmt(Math.max(...ok), digits)})`;
+};
+
+async function main(): Promise<void> {
+  const opt = options({
+    sizes: { type: 'string', default: '0.5b,1.5b' }, dtypes: { type: 'string', default: 'q4,fp16,fp32' }, reps: { type: 'string', default: '2' },
+    'prompt-tokens': { type: 'string', default: '1000' }, 'new-tokens': { type: 'string', default: '24' },
+    regression: { type: 'string', default: '8' }, child: { type: 'string' }, size: { type: 'string' }, dtype: { type: 'string' },
+    'skip-repair': { type: 'boolean', default: false }, 'skip-editor': { type: 'boolean', default: false },
+    keystrokes: { type: 'string', default: '5' },
+  });
+  const threads = opt.threads ? Number(opt.threads) : undefined;
+  const promptTokens = Number(opt['prompt-tokens']);
+  const newTokens = Number(opt['new-tokens']);
+  if (opt.child) {
+    const size = opt.size!;
+    const dtype = opt.dtype!;
+    let out: unknown;
+    if (opt.child === 'open') out = await childOpen(size, dtype, threads);
+    else if (opt.child === 'editor') out = await childEditor(size, dtype, promptTokens, newTokens, Number(opt.keystrokes), Number(opt.regression), threads);
+    else if (opt.child === 'repair') out = await childRepair(size, dtype, Number(opt.regression), threads);
+    else out = await childGenerate(opt.child as Runner, size, dtype, promptTokens, newTokens, threads);
+    process.stdout.write(`${JSON.stringify(out)}\n`);
+    return;
+  }
+  const reps = Number(opt.reps);
+  const common = ['--prompt-tokens', String(promptTokens), '--new-tokens', String(newTokens), '--regression', opt.regression!, '--keystrokes', opt.keystrokes!,
+    ...(opt.threads ? ['--threads', opt.threads] : [])];
+  const lines: string[] = [
+    '# bench:scale: random-weight stand-ins of real code models (cost only: random weights say nothing about repair quality)',
+    '',
+    `Tokenizer: the demo model's byte-level BPE (4096 ids, inside the 151,936-token vocabulary), not Qwen's. Prompt ${promptTokens} tokens, ` +
+      `${newTokens} new tokens greedy, batch 1; median (min–max) of ${reps} repetitions, each runner in its own process, order alternating; ` +
+      `${os.cpus().length} CPUs, load average ${os.loadavg()[0].toFixed(1)} at start.`,
+    '',
+  ];
+  const json: Record<string, unknown> = {};
+  for (const size of opt.sizes!.split(',')) {
+    const dtypes = opt.dtypes!.split(',');
+    const missing = dtypes.filter((d) => !existsSync(path.join(folderOf(size), 'onnx', FILES[d])));
+    if (missing.length) {
+      process.stderr.write(`building the ${size} stand-in (${missing.join(', ')}) under ${scaleDir()}\n`);
+      execFileSync('/usr/bin/python3', [path.join(ROOT, 'tools', 'scale', 'build.py'), '--size', size, '--dtypes', missing.join(','), '--out', scaleDir()], { stdio: 'inherit' });
+    }
+    for (const dtype of dtypes) {
+      process.stderr.write(`${size} ${dtype}: open\n`);
+      const args = [...common, '--size', size, '--dtype', dtype];
+      const open = runChild<OpenResult>(['--child', 'open', ...args]);
+      const runs: Record<Runner, (GenResult | { error: string })[]> = { plain: [], engine: [], transformers: [] };
+      const order: Runner[] = ['plain', 'engine', 'transformers'];
+      for (let r = 0; r < reps; r++) {
+        for (const runner of r % 2 ? [...order].reverse() : order) {
+          process.stderr.write(`${size} ${dtype}: ${runner} ${r + 1}/${reps}\n`);
+          runs[runner].push(runChild<GenResult>(['--child', runner, ...args]));
+        }
+      }
+      const rep = opt['skip-repair'] ? { error: 'skipped (--skip-repair)' } : (process.stderr.write(`${size} ${dtype}: trace + repair\n`), runChild<RepairBench>(['--child', 'repair', ...args]));
+      const ok = (xs: (GenResult | { error: string })[]) => xs.filter((x): x is GenResult => !('error' in x) || !x.error);
+      const col = (runner: Runner, f: (g: GenResult) => number) => ok(runs[runner]).map(f);
+      const ratio = (f: (g: GenResult) => number, other: Runner, higherBetter: boolean) => {
+        const e = ok(runs.engine);
+        const o = ok(runs[other]);
+        const n = Math.min(e.length, o.length);
+        return Array.from({ length: n }, (_, i) => (higherBetter ? f(e[i]) / f(o[i]) : f(o[i]) / f(e[i])));
+      };
+      const errors = (Object.keys(runs) as Runner[]).flatMap((k) => runs[k].filter((x) => 'error' in x && x.error).slice(0, 1).map((x) => `${k}: ${(x as { error: string }).error}`));
+      const e0 = ok(runs.engine)[0];
+      const same = (other: Runner) => {
+        const o = ok(runs[other])[0];
+        return e0 && o ? `${e0.ids.filter((id, i) => id === o.ids[i]).length}/${e0.ids.length}` : 'n/a';
+      };
+      lines.push(`## ${size} ${dtype}`, '');
+      if ('error' in open) lines.push(`open: ${open.error}`, '');
+      else {
+        lines.push(`cold open (instrument + cache) ${fmt(open.coldMs / 1000, 1)} s, warm open ${fmt(open.warmMs / 1000, 1)} s; ` +
+          `cache ${fmt(open.cacheBytes / 1024, 0)} KiB for ${fmt(open.weightsBytes / 2 ** 30, 2)} GiB of weights (referenced in place, not copied)`, '');
+      }
+      lines.push(
+        '| | plain onnxruntime | engine | transformers.js | engine vs plain | engine vs transformers.js |',
+        '|---|---|---|---|---|---|',
+        `| open s | ${spread(col('plain', (g) => g.openMs / 1000))} | ${spread(col('engine', (g) => g.openMs / 1000))} | ${spread(col('transformers', (g) => g.openMs / 1000))} | | |`,
+        `| peak RSS MB | ${spread(col('plain', (g) => g.maxRssMb), 0)} | ${spread(col('engine', (g) => g.maxRssMb), 0)} | ${spread(col('transformers', (g) => g.maxRssMb), 0)} | ${spread(ratio((g) => g.maxRssMb, 'plain', true), 2)}× (target ≤ 1.3) | ${spread(ratio((g) => g.maxRssMb, 'transformers', true), 2)}× |`,
+        `| time to first token s | ${spread(col('plain', (g) => g.ttftMs / 1000))} | ${spread(col('engine', (g) => g.ttftMs / 1000))} | ${spread(col('transformers', (g) => g.ttftMs / 1000))} | ${spread(ratio((g) => g.ttftMs, 'plain', false), 2)}× | ${spread(ratio((g) => g.ttftMs, 'transformers', false), 2)}× |`,
+        `| tokens/s after the first | ${spread(col('plain', (g) => g.tokensPerS), 2)} | ${spread(col('engine', (g) => g.tokensPerS), 2)} | ${spread(col('transformers', (g) => g.tokensPerS), 2)} | ${spread(ratio((g) => g.tokensPerS, 'plain', true), 2)}× | ${spread(ratio((g) => g.tokensPerS, 'transformers', true), 2)}× |`,
+        '',
+        `speed ratios are engine-relative (> 1: the engine is faster); same greedy ids as the engine: plain ${same('plain')}, transformers.js ${same('transformers')}`,
+      );
+      if (errors.length) lines.push('', ...errors.map((e) => `- ${e}`));
+      if ('error' in rep) lines.push('', `trace/repair: ${rep.error}`);
+      else {
+        lines.push('', `trace ${fmt(rep.traceMs / 1000, 1)} s; repair (minimal, ${rep.failingTokens} failing tokens → ${rep.neurons} neurons, ${rep.success ? 'succeeded' : 'did not succeed'} on random weights, method ${rep.method}) ` +
+          `${fmt(rep.repairMs / 1000, 1)} s = ${fmt(rep.repairMs / rep.generationMs, 1)}× one generation of the case (${fmt(rep.generationMs / 1000, 2)} s); ` +
+          `side-effect check ${fmt(rep.sideEffectsPerPromptMs / 1000, 2)} s per regression prompt (${rep.regression} prompts); peak RSS ${fmt(rep.maxRssMb, 0)} MB`,
+          `phases: ${Object.entries(rep.phases).map(([k, v]) => `${k} ${fmt(v / 1000, 1)} s`).join(', ')}`);
+      }
+      const ed = opt['skip-editor'] ? { error: 'skipped (--skip-editor)' } : (process.stderr.write(`${size} ${dtype}: editor (worker)\n`), runChild<EditorBench>(['--child', 'editor', ...args]));
+      if ('error' in ed && ed.error) lines.push('', `editor (worker): ${ed.error}`);
+      else {
+        const e = ed as EditorBench;
+        const pct = (xs: number[], q: number) => { const s2 = [...xs].sort((a2, b2) => a2 - b2); return s2[Math.min(s2.length - 1, Math.floor(q * s2.length))]; };
+        lines.push('', `editor, engine in a worker thread: longest host event-loop stall during a repair ${fmt(e.repairStallMs, 1)} ms ` +
+          `(largest 10 ms-ticker gap ${fmt(e.repairTickGapMs, 1)} ms; the same monitor with the worker idle: ${fmt(e.idleStallMs, 1)} ms; target ≤ 50 ms; repair ${fmt(e.repairMs / 1000, 1)} s); ` +
+          `cancel: repair settles on the host in ${fmt(e.cancelRepair.hostMs, 1)} ms and stops in the worker after ${fmt(e.cancelRepair.workerMs, 0)} ms, ` +
+          `a ${promptTokens}-token generation ${fmt(e.cancelGeneration.hostMs, 1)} ms / ${fmt(e.cancelGeneration.workerMs, 0)} ms (target ≤ 1000 ms)`,
+        `keystroke → completion (${newTokens} tokens) after a ${promptTokens}-token prefix, ${e.keystrokes} keystrokes: with prefix reuse p50 ${fmt(median(e.keystroke.reuse) / 1000, 2)} s, ` +
+          `p95 ${fmt(pct(e.keystroke.reuse, 0.95) / 1000, 2)} s; without p50 ${fmt(median(e.keystroke.fresh) / 1000, 2)} s, p95 ${fmt(pct(e.keystroke.fresh, 0.95) / 1000, 2)} s`);
+      }
+      lines.push('');
+      json[`${size}-${dtype}`] = { open, runs, repair: rep, editor: ed };
+      process.stderr.write(lines.slice(-12).join('\n') + '\n');
+    }
+  }
+  process.stdout.write(opt.json ? `${JSON.stringify(json)}\n` : `${lines.join('\n')}\n`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench/scale: ${(e as Error)?.stack ?? String(e)}\n`);
+  process.exitCode = 1;
+});

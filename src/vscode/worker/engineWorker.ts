@@ -1,0 +1,86 @@
+// Entry of the engine worker thread (bundled as dist/engineWorker.js): loads one model and serves the calls of
+// ./protocol.ts. Each call gets its own AbortController; a cancel message, or a newer call in the same lane,
+// aborts it, and the engine stops at its next checkpoint (between forwards). Never imports vscode.
+import { parentPort } from 'node:worker_threads';
+import { Cancelled, loadModel, type Model, NeuronpatchError, PrefixCache, repair, trace } from '../../engine';
+import { patchSet } from '../../engine/patches/patchset';
+import { harvestGuard } from '../../engine/repair/guard';
+import { greedyLines } from '../../engine/repair/verify';
+import type { Call, FromWorker, ToWorker, WireError } from './protocol';
+
+if (!parentPort) throw new Error('engineWorker.js runs as a worker thread only.');
+const port = parentPort;
+
+let model: Model | undefined;
+const prefix = new PrefixCache();
+const running = new Map<number, AbortController>();
+const lanes = new Map<string, number>();
+
+const post = (m: FromWorker) => port.postMessage(m);
+
+function wire(e: unknown, signal: AbortSignal): WireError {
+  const err = e instanceof Error ? e : new Error(String(e));
+  return {
+    name: err.name, message: err instanceof NeuronpatchError && err.hint ? err.message.split('\n')[0] : err.message,
+    hint: err instanceof NeuronpatchError ? err.hint : undefined,
+    cancelled: signal.aborted || err instanceof Cancelled,
+  };
+}
+
+function need(): Model {
+  if (!model) throw new NeuronpatchError('No model is loaded in the engine worker.');
+  return model;
+}
+
+async function serve(call: Call, signal: AbortSignal, id: number): Promise<unknown> {
+  switch (call.kind) {
+    case 'load': {
+      if (model) await model.dispose();
+      model = undefined;
+      prefix.clear();
+      model = await loadModel(call.folder, { ...call.options, log: (line) => post({ log: line }) });
+      return { info: model.info, onnxPath: model.loaded.onnxPath, graph: model.loaded.graph };
+    }
+    case 'generate': {
+      const m = need();
+      return m.generate(call.prompt, { ...call.options, patches: call.patches, signal, prefix: call.reusePrefix ? prefix : undefined });
+    }
+    case 'greedyLines': {
+      const m = need();
+      return greedyLines(m.loaded, call.prompts, call.patches.length ? patchSet(call.patches, m.info.width) : undefined, signal);
+    }
+    case 'repair':
+      return repair(need(), call.case, { ...call.options, signal, onProgress: (line) => post({ id, progress: line }) });
+    case 'harvestGuard':
+      return harvestGuard(need().loaded, call.texts, { max: call.max, signal });
+    case 'trace':
+      return trace(need(), call.case, { active: call.patches, top: call.top, signal });
+  }
+}
+
+port.on('message', (msg: ToWorker) => {
+  if ('dispose' in msg) {
+    for (const ac of running.values()) ac.abort();
+    void (model?.dispose() ?? Promise.resolve()).finally(() => port.close());
+    return;
+  }
+  if ('cancel' in msg) {
+    running.get(msg.id)?.abort();
+    return;
+  }
+  const { id, call } = msg;
+  const ac = new AbortController();
+  running.set(id, ac);
+  if (call.kind === 'generate' && call.lane) {
+    const stale = lanes.get(call.lane);
+    if (stale !== undefined) running.get(stale)?.abort();
+    lanes.set(call.lane, id);
+  }
+  serve(call, ac.signal, id).then(
+    (value) => post({ id, ok: true, value }),
+    (e: unknown) => post({ id, ok: false, error: wire(e, ac.signal), stoppedAt: ac.signal.aborted ? Date.now() : undefined }),
+  ).finally(() => {
+    running.delete(id);
+    if (call.kind === 'generate' && call.lane && lanes.get(call.lane) === id) lanes.delete(call.lane);
+  });
+});
