@@ -15,7 +15,7 @@
 //   npm run bench:repair -- [--limit 40] [--methods minimal,joint,keyed,sgd,mint] [--key-margins 0.5] [--model DIR]
 //        [--cases F] [--regression F] [--regression-limit N] [--sgd-max-steps 30] [--sgd-reduction sum|mean]
 //        [--no-build] [--json]
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -70,6 +70,25 @@ const regressionCount = evaluationLines.length;
 const guard = path.join(tmp, 'guard.jsonl');
 const unseen = path.join(tmp, 'unseen-guard.jsonl');
 
+/** runJson without blocking: the baselines run in PyTorch beside the engine's methods (same cases, same sets). */
+function runJsonAsync(cmd, args, what) {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (d) => (out += d));
+    child.on('close', (status) => {
+      const wallS = (performance.now() - started) / 1000;
+      const lines = out.trim().split('\n').filter(Boolean);
+      if (status !== 0 || !lines.length) {
+        log(`${what} failed (exit ${status})`);
+        resolve({ error: `exit ${status}`, wallS });
+      } else resolve({ lines: lines.map((l) => JSON.parse(l)), wallS });
+    });
+  });
+}
+
 /** Runs a command, passes its stderr through, returns the last JSON line of its stdout and its wall time. */
 function runJson(cmd, args, what) {
   const started = performance.now();
@@ -103,14 +122,20 @@ const unseenCount = unseenRun.lines?.[0]?.lines ?? 0;
 const side = ['--regression', regression, '--reference', reference, '--guard', guard, '--unseen-guard', unseen];
 
 const runs = methods.flatMap((m) => (m === 'keyed' ? opt['key-margins'].split(',').map((k) => ({ method: m, keyMargin: k.trim() })) : [{ method: m }]));
+// The baselines start at once (one PyTorch process each, beside the engine's methods); their side effects are
+// measured by the engine afterwards.
+const baselines = new Map(runs.filter((r) => r.method === 'sgd' || r.method === 'mint').map(({ method }) => {
+  log(`${method} baseline on ${cases.length} cases (in the background)`);
+  const deltas = path.join(tmp, `deltas-${method}`);
+  return [method, runJsonAsync(opt.python, [path.join(ROOT, 'tools', 'baseline', 'sgd.py'), '--method', method, '--model', opt.model, '--cases', opt.cases,
+    '--limit', String(limit), '--max-steps', opt['sgd-max-steps'], '--reduction', opt['sgd-reduction'], '--save-deltas', deltas], method)];
+}));
 const columns = [];
-for (const { method, keyMargin } of runs) {
+const order = [...runs.filter((r) => !baselines.has(r.method)), ...runs.filter((r) => baselines.has(r.method))];
+for (const { method, keyMargin } of order) {
   let res;
   if (method === 'sgd' || method === 'mint') {
-    log(`${method} baseline on ${cases.length} cases`);
-    const deltas = path.join(tmp, `deltas-${method}`);
-    const raw = runJson(opt.python, [path.join(ROOT, 'tools', 'baseline', 'sgd.py'), '--method', method, '--model', opt.model, '--cases', opt.cases,
-      '--limit', String(limit), '--max-steps', opt['sgd-max-steps'], '--reduction', opt['sgd-reduction'], '--save-deltas', deltas], method);
+    const raw = await baselines.get(method);
     if (raw.error) res = raw;
     else {
       const resultsFile = path.join(tmp, `${method}.json`);
