@@ -113,7 +113,7 @@ function positionsSection(r: RepairResult): HTMLElement {
 
 function neuronsSection(r: RepairResult): HTMLElement {
   const rows = r.neurons.map((n) => [
-    h('code', {}, `L${n.layer}.N${n.neuron}`),
+    h('code', { title: n.added ? `added by this patch; activation ${n.activation?.toFixed(3) ?? 'n/a'} at the first failing token` : '' }, `L${n.layer}.N${n.neuron}`, n.added ? ' (added)' : ''),
     num(n.attribution),
     num(n.ablationEffect),
     scores(n.promotesBefore),
@@ -137,7 +137,7 @@ function tracedSection(r: RepairResult): HTMLElement | null {
   if (!at?.neurons.length) return null;
   const edited = new Set(r.neurons.map((n) => `${n.layer}.${n.neuron}`));
   const rows = at.neurons.map((n) => [
-    h('code', {}, `L${n.layer}.N${n.neuron}`, edited.has(`${n.layer}.${n.neuron}`) ? ' ✎' : ''),
+    h('code', {}, `L${n.layer}.N${n.neuron}`, n.added ? ' (added)' : edited.has(`${n.layer}.${n.neuron}`) ? ' ✎' : ''),
     num(n.activation),
     num(n.attribution),
     num(n.ablationEffect),

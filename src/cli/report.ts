@@ -19,7 +19,7 @@ export function traceText(t: TraceResult): string {
     '',
     'neurons (attribution on logit(desired) − logit(model); ablation effect on the same gap):',
     ...t.at.neurons.map((n) =>
-      `  ${`${n.layer}.${n.neuron}`.padEnd(8)} z=${n.activation.toFixed(2).padStart(6)}  attr=${n.attribution.toFixed(3).padStart(7)}  ablate=${(n.ablationEffect ?? NaN).toFixed(3).padStart(7)}  promotes ${tokens(n.promotes.slice(0, 3))}  suppresses ${tokens(n.suppresses.slice(0, 3))}`),
+      `  ${`${n.layer}.${n.neuron}${n.added ? '+' : ''}`.padEnd(8)} z=${n.activation.toFixed(2).padStart(6)}  attr=${n.attribution.toFixed(3).padStart(7)}  ablate=${(n.ablationEffect ?? NaN).toFixed(3).padStart(7)}  promotes ${tokens(n.promotes.slice(0, 3))}  suppresses ${tokens(n.suppresses.slice(0, 3))}`),
     '',
   );
   return lines.join('\n');

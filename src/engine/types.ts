@@ -211,6 +211,8 @@ export interface NeuronReport extends Neuron {
   ablationEffect: number | null;
   promotes: TokenScore[];
   suppresses: TokenScore[];
+  /** An added (keyed) neuron of an active patch (its index counts on from the layer's FFN width). */
+  added?: true;
 }
 
 export interface TraceResult {

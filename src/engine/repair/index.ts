@@ -191,13 +191,17 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     ? (await model.session.forward({ ids: [target.input], edits: base, ffnInputs: [...new Set(added.map((a) => a.layer))], lastOnly: true })).ffnInputs
     : undefined;
   const firstAdded = (base?.added?.filter((a) => a.layer === added[0]?.layer).length ?? 0);
+  // Each added neuron left out of the patched model, one row each: the report's ablation effect.
+  const addedEffects = analysed && added.length
+    ? await ablationEffects(model, target.input.slice(0, pos + 1), first.desired, first.argmax, patched.added!.slice(-added.length).map((a, i) => ({ layer: a.layer, neuron: i, added: a })), patched)
+    : [];
   const addedNeurons = added.map((a, i) => {
     const x = first ? f0Inputs?.get(a.layer) : undefined;
     const act = x ? addedActivationAt(a, x, pos, d) : 0;
     return {
       layer: a.layer, neuron: model.info.neurons + firstAdded + i, added: true as const,
       attribution: cvec ? act * dot(Float64Array.from(a.value), cvec) : null,
-      ablationEffect: null,
+      ablationEffect: analysed ? addedEffects[i] : null,
       activation: act,
       promotesBefore: [],
       promotesAfter: lenses[2 * edits.length + i].promotes,

@@ -3,6 +3,7 @@
 import { generate } from '../generate';
 import { logSoftmax, row, topK } from '../linalg';
 import type { LoadedModel } from '../model/load';
+import { type AddedNeuron, addedActivation } from '../model/added';
 import type { Ablation, LayerEdits } from '../model/session';
 import type { LayerOcclusion, NeuronReport, RepairCase, TraceResult } from '../types';
 import { contrast, logitLenses, valueProjections } from './attribution';
@@ -20,6 +21,29 @@ export interface NeuronScore {
   neuron: number;
   activation: number;
   attribution: number;
+  /** An added (keyed) neuron of the active patches: numbered from the layer's FFN width on. */
+  added?: AddedNeuron;
+}
+
+/**
+ * The active patches' added neurons at input position `pos`, scored like the others: activation a(x̂) and direct
+ * attribution a (v · c); numbered m, m+1, … within their layer, in patch order.
+ */
+export async function addedAttributions(model: LoadedModel, ids: number[], pos: number, c: Float64Array, edits?: LayerEdits): Promise<NeuronScore[]> {
+  const added = edits?.added ?? [];
+  if (!added.length) return [];
+  const d = model.info.width;
+  const layers = [...new Set(added.map((a) => a.layer))];
+  const res = await model.session.forward({ ids: [ids], edits, ffnInputs: layers, lastOnly: true });
+  const count = new Map<number, number>();
+  return added.map((a) => {
+    const k = count.get(a.layer) ?? 0;
+    count.set(a.layer, k + 1);
+    const act = addedActivation(a, res.ffnInputs.get(a.layer)!, pos * d);
+    let vc = 0;
+    for (let i = 0; i < d; i++) vc += a.value[i] * c[i];
+    return { layer: a.layer, neuron: model.info.neurons + k, activation: act, attribution: act * vc, added: a };
+  });
 }
 
 /** Direct attribution z_j (v_j · c) of every neuron at input position `pos`. */
@@ -78,10 +102,22 @@ export async function layerOcclusion(model: LoadedModel, ids: number[], y: numbe
 }
 
 /** Change of the gap y − a with each neuron ablated alone, in one batch. */
-export async function ablationEffects(model: LoadedModel, ids: number[], y: number, a: number, neurons: { layer: number; neuron: number }[], edits?: LayerEdits): Promise<number[]> {
+export async function ablationEffects(model: LoadedModel, ids: number[], y: number, a: number, neurons: { layer: number; neuron: number; added?: AddedNeuron }[], edits?: LayerEdits): Promise<number[]> {
   if (!neurons.length) return [];
-  const r = await lastReadouts(model, ids, y, a, [[], ...neurons.map((n) => [{ example: 0, layer: n.layer, neurons: [n.neuron] }])], edits);
-  return r.gap.slice(1).map((g) => g - r.gap[0]);
+  // Existing neurons are scaled to 0; an added one is left out of its row's edits.
+  const plain = neurons.filter((n) => !n.added);
+  const r = await lastReadouts(model, ids, y, a, [[], ...plain.map((n) => [{ example: 0, layer: n.layer, neurons: [n.neuron] }])], edits);
+  const base = r.gap[0];
+  const plainEffects = r.gap.slice(1).map((g) => g - base);
+  const addedList = neurons.filter((n) => n.added);
+  let addedEffects: number[] = [];
+  if (addedList.length && edits) {
+    const rows: LayerEdits[] = addedList.map((n) => Object.assign(new Map(edits), { added: edits.added?.filter((x) => x !== n.added) }));
+    const out = await model.session.forward({ ids: rows.map(() => ids), edits: rows, lastOnly: true });
+    addedEffects = readout(out.logits, rows.length, 1, model.info.vocab, y, a).gap.map((g) => g - base);
+  }
+  let [i, j] = [0, 0];
+  return neurons.map((n) => (n.added ? addedEffects[j++] : plainEffects[i++]));
 }
 
 export async function trace(model: LoadedModel, c: RepairCase, opts: TraceOptions = {}): Promise<TraceResult> {
@@ -99,14 +135,14 @@ export async function trace(model: LoadedModel, c: RepairCase, opts: TraceOption
   const pos = target.first + at.index;
   const d = model.info.width;
   const cvec = contrast(model, row(f.residual!, pos, d), at.desired, at.argmax);
-  const scores = attributions(model, f, pos, cvec);
+  const scores = [...attributions(model, f, pos, cvec), ...(await addedAttributions(model, target.input, pos, cvec, opts.edits))];
   const top = topK(scores.map((s) => Math.abs(s.attribution)), opts.top ?? 10).map((i) => scores[i]);
   const ids = target.input.slice(0, pos + 1);
   if (opts.signal?.aborted) throw new Error('cancelled');
   const layers = await layerOcclusion(model, ids, at.desired, at.argmax, opts.edits);
   const effects = await ablationEffects(model, ids, at.desired, at.argmax, top, opts.edits);
-  const lenses = await logitLenses(model, top.map((s) => model.weights.valueVector(s.layer, s.neuron, d)));
-  const neurons: NeuronReport[] = top.map((s, i) => ({ ...s, ablationEffect: effects[i], ...lenses[i] }));
+  const lenses = await logitLenses(model, top.map((s) => (s.added ? s.added.value : model.weights.valueVector(s.layer, s.neuron, d))));
+  const neurons: NeuronReport[] = top.map(({ added, ...s }, i) => ({ ...s, ablationEffect: effects[i], ...lenses[i], ...(added ? { added: true as const } : {}) }));
   return {
     prompt: c.prompt, desired: c.desired, completion: completion.completion, failing,
     at: { position: failing[0], layers, neurons }, ms: performance.now() - started, notice: target.prepared.notice,
