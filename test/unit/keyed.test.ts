@@ -14,6 +14,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type Model, repair } from '../../src/engine';
+import { trace as traceCase } from '../../src/engine/trace/index';
+import { repairTarget, teacherForce } from '../../src/engine/trace/teacher';
 import { exportPatched } from '../../src/engine/export/export';
 import { preparePrompt } from '../../src/engine/generate';
 import { type AddedNeuron, addedActivation } from '../../src/engine/model/added';
@@ -213,5 +215,38 @@ describe('keyed repair on the demo model', () => {
     const before = await m.loaded.session.forward({ ids: b.ids, mask: b.mask });
     const after = await m.loaded.session.forward({ ids: b.ids, mask: b.mask, edits: withAdded(new Map(), added) });
     assert.deepEqual(after.logits, before.logits);
+  });
+});
+
+describe('trace with an added neuron', () => {
+  test('an active added neuron that fires at the failing position is traced like any other neuron', async (t) => {
+    const m = await modelOf(t, entry('demo'));
+    if (!m) return;
+    const casesFile = path.join(root, 'bench', 'cases', 'dev.jsonl');
+    if (!fs.existsSync(casesFile)) return t.skip('bench/cases not present');
+    const c = JSON.parse(fs.readFileSync(casesFile, 'utf8').split('\n')[0]) as { prompt: string; desired: string };
+    const lm = m.loaded;
+    const d = m.info.width;
+    const layer = m.info.layers - 1;
+    const target = repairTarget(lm, c.prompt, c.desired);
+    const f = await teacherForce(lm, target);
+    const at = f.states.find((s) => s.failing)!;
+    const pos = target.first + at.index;
+    const x = (await lm.session.forward({ ids: [target.input], ffnInputs: [layer], lastOnly: true })).ffnInputs.get(layer)!.subarray(pos * d, (pos + 1) * d);
+    let xx = 0;
+    for (const v of x) xx += v * v;
+    // Keyed on this context (response 1 there), writing towards the model's own wrong token.
+    const wu = lm.weights.unembedding();
+    const value = Float32Array.from({ length: d }, (_, i) => 20 * (wu[at.argmax * d + i] - wu[at.desired * d + i]));
+    const neuron: AddedNeuron = { layer, key: Float32Array.from(x, (v) => v / xx), threshold: 0.5, value };
+    const tr = await traceCase(lm, c, { edits: withAdded(new Map(), [neuron]), top: 5 });
+    const traced = tr.at!.neurons.find((n) => n.added);
+    assert.ok(traced, `the added neuron is among the top neurons: ${tr.at!.neurons.map((n) => `${n.layer}.${n.neuron}`).join(', ')}`);
+    assert.equal(traced.layer, layer);
+    assert.equal(traced.neuron, m.info.neurons, 'numbered from the FFN width on');
+    assert.ok(Math.abs(traced.activation - 0.5) < 1e-3, `activation ${traced.activation} = 1 − threshold`);
+    assert.ok(traced.attribution < 0, 'it pushes towards the wrong token');
+    assert.ok(traced.ablationEffect !== null && traced.ablationEffect > 0, `leaving it out raises the gap (${traced.ablationEffect})`);
+    assert.ok(traced.promotes.length > 0, 'its logit lens');
   });
 });
