@@ -17,7 +17,7 @@ import { preparePrompt } from '../generate';
 import { accumulate, assertFinite, type Edit, toNeuronEdits } from './edits';
 import { solveJoint } from './joint';
 import { DEFAULT_KEY_MARGIN, keyedCandidates, prepareWhitening, protectedInputs, solveKeyed } from './keyed';
-import { type GuardLine, measureSideEffects, type SideEffectMeasures } from './measures';
+import { type GuardLine, guardTarget, measureSideEffects, type SideEffectMeasures } from './measures';
 import { Cancelled, type SolveContext, solveMinimal } from './minimal';
 import { referenceStats } from './reference';
 import { Steer } from './steer';
@@ -267,7 +267,7 @@ async function keyedProtection(model: LoadedModel, active: readonly Patch[], bas
   }
   const sequences = [
     ...reference.map((p) => preparePrompt(model, p, 1, false).ids),
-    ...(opts.guard ?? []).map((g) => repairTarget(model, g.prompt, g.desired).input),
+    ...(opts.guard ?? []).flatMap((g) => { const t = guardTarget(model, g); return t ? [t.input] : []; }),
   ];
   const protect = await protectedInputs(model, sequences, layers);
   await prepareWhitening(protect, layers, model.info.width);

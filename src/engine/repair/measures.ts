@@ -143,14 +143,21 @@ export async function continuationLocality(model: LoadedModel, prompts: string[]
 export async function guardKept(model: LoadedModel, guard: GuardLine[], edits: LayerEdits | undefined, signal?: AbortSignal): Promise<{ kept: number; broken: { prompt: string; desired: string; after: string }[]; keptFlags: boolean[] }> {
   const flags = new Array<boolean>(guard.length).fill(true);
   const doubt: number[] = [];
-  for (let i = 0; i < guard.length; i += CHECK_BATCH) {
+  // A line that cannot be teacher-forced (longer than the context leaves room for) is decoded instead.
+  const all = guard.map((g) => guardTarget(model, g));
+  all.forEach((t, i) => {
+    if (!t) doubt.push(i);
+  });
+  const usable = all.flatMap((t, i) => (t ? [{ t, i }] : []));
+  for (let k = 0; k < usable.length; k += CHECK_BATCH) {
     if (signal?.aborted) throw new NeuronpatchError('Measuring side effects was cancelled.');
-    const targets = guard.slice(i, i + CHECK_BATCH).map((g) => repairTarget(model, g.prompt, g.desired));
+    const part = usable.slice(k, k + CHECK_BATCH);
+    const targets = part.map((u) => u.t);
     const { ids, mask, start: shift } = padRows(model.graph, targets.map((t) => t.input));
     const res = await model.session.forward({ ids, mask, edits, logitsFrom: Math.min(...targets.map((t, b) => t.first + shift[b])) });
     targets.forEach((t, b) => {
       const states = positionStates(model, { ...t, first: t.first + shift[b] }, logitRows(res), b);
-      if (!states.every((st) => !st.failing && (st.gap >= TIE || st.index === states.length - 1))) doubt.push(i + b);
+      if (!states.every((st) => !st.failing && (st.gap >= TIE || st.index === states.length - 1))) doubt.push(part[b].i);
     });
   }
   const broken: { prompt: string; desired: string; after: string }[] = [];
@@ -164,6 +171,16 @@ export async function guardKept(model: LoadedModel, guard: GuardLine[], edits: L
     });
   }
   return { kept: flags.filter(Boolean).length, broken, keptFlags: flags };
+}
+
+/** The teacher-forcing target of a guard line, or undefined where it cannot be one (too long for the context). */
+export function guardTarget(model: LoadedModel, g: GuardLine): ReturnType<typeof repairTarget> | undefined {
+  try {
+    return repairTarget(model, g.prompt, g.desired);
+  } catch (e) {
+    if (e instanceof NeuronpatchError) return undefined;
+    throw e;
+  }
 }
 
 const lossCache = new WeakMap<LoadedModel, Map<string, { loss: number; tokens: number }>>();
