@@ -130,6 +130,13 @@ const baselines = new Map(runs.filter((r) => r.method === 'sgd' || r.method === 
   return [method, runJsonAsync(opt.python, [path.join(ROOT, 'tools', 'baseline', 'sgd.py'), '--method', method, '--model', opt.model, '--cases', opt.cases,
     '--limit', String(limit), '--max-steps', opt['sgd-max-steps'], '--reduction', opt['sgd-reduction'], '--save-deltas', deltas], method)];
 }));
+// The engine's methods run side by side too (one process each; on a shared machine several processes get more of it
+// than one; each case's repair time is read against a generation timed in the same process).
+const engineRuns = new Map(runs.filter((r) => !baselines.has(r.method)).map(({ method, keyMargin }) => {
+  log(`neuronpatch eval --method ${method}${keyMargin ? ` --key-margin ${keyMargin}` : ''} on ${cases.length} cases`);
+  return [`${method}:${keyMargin ?? ''}`, runJsonAsync(process.execPath, [cli, 'eval', '--model', opt.model, '--cases', opt.cases, ...side, '--method', method,
+    '--limit', String(limit), ...(keyMargin ? ['--key-margin', keyMargin] : []), '--json'], `eval --method ${method}`)];
+}));
 const columns = [];
 const order = [...runs.filter((r) => !baselines.has(r.method)), ...runs.filter((r) => baselines.has(r.method))];
 for (const { method, keyMargin } of order) {
@@ -146,9 +153,7 @@ for (const { method, keyMargin } of order) {
       res = measured.error ? measured : { lines: measured.lines, wallS: raw.wallS };
     }
   } else {
-    log(`neuronpatch eval --method ${method}${keyMargin ? ` --key-margin ${keyMargin}` : ''} on ${cases.length} cases`);
-    res = runJson(process.execPath, [cli, 'eval', '--model', opt.model, '--cases', opt.cases, ...side, '--method', method,
-      '--limit', String(limit), ...(keyMargin ? ['--key-margin', keyMargin] : []), '--json'], `eval --method ${method}`);
+    res = await engineRuns.get(`${method}:${keyMargin ?? ''}`);
   }
   if (res.error) {
     columns.push({ method, keyMargin, error: res.error, wallS: res.wallS });

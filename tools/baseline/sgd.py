@@ -330,7 +330,7 @@ def mint_case(model, tok, cfg, c, ids, target, newline_ids, pinv, budget, log_pr
     edited = set()
     seq = ids + target
     t_first = len(ids) - 1
-    grid = [0.1, 0.3, 1, 3, 10, 30]
+    grid = [0.25, 1, 4, 16]
     for step in range(1, budget + 1):
         acts = {}
         hooks = []
@@ -491,7 +491,7 @@ def main():
         start = time.perf_counter()
         success, steps, after, losses = False, 0, before, [0.0]
         if args.method == "mint":
-            ok, _, steps = mint_case(model, tok, cfg, c, ids, target, newline_ids, pinv, min(48, 3 * max(1, failing) + 2), r["id"])
+            ok, _, steps = mint_case(model, tok, cfg, c, ids, target, newline_ids, pinv, 2 * max(1, failing) + 2, r["id"])
             after = greedy_lines(model, tok, cfg, [c["prompt"]])[0]
             success = after == c["desired"]
         for steps in (range(1, args.max_steps + 1) if args.method == "sgd" else []):
