@@ -236,8 +236,8 @@ describe('trace with an added neuron', () => {
     let xx = 0;
     for (const v of x) xx += v * v;
     // Keyed on this context (response 1 there), writing towards the model's own wrong token.
-    const wu = lm.weights.unembedding();
-    const value = Float32Array.from({ length: d }, (_, i) => 20 * (wu[at.argmax * d + i] - wu[at.desired * d + i]));
+    const [wa, wy] = [lm.weights.unembeddingRow(at.argmax), lm.weights.unembeddingRow(at.desired)];
+    const value = Float32Array.from({ length: d }, (_, i) => 20 * (wa[i] - wy[i]));
     const neuron: AddedNeuron = { layer, key: Float32Array.from(x, (v) => v / xx), threshold: 0.5, value };
     const tr = await traceCase(lm, c, { edits: withAdded(new Map(), [neuron]), top: 5 });
     const traced = tr.at!.neurons.find((n) => n.added);
