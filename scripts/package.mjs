@@ -29,7 +29,7 @@ try {
     if (!base.includes(line)) throw new Error(`.vscodeignore must name ${line}`);
     writeFileSync(ignoreFile, base.replace(line, `!node_modules/onnxruntime-node/bin/napi-v6/${ALL[t]}/**`));
     const out = path.join(outDir, `${name}-${version}-${t}.vsix`);
-    execFileSync(vsce, ['package', '--target', t, '--ignoreFile', ignoreFile, '--out', out, '--skip-license', '--allow-missing-repository'], { stdio: 'inherit' });
+    execFileSync(vsce, ['package', '--target', t, '--ignoreFile', ignoreFile, '--readme-path', 'media/MARKETPLACE.md', '--out', out, '--skip-license', '--allow-missing-repository'], { stdio: 'inherit' });
   }
 } finally {
   rmSync(ignoreFile, { force: true });

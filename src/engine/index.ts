@@ -10,6 +10,11 @@ import type { Completion, ModelInfo, Patch, RepairCase, RepairResult, TraceResul
 export interface ModelGenerateOptions extends Omit<GenerateOptions, 'edits'> {
   /** Patches applied through the graph's inputs (the enabled ones of a store, in order). */
   patches?: Patch[];
+  /**
+   * Someone is waiting on this (an inline completion): it goes ahead of other work on the model, such as a repair
+   * in progress, whose forwards pause while it runs.
+   */
+  interactive?: boolean;
 }
 
 /** A loaded model: the instrumented session plus what every front door asks of it. */
@@ -43,9 +48,10 @@ export class Model {
 
   /** Many prompts, decoded together in batches of `batch` rows (left-padded, one KV cache per batch). */
   async generateMany(prompts: string[], opts: ModelGenerateOptions & { batch?: number } = {}): Promise<Completion[]> {
-    const { patches, batch = 16, ...rest } = opts;
+    const { patches, batch = 16, interactive, ...rest } = opts;
     const edits = this.editsOf(patches);
-    return generateBatched(this.loaded, prompts, { ...rest, edits }, batch);
+    const run = () => generateBatched(this.loaded, prompts, { ...rest, edits }, batch);
+    return interactive ? this.loaded.session.interactive(run) : run();
   }
 
   /** The greedy line of each prompt with these patches (what the side-effect check compares against). */

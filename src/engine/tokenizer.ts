@@ -120,6 +120,18 @@ export class CodeTokenizer {
     return this.tokenTexts()[id] ?? `<${id}>`;
   }
 
+  /**
+   * The token's text for display: its text, or, where it holds only part of a UTF-8 character (decoding shows
+   * U+FFFD), its bytes with those above 0x7f as escapes (`\xe2\x80`), read from the vocabulary's byte-level
+   * (GPT-2 `Ġ`-style) or byte-fallback (`<0xE2>`) spelling.
+   */
+  tokenDisplay(id: number): string {
+    const text = this.tokenText(id);
+    if (!text.includes('\ufffd')) return text;
+    const bytes = tokenBytes(this.tokenName(id));
+    return bytes ? escapeHighBytes(bytes) : text;
+  }
+
   /** The token's string in the vocabulary (Ġ-style), for displays where whitespace must stay visible. */
   tokenName(id: number): string {
     return this.tokenizer.id_to_token(id) ?? `<${id}>`;
@@ -155,4 +167,36 @@ function generationPrefix(tokenizer: Tokenizer, encoder: Tokenizer, addBos: unkn
   const prefix = at > 0 && plain.every((id, i) => full[at + i] === id) ? full.slice(0, at) : [];
   if (prefix.length) return prefix;
   return addBos === true && bos !== undefined ? [bos] : [];
+}
+
+/** GPT-2's byte-level alphabet read backwards: the character standing for each byte → the byte. */
+let byteOfChar: Map<string, number> | undefined;
+function byteLevel(): Map<string, number> {
+  if (byteOfChar) return byteOfChar;
+  const m = new Map<string, number>();
+  let extra = 0;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+    m.set(String.fromCharCode(printable ? b : 256 + extra++), b);
+  }
+  return (byteOfChar = m);
+}
+
+/** A vocabulary entry's bytes: `<0xNN>` byte fallback, or a byte-level string; undefined for anything else. */
+export function tokenBytes(name: string): number[] | undefined {
+  const fallback = /^<0x([0-9A-Fa-f]{2})>$/.exec(name);
+  if (fallback) return [parseInt(fallback[1], 16)];
+  const map = byteLevel();
+  const out: number[] = [];
+  for (const ch of name) {
+    const b = map.get(ch);
+    if (b === undefined) return undefined;
+    out.push(b);
+  }
+  return out;
+}
+
+/** ASCII bytes as themselves, every other byte as `\xNN`. */
+export function escapeHighBytes(bytes: number[]): string {
+  return bytes.map((b) => (b < 0x80 ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
 }

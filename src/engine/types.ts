@@ -136,7 +136,8 @@ export interface Patch {
   createdAt: string;
   enabled: boolean;
   method: RepairMethod;
-  case: { prompt: string; desired: string; before: string; after: string };
+  /** `source`: where it was made, as the editor names it (`pkg/util.py:12:8`); absent from the CLI. */
+  case: { prompt: string; desired: string; before: string; after: string; source?: string };
   edits: NeuronEdit[];
   /** Neurons the patch adds (keyed method); absent in neuronpatch/1 files. */
   added?: AddedNeuronEdit[];
@@ -267,4 +268,13 @@ export interface RepairResult {
   sideEffects?: SideEffectSummary;
   /** Keyed method: which layer took the added neurons, and why. */
   layerChoice?: string;
+  /** Earlier (active) patches whose case the new patch breaks; the repair is then not a success. */
+  conflicts?: RepairConflict[];
+}
+
+/** An active patch broken by a new one: its case now completes with `got` instead of its `desired` text. */
+export interface RepairConflict {
+  patchId: string;
+  desired: string;
+  got: string;
 }

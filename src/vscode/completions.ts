@@ -4,6 +4,7 @@
 import * as vscode from 'vscode';
 import type { Ctx } from './ctx';
 import { errorMessage } from './model';
+import { cutAtDedent, openBlock } from './multiline';
 import { abortSignal, atLineEnd, inDocumentEol, promptAt, sleep } from './prompt';
 
 export interface AcceptedCompletion {
@@ -16,6 +17,8 @@ export interface AcceptedCompletion {
 export class CompletionProvider implements vscode.InlineCompletionItemProvider {
   private readonly cache = new Map<string, string>();
   private inflight: AbortController | undefined;
+  /** The last suggestion handed to VS Code, for "Repair This Suggestion". */
+  private shown: { uri: string; version: number; offset: number; text: string } | undefined;
 
   constructor(private readonly ctx: Ctx) {}
 
@@ -27,7 +30,9 @@ export class CompletionProvider implements vscode.InlineCompletionItemProvider {
   ): Promise<vscode.InlineCompletionItem[] | undefined> {
     const { config, models, patches, log } = this.ctx;
     if (!config.inlineCompletionsEnabled || !atLineEnd(doc, pos)) return undefined;
-    const key = `${doc.uri.toString()}@${doc.version}:${doc.offsetAt(pos)}:${patches.version}:${config.maxNewTokens}`;
+    const prompt = promptAt(doc, pos);
+    const block = config.multilineCompletions ? openBlock(prompt.slice(-2000)) : undefined;
+    const key = `${doc.uri.toString()}@${doc.version}:${doc.offsetAt(pos)}:${patches.version}:${config.maxNewTokens}:${block ? 'block' : 'line'}`;
     let text = this.cache.get(key);
     if (text === undefined) {
       if (!(await sleep(config.debounceMs, token))) return undefined;
@@ -40,15 +45,16 @@ export class CompletionProvider implements vscode.InlineCompletionItemProvider {
       const cancel = abortSignal(token);
       cancel.signal.addEventListener('abort', () => mine.abort());
       try {
-        const out = await model.generate(promptAt(doc, pos), {
+        const out = await model.generate(prompt, {
           maxNewTokens: config.maxNewTokens,
+          multiline: !!block,
           patches: patches.active(),
           signal: mine.signal,
           // Only the tokens typed since the last request run; a newer request cancels this one in the worker.
           reusePrefix: true,
           lane: 'completion',
         });
-        text = inDocumentEol(doc, out.completion);
+        text = inDocumentEol(doc, block ? cutAtDedent(block, out.completion) : out.completion);
         log.info(
           `completion ${vscode.workspace.asRelativePath(doc.uri)}:${pos.line + 1}:${pos.character + 1} ` +
             `(${patches.active().length} patches, ${Math.round(out.ms)} ms): ${JSON.stringify(text)}`,
@@ -64,6 +70,7 @@ export class CompletionProvider implements vscode.InlineCompletionItemProvider {
       }
     }
     if (!text.trim() || token.isCancellationRequested) return undefined;
+    this.shown = { uri: doc.uri.toString(), version: doc.version, offset: doc.offsetAt(pos), text };
     const accepted: AcceptedCompletion = { uri: doc.uri.toString(), line: pos.line, character: pos.character, text };
     const item = new vscode.InlineCompletionItem(text, new vscode.Range(pos, pos), {
       command: 'neuronpatch.completionAccepted',
@@ -71,6 +78,12 @@ export class CompletionProvider implements vscode.InlineCompletionItemProvider {
       arguments: [accepted],
     });
     return [item];
+  }
+
+  /** The suggestion last shown at this position of this version of the document, if any. */
+  shownAt(doc: vscode.TextDocument, pos: vscode.Position): string | undefined {
+    const s = this.shown;
+    return s && s.uri === doc.uri.toString() && s.version === doc.version && s.offset === doc.offsetAt(pos) ? s.text : undefined;
   }
 
   /** The completion the model gives at a position now (no debounce, no cache): for the repair command. */

@@ -55,6 +55,19 @@ export class Config {
     return typeof v === 'number' && Number.isFinite(v) ? Math.min(MAX_MARGIN, Math.max(0.25, v)) : DEFAULT_MARGIN;
   }
 
+  /**
+   * Share (0–1) of the workspace completions checked after a repair that a patch may change before the panel
+   * warns and Apply asks to confirm; from `neuronpatch.repair.sideEffectWarning` (percent).
+   */
+  get warnChangedShare(): number {
+    return clampInt(this.cfg.get<number>('repair.sideEffectWarning'), 0, 100, 25) / 100;
+  }
+
+  /** Completions may span lines after a line ending in `:` or an opening bracket (up to the block's dedent). */
+  get multilineCompletions(): boolean {
+    return this.cfg.get<boolean>('inlineCompletions.multiline') ?? true;
+  }
+
   get regressionSampleSize(): number {
     return clampInt(this.cfg.get<number>('repair.regressionSampleSize'), 0, 500, 32);
   }

@@ -4,10 +4,11 @@ import { CompletionProvider } from './completions';
 import { Config } from './config';
 import { EditTracker } from './edits';
 import { GuardRecorder } from './guard';
-import { ModelHost, errorMessage, firstLine } from './model';
+import { ModelHost, errorMessage, oneLine } from './model';
 import type { RepairPanel } from './panel/panel';
 import { PatchHost } from './patches';
 import { PatchTrust } from './trust';
+import type { PatchTree } from './patchTree';
 import { RegressionSampler } from './regression';
 import { RegressionLines } from './regressionLines';
 
@@ -27,6 +28,12 @@ export class Ctx implements vscode.Disposable {
   readonly guard: GuardRecorder;
   /** The repair panel while it is open (one at a time). */
   panel: RepairPanel | undefined;
+  /** The Patches view (Space toggles its focused row). */
+  patchTree: PatchTree | undefined;
+  /** The last cancelled repair: how long after Cancel the engine's work stopped (set once it has). */
+  lastCancel: { engineStoppedMs?: number } | undefined;
+  /** The context keys as last set, by name without the `neuronpatch.` prefix. */
+  contextKeys = new Map<string, unknown>();
   private readonly disposables: vscode.Disposable[] = [];
 
   constructor(readonly extension: vscode.ExtensionContext) {
@@ -55,7 +62,8 @@ export class Ctx implements vscode.Disposable {
         } catch (e) {
           const message = errorMessage(e);
           this.log.error(`${name}: ${message}`);
-          void vscode.window.showErrorMessage(`Neuron Patch: ${firstLine(message)}`, 'Show Log').then((c) => {
+          // The message and its hint (the engine puts the hint on the next line), each said once.
+          void vscode.window.showErrorMessage(`Neuron Patch: ${oneLine(message)}`, 'Show Log').then((c) => {
             if (c) this.log.show(true);
           });
           return undefined;

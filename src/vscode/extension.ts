@@ -7,8 +7,11 @@ import { deletePatch, disablePatch, enablePatch, revealPatchFile, showPatches } 
 import { exportModel } from './commands/exportModel';
 import { pickModelFolder, reloadModel, showLog } from './commands/model';
 import { Ctx } from './ctx';
+import { RepairPanel } from './panel/panel';
 import { PatchTree } from './patchTree';
 import { activateStatusBar } from './statusBar';
+import { activateContextKeys } from './contextKeys';
+import { goToPatchSource, openDemo, openPatch, repairSuggestion, statusMenu, toggleCompletions, togglePatch } from './commands/surface';
 
 /** What activate returns: the context, for the extension-host tests. */
 export interface Api {
@@ -32,11 +35,25 @@ export function activate(context: vscode.ExtensionContext): Api {
   ctx.registerCommand('pickModelFolder', pickModelFolder);
   ctx.registerCommand('reloadModel', reloadModel);
   ctx.registerCommand('showLog', showLog);
+  ctx.registerCommand('statusMenu', statusMenu);
+  ctx.registerCommand('toggleCompletions', toggleCompletions);
+  ctx.registerCommand('repairSuggestion', repairSuggestion);
+  ctx.registerCommand('openPatch', openPatch);
+  ctx.registerCommand('togglePatch', togglePatch);
+  ctx.registerCommand('goToPatchSource', goToPatchSource);
+  ctx.registerCommand('openDemo', openDemo);
 
   const documents = [{ scheme: 'file' }, { scheme: 'untitled' }, { scheme: 'vscode-remote' }];
   ctx.own(vscode.languages.registerInlineCompletionItemProvider(documents, ctx.completions));
   ctx.own(vscode.languages.registerCodeLensProvider(documents, ctx.edits));
-  ctx.own(new PatchTree(ctx));
+  ctx.patchTree = ctx.own(new PatchTree(ctx));
+  ctx.contextKeys = activateContextKeys(ctx);
+  // The repair panel comes back after a window reload, as it was (its webview keeps its state and scroll).
+  ctx.own(
+    vscode.window.registerWebviewPanelSerializer(RepairPanel.viewType, {
+      deserializeWebviewPanel: async (panel, saved) => RepairPanel.revive(ctx, panel, saved),
+    }),
+  );
   activateStatusBar(ctx);
 
   ctx.own(

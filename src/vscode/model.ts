@@ -145,6 +145,15 @@ export function firstLine(s: string): string {
   return i < 0 ? s : s.slice(0, i);
 }
 
+/** A multi-line message (an error and its hint) as one line for a notification. */
+export function oneLine(s: string): string {
+  return s
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .join(' ');
+}
+
 function shortName(folder: string): string {
   const parts = folder.split(/[\\/]/).filter(Boolean);
   return parts.slice(-2).join('/');

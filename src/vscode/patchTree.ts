@@ -1,42 +1,55 @@
-// The Patches view: one item per patch with its case and metrics; the checkbox enables or disables it live.
+// The Patches view: one row per patch, labelled with its desired text (whitespace visible: ␣ ⇥) and the file:line it
+// was made at. One enable control per row (an eye to disable, a closed eye to enable; Space on the focused row does
+// the same), a wrench icon on active patches. Clicking a row opens the patch read-only in the repair panel. While
+// the model does not load, the patches of the file stay listed, marked as not applied; so do patches held back by
+// workspace trust (from the repository: the eye accepts them; Restricted Mode).
+import * as fs from 'node:fs';
 import * as vscode from 'vscode';
+import { validatePatchFile } from '../engine/patches/validate';
 import type { Patch } from '../engine/types';
 import type { Ctx } from './ctx';
+import { visibleEdges, visibleWhitespace } from './panel/messages';
 import type { Provenance } from './trustPolicy';
-import { errorMessage } from './model';
 
 /** What the Patches view says of a patch held back (see trustPolicy.ts). */
 const HELD: Partial<Record<Provenance, string>> = {
-  repository: 'from the repository, not applied: check to accept',
+  repository: 'from the repository, not applied: the eye accepts it',
   restricted: 'not applied in Restricted Mode',
 };
 
 export class PatchItem extends vscode.TreeItem {
-  constructor(readonly patch: Patch, held: Provenance = 'applied') {
+  constructor(
+    readonly patch: Patch,
+    /** The model is not loaded: the patch is listed from the file but not applied. */
+    readonly unloaded = false,
+    /** Held back by workspace trust: from the repository (accepted by enabling it), or Restricted Mode. */
+    held: Provenance = 'applied',
+  ) {
     super(label(patch), vscode.TreeItemCollapsibleState.None);
     this.id = patch.id;
     const m = patch.metrics;
-    const spec = m.specificity === null ? '' : ` · specificity ${pct(m.specificity)}`;
-    this.description = `${HELD[held] ? `${HELD[held]} · ` : ''}${patch.method} · ${patch.edits.length} neuron${patch.edits.length === 1 ? '' : 's'}${spec}`;
-    if (HELD[held]) {
-      this.contextValue = 'patch.held';
-      this.checkboxState = { state: vscode.TreeItemCheckboxState.Unchecked, tooltip: HELD[held] };
+    const spec = m.specificity === null ? '' : ` · ${pct(1 - m.specificity)} of checked completions changed`;
+    const where = patch.case.source ? `${patch.case.source} · ` : '';
+    const neurons = patch.edits.length + (patch.added?.length ?? 0);
+    this.description = unloaded
+      ? `${where}not applied: the model did not load`
+      : `${where}${patch.enabled ? '' : 'disabled · '}${patch.method} · ${neurons} neuron${neurons === 1 ? '' : 's'}${spec}`;
+    this.contextValue = unloaded ? 'unloaded' : patch.enabled ? 'patch.enabled' : 'patch.disabled';
+    this.iconPath = new vscode.ThemeIcon(unloaded ? 'warning' : patch.enabled ? 'wrench' : 'circle-slash');
+    const heldText = HELD[held];
+    if (heldText && !unloaded) {
+      this.description = `${where}${heldText}`;
+      this.contextValue = held === 'repository' ? 'patch.held' : 'patch.restricted';
       this.iconPath = new vscode.ThemeIcon('shield');
-      this.accessibilityInformation = { label: `Patch ${label(patch)}, ${HELD[held]}` };
-      this.tooltip = `Patch ${patch.id}: ${HELD[held]}.`;
-      return;
     }
-    this.contextValue = patch.enabled ? 'patch.enabled' : 'patch.disabled';
-    this.checkboxState = patch.enabled
-      ? { state: vscode.TreeItemCheckboxState.Checked, tooltip: 'Active: click to disable' }
-      : { state: vscode.TreeItemCheckboxState.Unchecked, tooltip: 'Disabled: click to enable' };
-    this.iconPath = new vscode.ThemeIcon(patch.enabled ? 'wrench' : 'circle-slash');
+    this.command = { command: 'neuronpatch.openPatch', title: 'Open Patch', arguments: [patch.id] };
     this.accessibilityInformation = {
-      label: `Patch ${label(patch)}, ${patch.enabled ? 'enabled' : 'disabled'}, ${this.description}`,
+      label: `Patch ${label(patch)}, ${unloaded ? 'not applied' : patch.enabled ? 'enabled' : 'disabled'}, ${this.description}. Space toggles it.`,
     };
     const md = new vscode.MarkdownString();
-    md.appendMarkdown(`**Patch** \`${patch.id}\` (${patch.method}, ${new Date(patch.createdAt).toLocaleString()})\n\n`);
-    md.appendMarkdown(`Prompt ends with:\n`);
+    md.appendMarkdown(`**Patch** \`${patch.id}\` (${patch.method}, ${new Date(patch.createdAt).toLocaleString()})`);
+    if (patch.case.source) md.appendMarkdown(` made at \`${inline(patch.case.source)}\``);
+    md.appendMarkdown(`\n\nPrompt ends with:\n`);
     md.appendCodeblock(tail(patch.case.prompt, 200), '');
     md.appendMarkdown(`Before: \`${inline(patch.case.before)}\`  \nDesired: \`${inline(patch.case.desired)}\`  \n`);
     md.appendMarkdown(`After: \`${inline(patch.case.after)}\`\n\n`);
@@ -59,11 +72,9 @@ export class PatchTree implements vscode.TreeDataProvider<PatchItem>, vscode.Dis
     this.view = vscode.window.createTreeView('neuronpatch.patches', {
       treeDataProvider: this,
       showCollapseAll: false,
-      manageCheckboxStateManually: true,
     });
     this.disposables.push(
       this.view,
-      this.view.onDidChangeCheckboxState((e) => this.onCheckbox(e)),
       // Showing the view is a reason to load the model: the patch file is bound to it.
       this.view.onDidChangeVisibility((e) => {
         if (e.visible && ctx.models.current.kind === 'idle') void ctx.models.get({ quiet: true });
@@ -74,15 +85,9 @@ export class PatchTree implements vscode.TreeDataProvider<PatchItem>, vscode.Dis
     this.refresh();
   }
 
-  private async onCheckbox(e: vscode.TreeCheckboxChangeEvent<PatchItem>): Promise<void> {
-    for (const [item, state] of e.items) {
-      try {
-        await this.ctx.patches.setEnabled(item.patch.id, state === vscode.TreeItemCheckboxState.Checked);
-      } catch (err) {
-        void vscode.window.showErrorMessage(`Neuron Patch: ${errorMessage(err)}`);
-        this.refresh();
-      }
-    }
+  /** The patch of the focused (or else the first selected) row: what Space toggles. */
+  focused(): Patch | undefined {
+    return this.view.selection[0]?.patch;
   }
 
   refresh(): void {
@@ -91,11 +96,9 @@ export class PatchTree implements vscode.TreeDataProvider<PatchItem>, vscode.Dis
     if (s.kind === 'invalid') {
       this.view.message = `The patch file is invalid (line ${s.at.line + 1}): ${s.message.split('\n')[0]}. It is left untouched until you fix it.`;
     } else if (m.kind === 'failed') {
-      this.view.message = `The model did not load: ${m.message.split('\n')[0]}`;
+      this.view.message = `The model did not load, so these patches are not applied: ${m.message.split('\n')[0]}`;
     } else if (m.kind === 'loading') {
       this.view.message = 'Loading the model…';
-    } else if (s.kind === 'none' && m.kind === 'ready') {
-      this.view.message = s.reason;
     } else {
       this.view.message = undefined;
     }
@@ -110,7 +113,9 @@ export class PatchTree implements vscode.TreeDataProvider<PatchItem>, vscode.Dis
 
   getChildren(item?: PatchItem): PatchItem[] {
     if (item) return [];
-    return this.ctx.patches.list().map((p) => new PatchItem(p, this.ctx.patches.provenance(p)));
+    const listed = this.ctx.patches.list();
+    if (listed.length || this.ctx.models.current.kind !== 'failed') return listed.map((p) => new PatchItem(p, false, this.ctx.patches.provenance(p)));
+    return patchesOnDisk(this.ctx.patches.file).map((p) => new PatchItem(p, true));
   }
 
   dispose(): void {
@@ -119,8 +124,19 @@ export class PatchTree implements vscode.TreeDataProvider<PatchItem>, vscode.Dis
   }
 }
 
-function label(p: Patch): string {
-  const desired = p.case.desired.trim() || JSON.stringify(p.case.desired);
+/** The patches a patch file holds, read without a model (for listing while the model does not load); [] if none. */
+export function patchesOnDisk(file: string | null): Patch[] {
+  if (!file) return [];
+  try {
+    return validatePatchFile(JSON.parse(fs.readFileSync(file, 'utf8'))).patches;
+  } catch {
+    return [];
+  }
+}
+
+/** The row's label: the desired text with its edge whitespace visible (␣ ⇥) and newlines as ⏎, cut to 48 characters. */
+export function label(p: Patch): string {
+  const desired = p.case.desired.trim() === '' ? visibleWhitespace(p.case.desired) : visibleEdges(p.case.desired).replace(/\r?\n/g, '⏎');
   return desired.length > 48 ? `${desired.slice(0, 47)}…` : desired;
 }
 

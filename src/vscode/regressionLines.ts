@@ -1,5 +1,6 @@
-// The regression prompts' greedy lines before a repair, kept while the model, the active patches and the prompts
-// stay the same: the next repair (the other method, another case) then skips decoding them again.
+// The regression prompts' greedy lines before a repair, kept per prompt while the model and the active patches
+// stay the same: the next repair (the other method, another case, a prompt set that differs by the line being
+// repaired) decodes only the prompts it has not seen. Decoded in small batches so the panel can count them.
 import { createHash } from 'node:crypto';
 import type { GreedyLine } from '../engine/repair/verify';
 import type { Patch } from '../engine/types';
@@ -10,19 +11,68 @@ export interface LineSource {
   greedyLines(prompts: string[], active: readonly Patch[], signal?: AbortSignal): Promise<GreedyLine[]>;
 }
 
-const KEEP = 4;
+/** Prompts decoded together: the engine's own batch, so the count advances once a batch is decoded. */
+const CHUNK = 16;
+/** Lines kept (one greedy line each), across models and patch sets. */
+const KEEP = 2000;
 
 export class RegressionLines {
-  private readonly memo = new Map<string, GreedyLine[]>();
+  private readonly memo = new Map<string, GreedyLine>();
+  /** One decode at a time: a repair that starts while lines are prefetched reuses what the prefetch decoded. */
+  private queue: Promise<unknown> = Promise.resolve();
 
-  async get(model: LineSource, prompts: string[], active: readonly Patch[], signal?: AbortSignal): Promise<GreedyLine[]> {
+  /**
+   * The greedy line of each prompt with the active patches, decoding the ones not known yet. `onProgress(done,
+   * total)` after each batch (done counts the known ones too). Throws the engine's cancellation error when
+   * `signal` aborts.
+   */
+  async get(
+    model: LineSource,
+    prompts: string[],
+    active: readonly Patch[],
+    signal?: AbortSignal,
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<GreedyLine[]> {
+    const run = this.queue.then(() => this.decode(model, prompts, active, signal, onProgress));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async decode(
+    model: LineSource,
+    prompts: string[],
+    active: readonly Patch[],
+    signal?: AbortSignal,
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<GreedyLine[]> {
     // The patches' edits, not only their ids: a patch file edited by hand keeps its ids.
-    const key = createHash('sha256').update(JSON.stringify([model.info.hash, active.map((p) => [p.id, p.edits]), prompts])).digest('hex');
-    const hit = this.memo.get(key);
-    if (hit) return hit;
-    const lines = await model.greedyLines(prompts, active, signal);
-    this.memo.set(key, lines);
+    const setKey = createHash('sha256').update(JSON.stringify([model.info.hash, active.map((p) => [p.id, p.edits])])).digest('hex');
+    const key = (p: string): string => `${setKey}:${p}`;
+    const missing = [...new Set(prompts.filter((p) => !this.memo.has(key(p))))];
+    let done = prompts.length - missing.length;
+    onProgress?.(done, prompts.length);
+    for (let i = 0; i < missing.length; i += CHUNK) {
+      const chunk = missing.slice(i, i + CHUNK);
+      const lines = await model.greedyLines(chunk, active, signal);
+      chunk.forEach((p, k) => this.remember(key(p), lines[k]));
+      done += chunk.length;
+      onProgress?.(Math.min(done, prompts.length), prompts.length);
+    }
+    return prompts.map((p) => this.memo.get(key(p))!);
+  }
+
+  /** How many of `prompts` are known for this model and patch set (what a repair would not decode again). */
+  known(model: LineSource, prompts: string[], active: readonly Patch[]): number {
+    const setKey = createHash('sha256').update(JSON.stringify([model.info.hash, active.map((p) => [p.id, p.edits])])).digest('hex');
+    return prompts.filter((p) => this.memo.has(`${setKey}:${p}`)).length;
+  }
+
+  clear(): void {
+    this.memo.clear();
+  }
+
+  private remember(key: string, line: GreedyLine): void {
+    this.memo.set(key, line);
     if (this.memo.size > KEEP) this.memo.delete(this.memo.keys().next().value as string);
-    return lines;
   }
 }

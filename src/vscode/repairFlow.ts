@@ -1,11 +1,13 @@
-// One repair, from a prompt and a desired text to the panel: regression prompts from the workspace, the engine's
-// repair under a cancellable progress notification, then the result in the panel, not applied. Nothing is written
-// before the user presses Apply, so a cancelled repair leaves nothing behind.
+// One repair, from a prompt and a desired text to the panel. The panel opens at once and shows the repair's phases
+// in plain words, with counts where there are some ("checking 32 completions from your workspace: 12/32"), the
+// wall time going up, and a Cancel button; then the result, not applied. Nothing is written before the user
+// presses Apply, so a cancelled repair leaves nothing behind.
 import * as vscode from 'vscode';
 import { repair } from './worker/client';
 import type { RepairMethod, RepairResult } from '../engine/types';
 import type { Ctx } from './ctx';
 import { errorMessage } from './model';
+import type { PhaseTime, RepairProgress } from './panel/messages';
 import { RepairPanel } from './panel/panel';
 
 export interface RepairRequest {
@@ -19,66 +21,148 @@ export interface RepairRequest {
   source: string;
 }
 
-/**
- * Runs the repair; undefined when the user cancelled it (the notification's Cancel, or `cancel` from the
- * caller). Errors are thrown.
- */
-export async function runRepair(ctx: Ctx, req: RepairRequest, cancel?: vscode.CancellationToken, onProgress?: (message: string) => void): Promise<RepairResult | undefined> {
-  const model = await ctx.models.require();
-  await ctx.patches.settled();
-  return vscode.window.withProgress(
-    {
-      location: vscode.ProgressLocation.Notification,
-      title: `Neuron Patch: repairing (${req.method})`,
-      cancellable: true,
-    },
-    async (progress, token) => {
-      const ac = new AbortController();
-      const sub = token.onCancellationRequested(() => ac.abort());
-      const sub2 = cancel?.onCancellationRequested(() => ac.abort());
-      if (cancel?.isCancellationRequested) ac.abort();
-      const say = (message: string): void => {
-        ctx.log.info(`repair: ${message}`);
-        progress.report({ message });
-        onProgress?.(message);
-      };
-      try {
-        say('sampling regression prompts from the workspace…');
-        const regression = await ctx.regression.sample(req.doc, req.line, ctx.config.regressionSampleSize);
-        if (ac.signal.aborted) throw new Error('cancelled');
-        const active = ctx.patches.active();
-        const regressionBefore = regression.length ? await ctx.regressionLines.get(model, regression, active, ac.signal) : undefined;
-        say('reading the guard set (completions you kept, workspace lines the model gets right)…');
-        const guard = await ctx.guard.lines(model, regression, ac.signal);
-        say(`tracing and solving (${regression.length} regression prompts, ${guard.length} guard lines)…`);
-        const result = await repair(
-          model,
-          { prompt: req.prompt, desired: req.desired },
-          { method: req.method, regression, regressionBefore, active, signal: ac.signal, onProgress: say, maxNewTokens: ctx.config.maxNewTokens,
-            margin: ctx.config.repairMargin, guard },
-        );
-        ctx.log.info(
-          `repair ${result.success ? 'succeeded' : 'failed'} (${result.method}) in ${Math.round(result.ms)} ms: ` +
-            `${JSON.stringify(result.before)} → ${JSON.stringify(result.after)}, ${result.neurons.length} neurons, ` +
-            `specificity ${result.specificity ?? 'n/a'}`,
-        );
-        return result;
-      } catch (e) {
-        if (ac.signal.aborted) {
-          ctx.log.info('repair cancelled: nothing was changed');
-          void vscode.window.showInformationMessage('Neuron Patch: repair cancelled; nothing was changed.');
-          return undefined;
-        }
-        throw new Error(`The repair failed: ${errorMessage(e)}`);
-      } finally {
-        sub.dispose();
-        sub2?.dispose();
-      }
-    },
-  );
+/** A finished repair: the engine's result and the wall time the user waited, phase by phase. */
+export interface TimedResult {
+  result: RepairResult;
+  timing: { totalMs: number; phases: PhaseTime[] };
 }
 
-/** Runs the repair and shows it in the panel. */
+export interface RunOptions {
+  /** Cancels like the panel's Cancel button. */
+  cancel?: vscode.CancellationToken;
+  /** Each progress line (the engine's own words), for tests and the log. */
+  onProgress?: (message: string) => void;
+  /** The phase in plain words, for the panel. */
+  report?: (p: RepairProgress) => void;
+}
+
+/** The engine's progress lines in the words the panel uses; undefined: the line stays in the current phase. */
+export function phaseOf(line: string): string | undefined {
+  if (/^generating the current completion/.test(line)) return 'completing at the cursor';
+  if (/^tracing the neurons/.test(line)) return 'tracing the neurons behind the completion';
+  if (/^solving/.test(line)) return 'choosing and editing neurons';
+  if (/^confirming/.test(line)) return 'confirming the new completion';
+  const fx = /^measuring side effects on (\d+)/.exec(line);
+  if (fx) return `checking that ${fx[1]} completions from your workspace stay the same`;
+  return undefined;
+}
+
+/**
+ * Runs the repair; undefined when it was cancelled (the panel's or the notification's Cancel, or `cancel`): the
+ * promise settles as soon as Cancel is pressed, and the engine stops at its next check. Errors are thrown.
+ */
+export async function runRepair(ctx: Ctx, req: RepairRequest, opts: RunOptions = {}): Promise<TimedResult | undefined> {
+  const startedAt = Date.now();
+  const model = await ctx.models.require();
+  await ctx.patches.settled();
+  const ac = new AbortController();
+  const subs: vscode.Disposable[] = [];
+  if (opts.cancel) {
+    if (opts.cancel.isCancellationRequested) ac.abort();
+    subs.push(opts.cancel.onCancellationRequested(() => ac.abort()));
+  }
+  const phases: PhaseTime[] = [];
+  let phase = '';
+  let phaseStart = startedAt;
+  const enter = (name: string, done?: number, total?: number): void => {
+    const now = Date.now();
+    if (name !== phase) {
+      if (phase) phases.push({ name: phase, ms: now - phaseStart });
+      phase = name;
+      phaseStart = now;
+    }
+    opts.report?.({ phase: name, done, total, startedAt });
+  };
+  const say = (message: string): void => {
+    ctx.log.info(`repair: ${message}`);
+    opts.onProgress?.(message);
+    const p = phaseOf(message);
+    if (p) enter(p);
+  };
+  const work = async (): Promise<RepairResult> => {
+    say('sampling regression prompts from the workspace…');
+    enter('finding completions in your workspace to check');
+    const regression = await ctx.regression.sample(req.doc, req.line, ctx.config.regressionSampleSize);
+    if (ac.signal.aborted) throw new Error('cancelled');
+    const active = ctx.patches.active();
+    let regressionBefore;
+    if (regression.length) {
+      const words = `checking ${regression.length} completions from your workspace`;
+      say(`${words} (the model's lines before the repair)…`);
+      enter(words, ctx.regressionLines.known(model, regression, active), regression.length);
+      regressionBefore = await ctx.regressionLines.get(model, regression, active, ac.signal, (done, total) => enter(words, done, total));
+    }
+    say('reading the guard set (completions you kept, workspace lines the model gets right)…');
+    enter('reading the completions you kept and the lines the model gets right');
+    const guard = await ctx.guard.lines(model, regression, ac.signal);
+    say(`tracing and solving (${regression.length} regression prompts, ${guard.length} guard lines)…`);
+    return repair(
+      model,
+      { prompt: req.prompt, desired: req.desired },
+      { method: req.method, regression, regressionBefore, active, signal: ac.signal, onProgress: say, maxNewTokens: ctx.config.maxNewTokens,
+        margin: ctx.config.repairMargin, guard },
+    );
+  };
+  const cancelled = new Promise<undefined>((resolve) => {
+    if (ac.signal.aborted) resolve(undefined);
+    ac.signal.addEventListener('abort', () => resolve(undefined));
+  });
+  const running = work();
+  try {
+    const result = await Promise.race([running, cancelled]);
+    if (!result || ac.signal.aborted) {
+      // The engine stops at its next check; its outcome is of no use any more.
+      const cancelledAt = Date.now();
+      const record = ctx.lastCancel = {} as { engineStoppedMs?: number };
+      const stopped = (): void => {
+        record.engineStoppedMs = Date.now() - cancelledAt;
+        ctx.log.info(`repair: the cancelled repair's engine work stopped ${record.engineStoppedMs} ms after Cancel`);
+      };
+      running.then(stopped, stopped);
+      ctx.log.info('repair cancelled: nothing was changed');
+      void vscode.window.showInformationMessage('Neuron Patch: repair cancelled; nothing was changed.');
+      return undefined;
+    }
+    if (phase) phases.push({ name: phase, ms: Date.now() - phaseStart });
+    const totalMs = Date.now() - startedAt;
+    ctx.log.info(
+      `repair ${result.success ? 'succeeded' : 'failed'} (${result.method}) in ${totalMs} ms wall (${phases.map((p) => `${p.name} ${p.ms} ms`).join(', ')}); ` +
+        `engine's solve ${Math.round(result.ms)} ms: ${JSON.stringify(result.before)} → ${JSON.stringify(result.after)}, ${result.neurons.length} neurons, ` +
+        `specificity ${result.specificity ?? 'n/a'}`,
+    );
+    return { result, timing: { totalMs, phases } };
+  } catch (e) {
+    if (ac.signal.aborted) return undefined;
+    throw new Error(`The repair failed: ${errorMessage(e)}`);
+  } finally {
+    for (const s of subs) s.dispose();
+  }
+}
+
+/**
+ * Starts decoding the workspace completions a repair at this line will check, while the user types the desired
+ * text: the repair then finds them known. `stop()` when the user gives up (the engine stops at its next check);
+ * a repair that starts meanwhile waits for the batch in flight and reuses it.
+ */
+export function warmRegression(ctx: Ctx, doc: vscode.TextDocument, line: number): { stop(): void } {
+  const ac = new AbortController();
+  void (async () => {
+    const model = ctx.models.ready;
+    const n = ctx.config.regressionSampleSize;
+    if (!model || n === 0) return;
+    const prompts = await ctx.regression.sample(doc, line, n);
+    if (ac.signal.aborted || !prompts.length) return;
+    const started = Date.now();
+    await ctx.regressionLines.get(model, prompts, ctx.patches.active(), ac.signal);
+    ctx.log.info(`regression lines: ${prompts.length} decoded while the desired text was typed (${Date.now() - started} ms)`);
+  })().catch(() => undefined);
+  return { stop: () => ac.abort() };
+}
+
+/**
+ * Runs the repair in the panel (opened at once, showing progress with a Cancel button) and shows the result
+ * there. A cancelled repair closes the panel it opened.
+ */
 export async function repairAndShow(
   ctx: Ctx,
   req: RepairRequest,
@@ -86,19 +170,49 @@ export async function repairAndShow(
   onProgress?: (message: string) => void,
 ): Promise<void> {
   if (req.desired === '') throw new Error('The desired text is empty.');
-  const result = await runRepair(ctx, req, cancel, onProgress);
-  if (!result) return;
+  const panel = RepairPanel.start(ctx, req);
+  // A static status-bar message rather than a spinner: the panel shows the progress, and an animation costs CPU
+  // the repair needs (measured in the e2e suite: the repair's own decoding ran slower beside spinning UI).
+  let status = vscode.window.setStatusBarMessage('$(wrench) Neuron Patch: repairing…');
+  const progress = {
+    report: ({ message }: { message: string }): void => {
+      status.dispose();
+      status = vscode.window.setStatusBarMessage(`$(wrench) Neuron Patch: ${message}`);
+    },
+  };
+  const done = await (async () => {
+      const cts = new vscode.CancellationTokenSource();
+      const subs = [panel.onCancel(() => cts.cancel()), ...(cancel ? [cancel.onCancellationRequested(() => cts.cancel())] : [])];
+      if (cancel?.isCancellationRequested) cts.cancel();
+      try {
+        return await runRepair(ctx, req, {
+          cancel: cts.token,
+          onProgress,
+          report: (p) => {
+            panel.progress(p);
+            progress.report({ message: p.total ? `${p.phase}: ${p.done}/${p.total}` : p.phase });
+          },
+        });
+      } catch (e) {
+        panel.failed(errorMessage(e));
+        throw e;
+      } finally {
+        for (const s of subs) s.dispose();
+        cts.dispose();
+        status.dispose();
+      }
+  })();
+  if (!done) {
+    panel.cancelled();
+    return;
+  }
+  const { result } = done;
   if (result.failingTokens === 0) {
+    panel.cancelled();
     void vscode.window.showInformationMessage(
       `Neuron Patch: the model already completes this with ${JSON.stringify(req.desired)}; nothing to repair.`,
     );
     return;
   }
-  RepairPanel.show(ctx, req, result);
-  if (!result.success) {
-    void vscode.window.showWarningMessage(
-      `Neuron Patch: the ${result.method} repair did not reach the desired text (it gives ${JSON.stringify(result.after)}). ` +
-        'See the panel; you can try the other method.',
-    );
-  }
+  panel.finished(req, done);
 }

@@ -1,5 +1,6 @@
 // Runs the instrumented graph: a batched forward with ablations and patches, returning logits, the named
 // activations and the KV cache. Types (int32/int64 ids, float16/float32 activations) follow the graph.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { ort } from '../onnx/runtime';
 import { f16ToF32, f32ToF16 } from '../onnx/float16';
 import { hooks, NeuronpatchError } from '../types';
@@ -125,7 +126,15 @@ export function availableProviders(): ExecutionProvider[] {
   return EXECUTION_PROVIDERS.filter((p) => names.has(p));
 }
 
+/** Marks the forwards of interactive work (what the user waits on: a completion), across awaits. */
+const interactiveWork = new AsyncLocalStorage<true>();
+
 export class InstrumentedSession {
+  /** Interactive calls in flight; while any is, other forwards wait their turn (see `interactive`). */
+  private interactiveCount = 0;
+  private quiet: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+
   /**
    * Whether the graph runs several new tokens on top of a KV cache (a prompt in pieces, a reused prefix): unknown
    * until tried, false once it failed (generate then runs prompts whole).
@@ -228,7 +237,25 @@ export class InstrumentedSession {
     return { tensors: Array.from({ length: count }, empty), length: 0, batch };
   }
 
+  /**
+   * Runs `fn` ahead of everything else on this session: while it is in flight, every forward that is not part of
+   * it (a repair's tracing, solving, side-effect decoding) waits before its next run, so a completion asked for
+   * during a repair waits for at most one forward of the repair instead of the whole repair.
+   */
+  async interactive<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.interactiveCount++ === 0) this.quiet = new Promise((resolve) => (this.wake = resolve));
+    try {
+      return await interactiveWork.run(true, fn);
+    } finally {
+      if (--this.interactiveCount === 0) {
+        this.wake?.();
+        this.quiet = undefined;
+      }
+    }
+  }
+
   async forward(req: ForwardRequest): Promise<ForwardResult> {
+    while (this.quiet && !interactiveWork.getStore()) await this.quiet;
     const b = req.ids.length;
     const t = req.ids[0]?.length ?? 0;
     if (!b || !t || req.ids.some((r) => r.length !== t)) throw new NeuronpatchError('forward: ids must be a non-empty rectangle.');

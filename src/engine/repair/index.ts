@@ -11,7 +11,7 @@ import { combine, patchSet, withAdded } from '../patches/patchset';
 import { contrast, logitLenses } from '../trace/attribution';
 import { ablationEffects, trace } from '../trace/index';
 import { describePosition, repairTarget, teacherForce } from '../trace/teacher';
-import { NeuronpatchError, type Patch, type RepairCase, type RepairMethod, type RepairResult, type TraceResult } from '../types';
+import { NeuronpatchError, type Patch, type RepairCase, type RepairConflict, type RepairMethod, type RepairResult, type TraceResult } from '../types';
 import type { AddedNeuron } from '../model/added';
 import { preparePrompt } from '../generate';
 import { accumulate, assertFinite, type Edit, toNeuronEdits } from './edits';
@@ -163,9 +163,9 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   progress('confirming by greedy generation');
   const [afterGen] = await generate(model, [c.prompt], { edits: patched, signal: opts.signal, maxNewTokens: opts.maxNewTokens });
   // A patch that would break an earlier fix is no repair: success needs both.
-  const earlierHold = await earlierFixesHold(ctx, patched);
-  if (!earlierHold) progress('the new patch breaks an earlier fix: not a successful repair');
-  const success = produces(afterGen.completion) && earlierHold;
+  const conflicts = await brokenEarlierFixes(ctx, patched);
+  if (conflicts.length) progress(`the new patch breaks ${plural(conflicts.length, 'earlier fix', 'earlier fixes')}: not a successful repair`);
+  const success = produces(afterGen.completion) && !conflicts.length;
   const ms = performance.now() - started;
 
   const f1 = await teacherForce(model, target, patched);
@@ -252,6 +252,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     ...(measures ? { sideEffects: measures.summary } : {}),
     ...(keyed ? { layerChoice: keyed.why } : {}),
     ...(fallback ? { fallback } : {}),
+    ...(conflicts.length ? { conflicts } : {}),
     ...(target.prepared.notice ? { notice: target.prepared.notice } : {}),
   };
 }
@@ -282,7 +283,7 @@ function addedActivationAt(a: { key: number[]; threshold: number }, x: Float32Ar
   return Math.max(0, s);
 }
 
-const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+const plural = (n: number, what: string, many = `${what}s`) => `${n} ${n === 1 ? what : many}`;
 
 const HOLD_PASSES = 4;
 
@@ -318,12 +319,12 @@ function earlierCases(ctx: SolveContext): { prompt: string; desired: string }[] 
   return ctx.active.map((p) => ({ prompt: p.case.prompt, desired: p.case.desired }));
 }
 
-/** Every active patch's case still decodes to its desired text with the final edits. */
-async function earlierFixesHold(ctx: SolveContext, patched: LayerEdits): Promise<boolean> {
+/** The active patches whose case no longer decodes to its desired text with the final edits (none: all hold). */
+async function brokenEarlierFixes(ctx: SolveContext, patched: LayerEdits): Promise<RepairConflict[]> {
   const earlier = earlierCases(ctx);
-  if (!earlier.length) return true;
+  if (!earlier.length) return [];
   const got = await completions(ctx.model, earlier.map((k) => k.prompt), patched, ctx.signal);
-  return got.every((g, i) => g === earlier[i].desired);
+  return ctx.active.flatMap((p, i) => (got[i] === earlier[i].desired ? [] : [{ patchId: p.id, desired: earlier[i].desired, got: got[i] }]));
 }
 
 /** Drops edits too small to matter next to the largest one. */

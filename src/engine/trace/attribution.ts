@@ -76,7 +76,7 @@ export async function logitLenses(model: LoadedModel, vs: ArrayLike<number>[], k
   }
   const tok = model.tokenizer;
   return scores.map((s) => {
-    const show = (t: number): TokenScore => ({ text: tok.tokenText(t), score: s[t] });
+    const show = (t: number): TokenScore => ({ text: tok.tokenDisplay(t), score: s[t] });
     return { promotes: topK(s, k).map(show), suppresses: topK(s, k, true).map(show) };
   });
 }

@@ -1,4 +1,5 @@
 // Export a model folder with the active patches (and, from the panel, the repair shown there) baked in.
+import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { exportPatched } from '../../engine/export/export';
 import type { Patch } from '../../engine/types';
@@ -12,18 +13,20 @@ export async function exportPatchedModel(ctx: Ctx, extra: Patch[] = [], outDir?:
   const model = await ctx.models.require();
   const patches = [...ctx.patches.active(), ...extra.map((p) => ({ ...p, enabled: true }))];
   if (patches.length === 0) throw new Error('There is no active patch to export.');
-  const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
+  // Beside the workspace, not in it: a model folder in the workspace would be searched, indexed and sampled.
+  const ws = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+  const n = patches.length;
   const picked = outDir
     ? vscode.Uri.file(outDir)
     : await vscode.window.showSaveDialog({
-        title: `Neuron Patch: export ${model.info.name} with ${patches.length} patch(es) as a new model folder`,
-        defaultUri: ws ? vscode.Uri.joinPath(ws, `${model.info.name}-patched`) : undefined,
+        title: `Neuron Patch: export ${model.info.name} with ${n} patch${n === 1 ? '' : 'es'} as a new model folder`,
+        defaultUri: vscode.Uri.file(path.join(ws ? path.dirname(ws) : model.info.folder ? path.dirname(model.info.folder) : '.', `${model.info.name}-patched`)),
         saveLabel: 'Export Here',
       });
   if (!picked) return undefined;
   const out = picked.fsPath;
   await vscode.window.withProgress(
-    { location: vscode.ProgressLocation.Notification, title: `Neuron Patch: exporting to ${out}…` },
+    { location: vscode.ProgressLocation.Notification, title: `Neuron Patch: exporting ${n} patch${n === 1 ? '' : 'es'}…` },
     () =>
       exportPatched({
         sourceFolder: model.info.folder,
@@ -33,8 +36,13 @@ export async function exportPatchedModel(ctx: Ctx, extra: Patch[] = [], outDir?:
         outDir: out,
       }),
   );
-  ctx.log.info(`exported ${model.info.name} with ${patches.length} patches to ${out}`);
-  void vscode.window.showInformationMessage(`Neuron Patch: patched model written to ${out}.`);
+  ctx.log.info(`exported ${model.info.name} with ${n} patches to ${out}`);
+  void vscode.window
+    .showInformationMessage(`Neuron Patch: patched model (${n} patch${n === 1 ? '' : 'es'}) written to ${out}.`, 'Reveal', 'Use This Model')
+    .then(async (choice) => {
+      if (choice === 'Reveal') await vscode.commands.executeCommand('revealFileInOS', picked);
+      else if (choice === 'Use This Model') await ctx.config.setModelFolder(out);
+    });
   return out;
 }
 

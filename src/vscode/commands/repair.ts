@@ -2,8 +2,9 @@
 import * as vscode from 'vscode';
 import type { AcceptedCompletion } from '../completions';
 import type { CommandFactory } from '../ctx';
+import { fromVisible, gluesOnto, visibleEdges } from '../panel/messages';
 import { abortSignal, describePosition, promptAt } from '../prompt';
-import { repairAndShow } from '../repairFlow';
+import { repairAndShow, warmRegression } from '../repairFlow';
 
 /**
  * Optional arguments, for keybindings, other extensions and tests: the desired text (skips the input box), the
@@ -39,16 +40,12 @@ export const repairAtCursor: CommandFactory = (ctx) => async (args?: RepairArgs)
   );
   if (completion === undefined) return;
   const selected = sel.isEmpty ? undefined : doc.getText(sel);
+  const prompt = promptAt(doc, pos);
   let desired = args?.desired;
   if (desired === undefined) {
-    desired = await vscode.window.showInputBox({
-      title: 'Neuron Patch: Repair Completion at Cursor',
-      prompt: `The model completes this with ${JSON.stringify(completion)}. What should it be?`,
-      value: selected ?? completion,
-      placeHolder: 'the text the model should produce here',
-      ignoreFocusOut: true,
-      validateInput: (v) => (v === '' ? 'Type the text the model should complete here.' : undefined),
-    });
+    const warm = warmRegression(ctx, doc, pos.line);
+    desired = await askDesired(prompt, completion, selected);
+    if (desired === undefined) warm.stop();
   }
   if (desired === undefined) return;
   if (desired === completion) {
@@ -60,7 +57,7 @@ export const repairAtCursor: CommandFactory = (ctx) => async (args?: RepairArgs)
   await repairAndShow(ctx, {
     doc,
     line: pos.line,
-    prompt: promptAt(doc, pos),
+    prompt,
     desired,
     method: args?.method ?? ctx.config.repairMethod,
     source: describePosition(doc, pos),
@@ -91,3 +88,58 @@ export const completionAccepted: CommandFactory = (ctx) => (a: AcceptedCompletio
   ctx.edits.accepted(a);
   void ctx.models.get({ quiet: true }).then((m) => ctx.guard.accepted(a, m?.info.hash));
 };
+
+/**
+ * Asks for the desired text in an input box prefilled with the completion, its leading and trailing whitespace
+ * shown as ␣ and ⇥ (read back as spaces and tabs). While the typed text would glue onto the word before the
+ * cursor ("return" + "a + b"), the box says so; on Enter it then offers the spaced version first.
+ * Undefined when the user gave up.
+ */
+export async function askDesired(prompt: string, completion: string, selected?: string): Promise<string | undefined> {
+  const box = vscode.window.createInputBox();
+  box.title = 'Neuron Patch: Repair Completion at Cursor';
+  box.prompt = `The model completes this with "${visibleEdges(completion)}". What should it be? (␣ is a space, ⇥ a tab)`;
+  box.value = visibleEdges(selected ?? completion);
+  box.placeholder = 'the text the model should produce here';
+  box.ignoreFocusOut = true;
+  const validate = (): void => {
+    const text = fromVisible(box.value);
+    const word = gluesOnto(prompt, text, completion);
+    if (text === '') box.validationMessage = 'Type the text the model should complete here.';
+    else if (word !== undefined)
+      box.validationMessage = {
+        message: `"${visibleEdges(text)}" would glue onto "${cut(word)}" (the editor would show "${cut(word)}${cut(text)}"). Enter offers "${visibleEdges(` ${text}`)}" instead.`,
+        severity: vscode.InputBoxValidationSeverity.Warning,
+      };
+    else box.validationMessage = undefined;
+  };
+  validate();
+  const typed = await new Promise<string | undefined>((resolve) => {
+    box.onDidChangeValue(validate);
+    box.onDidAccept(() => {
+      const text = fromVisible(box.value);
+      if (text === '') return;
+      resolve(text);
+      box.hide();
+    });
+    box.onDidHide(() => resolve(undefined));
+    box.show();
+  });
+  box.dispose();
+  if (typed === undefined) return undefined;
+  const word = gluesOnto(prompt, typed, completion);
+  if (word === undefined) return typed;
+  const spaced = ` ${typed}`;
+  const pick = await vscode.window.showQuickPick(
+    [
+      { label: `Use ${visibleEdges(spaced)}`, description: 'with a space before it', detail: `The editor shows "${cut(word)} ${cut(typed)}".`, text: spaced },
+      { label: `Keep ${visibleEdges(typed)} as typed`, description: `glued onto "${cut(word)}"`, detail: `The editor shows "${cut(word)}${cut(typed)}".`, text: typed },
+    ],
+    { title: `Neuron Patch: "${visibleEdges(typed)}" glues onto "${cut(word)}"`, placeHolder: 'Teach the model the spaced version?', ignoreFocusOut: true },
+  );
+  return pick?.text;
+}
+
+function cut(s: string, n = 40): string {
+  return s.length > n ? `${s.slice(0, n - 1)}…` : s;
+}

@@ -43,7 +43,10 @@ async function serve(call: Call, signal: AbortSignal, id: number): Promise<unkno
     }
     case 'generate': {
       const m = need();
-      return m.generate(call.prompt, { ...call.options, patches: call.patches, signal, prefix: call.reusePrefix ? prefix : undefined });
+      // A completion goes ahead of a repair running on the same model: the repair's forwards pause while it decodes.
+      return m.generate(call.prompt, {
+        ...call.options, patches: call.patches, signal, prefix: call.reusePrefix ? prefix : undefined, interactive: call.lane === 'completion',
+      });
     }
     case 'greedyLines': {
       const m = need();
