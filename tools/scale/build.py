@@ -53,7 +53,9 @@ CONFIGS = {
 VOCAB = 151936
 ROPE_THETA = 1000000.0
 RMS_EPS = 1e-6
-BOS = EOS = 151643  # <|endoftext|> in the real vocabulary; never produced by the stand-in tokenizer
+# <|endoftext|> of the stand-in tokenizer (the demo BPE's id 0): the engine checks that config's ids are tokens of
+# tokenizer.json (Qwen's own id, 151643, is not one of the demo BPE's).
+BOS = EOS = 0
 OPSET = 17
 BLOCK = 32
 STD = 0.02
