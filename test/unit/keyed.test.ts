@@ -25,7 +25,7 @@ import { withAdded } from '../../src/engine/patches/patchset';
 import { PatchStore } from '../../src/engine/patches/store';
 import { checkPatchFile } from '../../src/engine/patches/validate';
 import { serializePatchFile } from '../../src/engine/patches/format';
-import { type Patch, PATCH_FORMAT, PATCH_FORMAT_2 } from '../../src/engine/types';
+import { NeuronpatchError, type Patch, PATCH_FORMAT, PATCH_FORMAT_2 } from '../../src/engine/types';
 import {
   CODE, entry, gaussian, logitTolerance, maxAbs, maxAbsDiff, MODELS, modelOf, plainLogits, PLAIN_WORDS, releaseAll, root, sampleIds, tempDir,
 } from '../helpers/models';
@@ -215,6 +215,18 @@ describe('keyed repair on the demo model', () => {
     const before = await m.loaded.session.forward({ ids: b.ids, mask: b.mask });
     const after = await m.loaded.session.forward({ ids: b.ids, mask: b.mask, edits: withAdded(new Map(), added) });
     assert.deepEqual(after.logits, before.logits);
+
+    // On top of that patch, a case whose failing context IS the patch's own case cannot be keyed apart from it:
+    // an honest refusal naming why, not a crash (the layer search once found no layer and read an undefined one).
+    const clash = await repair(m, { prompt: c.prompt, desired: `${c.desired} # x` }, { method: 'keyed', reference, analyse: false, active: [r.patch] });
+    if (!clash.success) assert.match(clash.layerChoice ?? '', /no layer separates/);
+  });
+
+  test('without reference code a keyed repair is refused, saying what to pass', async (t) => {
+    const m = await modelOf(t, entry('demo'));
+    if (!m) return;
+    await assert.rejects(repair(m, { prompt: 'def add(a, b):\n    return', desired: ' a + b' }, { method: 'keyed', reference: [], analyse: false }),
+      (e: Error) => e instanceof NeuronpatchError && /needs reference code/.test(e.message));
   });
 });
 

@@ -50,6 +50,13 @@ function matmul(): Promise<ort.InferenceSession> {
 }
 
 
+/**
+ * The least separation (1 − r_max, in units of the key's response at its own context) a key must have: below it the
+ * failing context is, for the key, the same as protected code, and a neuron that fires there but stays silent on
+ * that code would need a threshold within float noise of its own response and a value to match.
+ */
+const MIN_SEPARATION = 0.01;
+
 /** Default key margin ρ: the threshold sits this share of the way from the largest protected response to the failing context's. */
 export const DEFAULT_KEY_MARGIN = 0.5;
 /** Relative ridge of the covariance: keeps the whitening out of directions ordinary code never varies in. */
@@ -250,6 +257,12 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   const f0 = ctx.start ?? (await teacherForce(model, target, ctx.base, [], true));
   const failing0 = f0.states.filter((s) => s.failing);
   if (!failing0.length) return { added: [], rounds: 0, failing: 0, layer: keyedLayers[keyedLayers.length - 1], why: 'nothing fails' };
+  if (opts.protect.positions + (opts.extra?.positions ?? 0) === 0) {
+    throw new NeuronpatchError(
+      'A keyed repair needs reference code: ordinary code its added neuron must stay silent on, and none was given.',
+      'In the CLI pass --reference FILE or --regression FILE (prompts of code like yours; for the demo model, bench/cases/regression.jsonl); in VS Code, open a workspace that holds code files. Or use --method minimal.',
+    );
+  }
   const candidates = opts.layer !== undefined ? [opts.layer] : keyedCandidates(model).filter((L) => opts.protect.rows.has(L));
   const xs = await caseInputs(ctx, candidates);
   const protect = [opts.protect, ...(opts.extra ? [opts.extra] : [])];
@@ -266,12 +279,14 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
     separation.set(L, Math.min(...keys.map((k) => 1 - k.rMax)));
   }
   const best = Math.max(...separation.values());
-  const layer = opts.layer ?? order.find((L) => separation.get(L)! >= 0.8 * best)!;
+  // Where no layer separates (best ≤ MIN_SEPARATION: a failing context equals protected code, e.g. an earlier patch's own case),
+  // the best layer is named so that the refusal below says how far it is.
+  const layer = opts.layer ?? (best > MIN_SEPARATION ? order.find((L) => separation.get(L)! >= 0.8 * best)! : order.find((L) => separation.get(L) === best)!);
   const why = `layer ${layer}${opts.layer !== undefined ? ' (asked for)' : ''}: the failing contexts stand out from ${opts.protect.positions + (opts.extra?.positions ?? 0)} protected positions by `
     + order.filter((L) => separation.has(L)).map((L) => `${separation.get(L)!.toFixed(2)} at layer ${L}`).join(', ')
     + ' (1 − the largest protected response of the weakest key; the latest layer within 0.8 of the best is taken)';
-  if (separation.get(layer)! <= 0) {
-    return { added: [], rounds: 0, failing: failing0.length, layer, why: `${why}; no layer separates every failing context from protected code` };
+  if (separation.get(layer)! <= MIN_SEPARATION) {
+    return { added: [], rounds: 0, failing: failing0.length, layer, why: `${why}; no layer separates every failing context from protected code (a failing context is the same as code the neuron must stay silent on: an earlier patch's case, a guard line or reference code); the minimal or joint method may still fix it` };
   }
   const w = await whitening(opts.protect, layer, d);
   const x = xs.get(layer)!;
