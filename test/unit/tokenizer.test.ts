@@ -98,6 +98,21 @@ for (const e of MODELS) {
 }
 
 const PYTHON = '/usr/bin/python3';
+
+/**
+ * Why the training pipeline's encoder cannot run here, or undefined: Debian's python3 absent, or without the
+ * `regex` module that tools/demo-model/bpe.py imports. The README's `npm test` installs neither (the test then
+ * skips, naming what is missing); .ci/run installs both, and in CI a missing one fails the test.
+ */
+function pythonAbsence(): string | undefined {
+  if (!fs.existsSync(PYTHON)) return `${PYTHON} is absent (Debian's python3 with python3-regex runs tools/demo-model; .ci/run installs it: apt-get install python3 python3-regex)`;
+  try {
+    execFileSync(PYTHON, ['-c', 'import regex'], { stdio: 'ignore' });
+  } catch {
+    return `${PYTHON} has no module 'regex' (tools/demo-model/bpe.py imports it; .ci/run installs it: apt-get install python3-regex)`;
+  }
+  return undefined;
+}
 const ENCODE = `
 import json, sys
 sys.path.insert(0, sys.argv[1])
@@ -115,7 +130,7 @@ describe('the demo models\' tokenizer = the training pipeline\'s encoder', () =>
   for (const e of MODELS.filter((x) => x.source === 'demo')) {
     test(`${e.name}: ids identical to tools/demo-model/bpe.py's Encoder`, (t) => {
       if (skipIfAbsent(t, e)) return;
-      if (skipIfMissing(t, fs.existsSync(PYTHON) ? undefined : `${PYTHON} is absent (Debian's python3 with python3-regex runs tools/demo-model; .ci/run installs it)`, 'repo')) return;
+      if (skipIfMissing(t, pythonAbsence(), 'repo')) return;
       const samples = texts();
       const file = path.join(e.dir, 'tokenizer.json');
       const out = execFileSync(PYTHON, ['-c', ENCODE, path.join(root, 'tools', 'demo-model'), file], {

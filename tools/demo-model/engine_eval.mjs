@@ -1,0 +1,128 @@
+#!/usr/bin/env node
+// Measures a demo model as the extension uses it, with the engine's own decoding; build.py writes the figures
+// into MODEL_CARD.md.
+//
+//   node tools/demo-model/engine_eval.mjs [--model models/demo] [--lines 300] [--seed 14] [--latency 10]
+//
+// - Exact lines: candidate lines of the held-out standard-library files (tools/cases/heldout.py; the rule of
+//   tools/cases/harvest.mjs: 4–80 characters of code, not a comment, no trailing whitespace, at least the fourth
+//   line), files sorted, lines shuffled with a seeded mulberry32 and the first --lines taken. Each prompt is the
+//   file's text up to the start of the line, cut from the left at a line boundary to fit the context window less
+//   the completion's 48 tokens; the completion is the engine's `generate` (healed boundary, greedy, end-of-line
+//   stop), exactly what `neuronpatch generate` and the editor's ghost text run. Exact = the completed line equals
+//   the true line, indentation included.
+// - Latency: the first ghost text on a warm model (one generation done before): wall-clock ms of `generate` for
+//   one line after a prompt filling the window less the completion (--latency prompts, median and max).
+// - Samples: the first ten sampled lines, prompt's last line, true line, model's line.
+// Prints one JSON object on stdout.
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const { values: opt } = parseArgs({
+  options: {
+    model: { type: 'string', default: path.join(ROOT, 'models', 'demo') },
+    lines: { type: 'string', default: '300' },
+    latency: { type: 'string', default: '10' },
+    seed: { type: 'string', default: '14' },
+    'max-prompt-tokens': { type: 'string' },
+    python: { type: 'string', default: '/usr/bin/python3' },
+    threads: { type: 'string' },
+  },
+});
+const log = (s) => process.stderr.write(`engine_eval: ${s}\n`);
+
+const bundle = path.join(ROOT, 'out', 'tools', 'cases-engine.cjs');
+const esbuild = await import('esbuild');
+await esbuild.build({
+  entryPoints: [path.join(ROOT, 'tools', 'cases', 'engine.ts')], outfile: bundle, bundle: true, platform: 'node',
+  target: 'node20', format: 'cjs', external: ['onnxruntime-node'], logLevel: 'warning',
+});
+const engine = createRequire(import.meta.url)(bundle);
+const model = await engine.loadModel(opt.model, { threads: opt.threads ? Number(opt.threads) : undefined });
+const MAX_NEW = engine.DEFAULT_MAX_NEW_TOKENS;
+const budget = opt['max-prompt-tokens'] ? Number(opt['max-prompt-tokens']) : model.info.context - MAX_NEW - 1;
+const countTokens = (text) => model.tokenizer.encode(text).length;
+
+const held = JSON.parse(execFileSync(opt.python, [path.join(ROOT, 'tools', 'cases', 'heldout.py')], {
+  encoding: 'utf8', maxBuffer: 1 << 30,
+}));
+const files = held.files.map(([rel, text]) => ({ rel, lines: text.split('\n') }))
+  .sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+
+function isCandidate(f, k) {
+  if (k < 3 || k >= f.lines.length - 1) return false;
+  const line = f.lines[k];
+  const s = line.trim();
+  return s.length >= 4 && s.length <= 80 && line.length <= 100 && line === line.trimEnd() && /[A-Za-z0-9_]/.test(s) && !s.startsWith('#');
+}
+
+/** The file's text up to the start of line k, cut from the left at a line boundary to at most `max` tokens. */
+function promptFor(f, k, max) {
+  let s = k;
+  let est = 0;
+  while (s > 0) {
+    const n = countTokens(`${f.lines[s - 1]}\n`);
+    if (est + n > max) break;
+    est += n;
+    s--;
+  }
+  let prompt = `${f.lines.slice(s, k).join('\n')}\n`;
+  while (s < k - 1 && countTokens(prompt) > max) prompt = `${f.lines.slice(++s, k).join('\n')}\n`;
+  if (countTokens(prompt) > max || !prompt.trim()) return undefined;
+  return { prompt, tokens: countTokens(prompt), firstLine: s + 1 };
+}
+
+const random = engine.mulberry32(Number(opt.seed));
+const all = [];
+for (const f of files) f.lines.forEach((_, k) => { if (isCandidate(f, k)) all.push({ f, k }); });
+for (let i = all.length - 1; i > 0; i--) {
+  const j = Math.floor(random() * (i + 1));
+  [all[i], all[j]] = [all[j], all[i]];
+}
+const picked = all.slice(0, Number(opt.lines));
+
+const line = async (prompt) => (await engine.generate(model, [prompt], { maxNewTokens: MAX_NEW }))[0].completion;
+await line('import os\n'); // warm: the first run of a session pays for its set-up
+
+let exact = 0;
+let promptTokens = 0;
+const samples = [];
+const t0 = performance.now();
+for (const [i, { f, k }] of picked.entries()) {
+  const p = promptFor(f, k, budget);
+  const got = await line(p.prompt);
+  if (got === f.lines[k]) exact++;
+  promptTokens += p.tokens;
+  if (samples.length < 10) {
+    samples.push({ file: f.rel, line: k + 1, context: f.lines[k - 1], true: f.lines[k], model: got, same: got === f.lines[k] });
+  }
+  if ((i + 1) % 50 === 0) log(`${i + 1} lines, ${exact} exact (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+}
+
+// Latency: prompts that fill the window less the completion, from the longest held-out files.
+const long = files.filter((f) => countTokens(f.lines.join('\n')) > budget + 200).slice(0, Number(opt.latency));
+const ms = [];
+for (const f of long) {
+  let k = f.lines.length - 2;
+  while (k > 3 && !isCandidate(f, k)) k--;
+  const p = promptFor(f, k, budget);
+  const t = performance.now();
+  await line(p.prompt);
+  ms.push({ ms: performance.now() - t, tokens: p.tokens });
+}
+ms.sort((a, b) => a.ms - b.ms);
+await model.release();
+const result = {
+  model: model.info.name, context: model.info.context, maxPromptTokens: budget, lines: picked.length, exact,
+  exactRate: exact / picked.length, meanPromptTokens: promptTokens / picked.length, seed: Number(opt.seed),
+  latency: {
+    prompts: ms.length, medianMs: ms.length ? ms[Math.floor((ms.length - 1) / 2)].ms : NaN,
+    maxMs: ms.length ? ms[ms.length - 1].ms : NaN, meanPromptTokens: ms.reduce((a, b) => a + b.tokens, 0) / Math.max(1, ms.length),
+  },
+  samples,
+};
+process.stdout.write(`${JSON.stringify(result)}\n`);
