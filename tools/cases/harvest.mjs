@@ -7,7 +7,8 @@
 // Corpus and split are tools/demo-model/corpus.py's (the held-out tenth, printed by tools/cases/heldout.py). The
 // held-out files are split in two by a hash of the path: dev cases come from one half, regression prompts from
 // the other. A prompt is a file's text up to the start of a line, cut from the left at a line boundary so that it
-// has at most --max-prompt-tokens tokens (the rest of the 256-token context is the completion's); `desired` is
+// has at most --max-prompt-tokens tokens (200 by default, well inside the model's context window: a repair traces
+// every prompt token, and short prompts keep the repair tests and benches fast); `desired` is
 // that line's true text. A line becomes a case only where the model's greedy line (the engine's `generate`:
 // healed boundary, end-of-line stop, the CLI's defaults) differs from it. The same line elsewhere in the dev
 // half, where the model fails it too, becomes a variant. Everything is deterministic: sorted files, a seeded

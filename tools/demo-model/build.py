@@ -123,6 +123,29 @@ def unlike_docs(limit_bytes=3_000_000):
     return out
 
 
+def weights_from_onnx(model, path):
+    """Loads an exported model.onnx of the same shape back into `model` (to continue training a demo model): named
+    initializers by name, linear weights through the MatMul node that consumes them (exported transposed under
+    generic names). Raises ValueError naming any parameter the file does not hold."""
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    state = model.state_dict()
+    got = {k: torch.from_numpy(inits[k].copy()) for k in state if k in inits}
+    for node in m.graph.node:
+        if node.op_type == "MatMul" and node.name.endswith("/MatMul"):
+            key = node.name.strip("/")[:-len("/MatMul")].replace("/", ".") + ".weight"
+            w = [x for x in node.input if x in inits]
+            if key in state and w:
+                got[key] = torch.from_numpy(inits[w[0]].T.copy())
+    missing = [k for k in state if k not in got or tuple(got[k].shape) != tuple(state[k].shape)]
+    if missing:
+        raise ValueError(f"{path} does not hold {missing[:4]} in this model's shapes: --init-from needs a demo model "
+                         "of the same size")
+    model.load_state_dict(got)
+
+
 def lr_at(progress, step, lr, warmup_steps):
     """Learning rate at a point of training: linear warm-up over the first steps, then a cosine from lr to lr/10
     over progress (0..1, the share of the step or time budget spent)."""
@@ -296,7 +319,9 @@ def model_card(args, cfg, n_params, stats):
         "`python3-wheel`); they are kept apart as the \"unlike code\" of the evaluation.",
         f"- Training: {s['train_files']} files, {s['train_tokens']:,} tokens. Held out (standard library): "
         f"{s['held_files']} files.",
-        f"- Tokenizer: byte-level BPE, {cfg.vocab_size} tokens, trained on the training files (`tokenizer.json`).",
+        (f"- Tokenizer: byte-level BPE, {cfg.vocab_size} tokens (`tokenizer.json`), the one of the model it continues "
+         "(trained on the standard library's training files)." if args.init_from else
+         f"- Tokenizer: byte-level BPE, {cfg.vocab_size} tokens, trained on the training files (`tokenizer.json`)."),
         "",
         "| Debian package | licence (debian/copyright) | files | bytes |",
         "|---|---|---|---|",
@@ -313,6 +338,8 @@ def model_card(args, cfg, n_params, stats):
         f"{cfg.hidden_size}, FFN width {cfg.intermediate_size}, {cfg.num_attention_heads} heads, context "
         f"{cfg.max_position_embeddings} tokens; {n_params:,} parameters; fp32 ONNX (opset 14) with a KV cache, "
         f"{mb:.1f} MB.",
+        (f"- Initialised from {s['init_note']}, then trained further as below (the learning rate warms up again "
+         "from zero)." if args.init_from else "- Trained from random weights (seed 0)."),
         f"- Training: {args.steps_done:,} steps of {args.batch_tokens:,} tokens ({args.tokens_seen:,} tokens, "
         f"{args.tokens_seen / s['train_tokens']:.2f} passes over the training tokens); windows of {SHORT_CONTEXT} "
         f"tokens, then of {CONTEXT} tokens for the last {args.long_fraction * 100:.0f} % of the budget; AdamW, peak "
@@ -385,6 +412,10 @@ def main():
     ap.add_argument("--size", help="override the preset: d,layers,heads,ffn (for a pilot)")
     ap.add_argument("--checkpoint", help="checkpoint file, written every 5 minutes and resumed from "
                     "(default .build/<arch>.ckpt.pt)")
+    ap.add_argument("--init-from", metavar="DIR",
+                    help="continue training an earlier demo model folder of the same size: its weights (model.onnx) "
+                    "and its tokenizer.json (copied into .build/ before the corpus is tokenized)")
+    ap.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: see OPENBLAS_NUM_THREADS above)")
     ap.add_argument("--device", default="cpu", help="cpu (the documented rebuild) or cuda")
     ap.add_argument("--train-only", metavar="NPZ",
@@ -402,6 +433,7 @@ def main():
     for k in ("steps", "batch_tokens", "minutes"):
         preset.pop(k, None)
     lr = preset.pop("lr")
+    lr = args.lr or lr
     if args.size:
         d, n, h, f = (int(x) for x in args.size.split(","))
         preset.update(hidden_size=d, num_hidden_layers=n, num_attention_heads=h, intermediate_size=f)
@@ -409,6 +441,12 @@ def main():
     random.seed(0)
 
     probe = None
+    if args.init_from and not os.path.exists(os.path.join(CACHE, "tokenizer.json")):
+        os.makedirs(CACHE, exist_ok=True)
+        with open(os.path.join(args.init_from, "tokenizer.json")) as f:
+            tj0 = json.load(f)
+        with open(os.path.join(CACHE, "tokenizer.json"), "w") as f:
+            json.dump(tj0, f, ensure_ascii=False)
     if args.train_only and (bpe is None or args.device != "cpu"):
         # On a lent machine the corpus is not there: the tokenized training stream travels in .build/.
         with open(os.path.join(CACHE, "tokenizer.json")) as f:
@@ -434,9 +472,20 @@ def main():
         model.load_state_dict({k: torch.from_numpy(saved[k]) for k in model.state_dict()})
         secs, trained_on = float(saved["__train_seconds"]), str(saved["__trained_on"])
         steps_done, tokens_seen = int(saved["__steps"]), int(saved["__tokens"])
+        lr, args.minutes = float(saved["__lr"]), float(saved["__minutes"])
+        args.init_from, args.long_fraction = str(saved["__init_from"]) or None, float(saved["__long_fraction"])
         log(f"weights from {args.from_weights}: trained {secs / 60:.1f} min on {trained_on}")
     else:
         ckpt = args.checkpoint or os.path.join(CACHE, f"{args.arch}.ckpt.pt")
+        if args.init_from and not os.path.exists(ckpt):
+            weights_from_onnx(model, os.path.join(args.init_from, "model.onnx"))
+            ref = json.load(open(os.path.join(args.init_from, "reference_logits.json")))["inputs"][0]
+            with torch.no_grad():
+                got = forward_full(model, torch.tensor([ref["input_ids"]]))[0, -1]
+            err = float((got - torch.tensor(ref["last_logits"])).abs().max())
+            log(f"initialised from {args.init_from}/model.onnx: max |logit - reference| {err:.2e}")
+            if err > 1e-3:
+                raise ValueError(f"{args.init_from}/model.onnx read back gives logits {err:.2e} off its reference")
         secs, steps_done, tokens_seen = train(model, train_ids, args.steps, args.batch_tokens, lr, args.device,
                                               minutes=args.minutes or None, long_fraction=args.long_fraction,
                                               short_context=SHORT_CONTEXT, checkpoint=ckpt, probe=probe)
@@ -445,13 +494,23 @@ def main():
         arrays = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
         np.savez(args.train_only, __train_seconds=np.array(secs), __trained_on=np.array(trained_on
                  + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")),
-                 __steps=np.array(steps_done), __tokens=np.array(tokens_seen), **arrays)
+                 __steps=np.array(steps_done), __tokens=np.array(tokens_seen), __lr=np.array(lr),
+                 __init_from=np.array(args.init_from or ""), __minutes=np.array(args.minutes or 0.0),
+                 __long_fraction=np.array(args.long_fraction), **arrays)
         log(f"saved {args.train_only}")
         return
     args.steps_done, args.tokens_seen = steps_done, tokens_seen
 
     stats = {"corpus_root": root, "train_tokens": int(len(train_ids)), "held_files": len(held_files),
              "train_seconds": secs, "trained_on": trained_on, "lr": lr}
+    if args.init_from:
+        card = os.path.join(args.init_from, "MODEL_CARD.md")
+        said = [ln[len("- Training: "):] for ln in open(card).read().split("\n") if ln.startswith("- Training: ")] \
+            if os.path.exists(card) else []
+        commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "models/demo/model.onnx"], cwd=os.path.dirname(
+            os.path.dirname(HERE)), capture_output=True, text=True).stdout.strip()
+        stats["init_note"] = (f"`models/demo` of commit {commit}" if commit else f"`{args.init_from}`") + (
+            f" (stdlib only, context 256; its card: {said[0].rstrip('.')})" if said else "")
     _root, train_files, _held, stats["packages"] = corpus.load_training(root)
     stats["train_files"] = len(train_files)
     stats["held_out"] = evaluate(model, eval_windows(enc, held_files, 48, seed=1))

@@ -8,6 +8,11 @@
 #   LLAMA_MINUTES  training time budget of models/demo (default 75): the learning-rate schedule follows the clock
 #                  and training stops when it is spent, whatever the machine's load; the step count is recorded.
 #   GPT2_MINUTES   the same for models/demo-gpt2 (default 30); GPT2=0 skips it.
+#   LLAMA_LR       peak learning rate of models/demo (default: build.py's preset, 3e-3).
+#   INIT_FROM      a demo model folder of the same size to continue from (its weights and tokenizer) instead of
+#                  random weights. The committed models/demo was built so, from the previous stdlib-only model:
+#                  INIT_FROM=<a copy of that models/demo> LLAMA_MINUTES=57 LLAMA_LR=1.5e-3 LONG_FRACTION=0.3
+#   LONG_FRACTION  share of the budget trained on 1,024-token windows (default 0.25; the rest: 256).
 #   NICE           niceness of the training processes (default 5).
 # Training checkpoints every 5 minutes to tools/demo-model/.build/<arch>.ckpt.pt; rerunning with RESUME=1 keeps
 # .build/ and resumes from there. A 2-core machine shared with other work gives about 1–3k tokens/s.
@@ -15,7 +20,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "${RESUME:-0}" = 1 ] || rm -rf tools/demo-model/.build
 NICE="${NICE:-5}"
-nice -n "$NICE" /usr/bin/python3 tools/demo-model/build.py --arch llama --out models/demo --minutes "${LLAMA_MINUTES:-75}"
+llama=(--minutes "${LLAMA_MINUTES:-75}" --long-fraction "${LONG_FRACTION:-0.25}")
+[ -n "${LLAMA_LR:-}" ] && llama+=(--lr "$LLAMA_LR")
+[ -n "${INIT_FROM:-}" ] && llama+=(--init-from "$INIT_FROM")
+nice -n "$NICE" /usr/bin/python3 tools/demo-model/build.py --arch llama --out models/demo "${llama[@]}"
 if [ "${GPT2:-1}" != 0 ]; then
   nice -n "$NICE" /usr/bin/python3 tools/demo-model/build.py --arch gpt2 --out models/demo-gpt2 --minutes "${GPT2_MINUTES:-30}"
 fi

@@ -14,6 +14,9 @@
 // - Latency: the first ghost text on a warm model (one generation done before): wall-clock ms of `generate` for
 //   one line after a prompt filling the window less the completion (--latency prompts, median and max).
 // - Samples: the first ten sampled lines, prompt's last line, true line, model's line.
+// - Next token (teacher forced, --windows N > 0): top-1 / top-5 over N seeded windows of --window tokens (default:
+//   the model's context) of the held-out standard-library files and of pip, setuptools and wheel (never trained
+//   on), each stream the files' ids joined by id 0; the same measure for any model folder, old or new.
 // Prints one JSON object on stdout.
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -31,6 +34,8 @@ const { values: opt } = parseArgs({
     'max-prompt-tokens': { type: 'string' },
     python: { type: 'string', default: '/usr/bin/python3' },
     threads: { type: 'string' },
+    windows: { type: 'string', default: '0' },
+    window: { type: 'string' },
   },
 });
 const log = (s) => process.stderr.write(`engine_eval: ${s}\n`);
@@ -115,6 +120,42 @@ for (const f of long) {
   ms.push({ ms: performance.now() - t, tokens: p.tokens });
 }
 ms.sort((a, b) => a.ms - b.ms);
+/** Top-1 / top-5 next-token accuracy of the model's own forward over seeded windows of a token stream. */
+async function teacher(docs, n, len, seed) {
+  const stream = [];
+  for (const text of docs) stream.push(...model.tokenizer.encode(text), 0);
+  const rnd = engine.mulberry32(seed);
+  let top1 = 0;
+  let top5 = 0;
+  let count = 0;
+  for (let w = 0; w < n; w++) {
+    const s = Math.floor(rnd() * (stream.length - len - 1));
+    const ids = stream.slice(s, s + len + 1);
+    const r = await model.session.forward({ ids: [ids.slice(0, len)] });
+    const V = r.logits.length / r.logitPositions;
+    for (let i = 0; i < len; i++) {
+      const row = r.logits.subarray(i * V, (i + 1) * V);
+      const want = row[ids[i + 1]];
+      let above = 0;
+      for (let v = 0; v < V; v++) if (row[v] > want) above++;
+      if (above === 0) top1++;
+      if (above < 5) top5++;
+      count++;
+    }
+  }
+  return { top1: top1 / count, top5: top5 / count, tokens: count, window: len };
+}
+let nextToken;
+if (Number(opt.windows) > 0) {
+  const len = opt.window ? Number(opt.window) : Math.min(model.info.context, 1024);
+  const unlike = JSON.parse(execFileSync(opt.python, ['-c',
+    'import json, sys; sys.path.insert(0, sys.argv[1]); import corpus; json.dump([t for _, t in sorted(corpus.unlike_files())], sys.stdout)',
+    path.join(ROOT, 'tools', 'demo-model')], { encoding: 'utf8', maxBuffer: 1 << 30 }));
+  nextToken = {
+    heldOut: await teacher(files.map((f) => f.lines.join('\n')), Number(opt.windows), len, 1),
+    unlike: await teacher(unlike, Number(opt.windows), len, 2),
+  };
+}
 await model.release();
 const result = {
   model: model.info.name, context: model.info.context, maxPromptTokens: budget, lines: picked.length, exact,
@@ -123,6 +164,6 @@ const result = {
     prompts: ms.length, medianMs: ms.length ? ms[Math.floor((ms.length - 1) / 2)].ms : NaN,
     maxMs: ms.length ? ms[ms.length - 1].ms : NaN, meanPromptTokens: ms.reduce((a, b) => a + b.tokens, 0) / Math.max(1, ms.length),
   },
-  samples,
+  samples, nextToken,
 };
 process.stdout.write(`${JSON.stringify(result)}\n`);

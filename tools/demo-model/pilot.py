@@ -23,7 +23,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=150)
     ap.add_argument("--sizes", nargs="+", default=["192,6,6,512", "128,4,4,384", "256,6,8,768"])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tj, enc, train_ids, held, _root = build.prepare_tokens()
