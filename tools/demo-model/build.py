@@ -270,12 +270,13 @@ def export_onnx(model, cfg, path):
                           dynamic_axes=axes, opset_version=14, do_constant_folding=True)
 
 
-def engine_eval(out_dir):
+def engine_eval(out_dir, lines=200):
     """The engine's own figures of the exported model (tools/demo-model/engine_eval.mjs: exact lines with healing,
     latency, samples), or None where node cannot run it."""
     root = os.path.dirname(os.path.dirname(HERE))
     try:
-        res = subprocess.run(["node", os.path.join(HERE, "engine_eval.mjs"), "--model", os.path.abspath(out_dir)],
+        res = subprocess.run(["node", os.path.join(HERE, "engine_eval.mjs"), "--model", os.path.abspath(out_dir),
+                              "--lines", str(lines), "--windows", "16"],
                              cwd=root, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError) as e:
         log(f"engine_eval.mjs failed, the card leaves its figures out: {getattr(e, 'stderr', e)}")
@@ -286,6 +287,9 @@ def engine_eval(out_dir):
 @torch.no_grad()
 def reference_logits(model, enc):
     texts = ["import os\nimport sys\n\ndef main(", "    for i in range(len(", "class Foo(object):\n    def __init__(self"]
+    # One input near the full window, so that far positions are checked too.
+    long_text = "".join(f"value_{i} = compute({i}, scale={i % 7})\n" for i in range(200))
+    texts.append(enc.decode(enc.encode(long_text)[:CONTEXT - 24]))
     out = []
     for text in texts:
         ids = enc.encode(text)
@@ -367,9 +371,14 @@ def model_card(args, cfg, n_params, stats):
             f"comment, at least the fourth line of the file), shuffled with seed {ev['seed']}, the first "
             f"{ev['lines']}; each prompt is the file up to that line, cut from the left at a line boundary to at most "
             f"{ev['maxPromptTokens']} tokens (mean {ev['meanPromptTokens']:.0f}).",
+            *([f"- The engine's own forward (onnxruntime, fp32) over {ev['nextToken']['heldOut']['tokens']:,} tokens "
+               f"(windows of {ev['nextToken']['heldOut']['window']}): top-1 {ev['nextToken']['heldOut']['top1'] * 100:.1f} % "
+               f"on the held-out stdlib, {ev['nextToken']['unlike']['top1'] * 100:.1f} % on pip, setuptools and wheel."]
+              if ev.get("nextToken") else []),
             f"- First ghost text on a warm model: median {ev['latency']['medianMs']:.0f} ms, max "
             f"{ev['latency']['maxMs']:.0f} ms for one line after a prompt of {ev['latency']['meanPromptTokens']:.0f} "
-            f"tokens on average ({ev['latency']['prompts']} prompts, the window full), on this build's machine.",
+            f"tokens on average ({ev['latency']['prompts']} prompts, the window full), on this build's machine "
+            f"(2 cores; load average {ev['latency'].get('loadAverage', float('nan')):.1f} while it ran).",
         ]
     held, unlike = s.get("held_out", {}), s.get("unlike", {})
     t = TARGETS
@@ -416,6 +425,7 @@ def main():
                     help="continue training an earlier demo model folder of the same size: its weights (model.onnx) "
                     "and its tokenizer.json (copied into .build/ before the corpus is tokenized)")
     ap.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    ap.add_argument("--engine-lines", type=int, default=200, help="held-out lines of the card's exact-line rate")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: see OPENBLAS_NUM_THREADS above)")
     ap.add_argument("--device", default="cpu", help="cpu (the documented rebuild) or cuda")
     ap.add_argument("--train-only", metavar="NPZ",
@@ -466,7 +476,7 @@ def main():
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     budget = f"{args.minutes:g} min budget" if args.minutes else f"{args.steps} steps"
     log(f"{args.arch}: {n_params:,} parameters, {args.batch_tokens} tokens a step, {budget}, context {CONTEXT}")
-    trained_on = f"{args.device}, {torch.get_num_threads()} threads" if args.device == "cpu" else args.device
+    trained_on = f"{args.device}, {torch.get_num_threads()} thread(s)" if args.device == "cpu" else args.device
     if args.from_weights:
         saved = np.load(args.from_weights)
         model.load_state_dict({k: torch.from_numpy(saved[k]) for k in model.state_dict()})
@@ -513,10 +523,10 @@ def main():
             f" (stdlib only, context 256; its card: {said[0].rstrip('.')})" if said else "")
     _root, train_files, _held, stats["packages"] = corpus.load_training(root)
     stats["train_files"] = len(train_files)
-    stats["held_out"] = evaluate(model, eval_windows(enc, held_files, 48, seed=1))
+    stats["held_out"] = evaluate(model, eval_windows(enc, held_files, 32, seed=1))
     unlike = unlike_docs()
     if unlike:
-        stats["unlike"] = evaluate(model, eval_windows(enc, unlike, 48, seed=2))
+        stats["unlike"] = evaluate(model, eval_windows(enc, unlike, 32, seed=2))
     log("held-out", stats["held_out"], "unlike", stats.get("unlike"))
 
     os.makedirs(args.out, exist_ok=True)
@@ -533,7 +543,7 @@ def main():
     with open(os.path.join(args.out, "reference_logits.json"), "w") as f:
         json.dump(reference_logits(model, enc), f)
     torch.save(model.state_dict(), os.path.join(CACHE, f"{args.arch}.pt"))
-    stats["engine"] = engine_eval(args.out)
+    stats["engine"] = engine_eval(args.out, args.engine_lines)
     if stats["engine"]:
         log("engine", {k: v for k, v in stats["engine"].items() if k != "samples"})
     with open(os.path.join(args.out, "MODEL_CARD.md"), "w") as f:

@@ -2,7 +2,7 @@
 // Measures a demo model as the extension uses it, with the engine's own decoding; build.py writes the figures
 // into MODEL_CARD.md.
 //
-//   node tools/demo-model/engine_eval.mjs [--model models/demo] [--lines 300] [--seed 14] [--latency 10]
+//   node tools/demo-model/engine_eval.mjs [--model models/demo] [--lines 200] [--seed 14] [--latency 10] [--windows 16]
 //
 // - Exact lines: candidate lines of the held-out standard-library files (tools/cases/heldout.py; the rule of
 //   tools/cases/harvest.mjs: 4–80 characters of code, not a comment, no trailing whitespace, at least the fourth
@@ -19,6 +19,7 @@
 //   on), each stream the files' ids joined by id 0; the same measure for any model folder, old or new.
 // Prints one JSON object on stdout.
 import { execFileSync } from 'node:child_process';
+import { loadavg } from 'node:os';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +29,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const { values: opt } = parseArgs({
   options: {
     model: { type: 'string', default: path.join(ROOT, 'models', 'demo') },
-    lines: { type: 'string', default: '300' },
+    lines: { type: 'string', default: '200' },
     latency: { type: 'string', default: '10' },
     seed: { type: 'string', default: '14' },
     'max-prompt-tokens': { type: 'string' },
@@ -162,7 +163,7 @@ const result = {
   exactRate: exact / picked.length, meanPromptTokens: promptTokens / picked.length, seed: Number(opt.seed),
   latency: {
     prompts: ms.length, medianMs: ms.length ? ms[Math.floor((ms.length - 1) / 2)].ms : NaN,
-    maxMs: ms.length ? ms[ms.length - 1].ms : NaN, meanPromptTokens: ms.reduce((a, b) => a + b.tokens, 0) / Math.max(1, ms.length),
+    maxMs: ms.length ? ms[ms.length - 1].ms : NaN, loadAverage: loadavg()[0], meanPromptTokens: ms.reduce((a, b) => a + b.tokens, 0) / Math.max(1, ms.length),
   },
   samples, nextToken,
 };
