@@ -523,10 +523,10 @@ def main():
             f" (stdlib only, context 256; its card: {said[0].rstrip('.')})" if said else "")
     _root, train_files, _held, stats["packages"] = corpus.load_training(root)
     stats["train_files"] = len(train_files)
-    stats["held_out"] = evaluate(model, eval_windows(enc, held_files, 32, seed=1))
+    stats["held_out"] = evaluate(model, eval_windows(enc, held_files, 24, seed=1))
     unlike = unlike_docs()
     if unlike:
-        stats["unlike"] = evaluate(model, eval_windows(enc, unlike, 32, seed=2))
+        stats["unlike"] = evaluate(model, eval_windows(enc, unlike, 24, seed=2))
     log("held-out", stats["held_out"], "unlike", stats.get("unlike"))
 
     os.makedirs(args.out, exist_ok=True)
