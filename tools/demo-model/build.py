@@ -476,7 +476,7 @@ def main():
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     budget = f"{args.minutes:g} min budget" if args.minutes else f"{args.steps} steps"
     log(f"{args.arch}: {n_params:,} parameters, {args.batch_tokens} tokens a step, {budget}, context {CONTEXT}")
-    trained_on = f"{args.device}, {torch.get_num_threads()} thread(s)" if args.device == "cpu" else args.device
+    trained_on = f"{args.device}, {torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() > 1) if args.device == "cpu" else args.device
     if args.from_weights:
         saved = np.load(args.from_weights)
         model.load_state_dict({k: torch.from_numpy(saved[k]) for k in model.state_dict()})
@@ -515,8 +515,8 @@ def main():
              "train_seconds": secs, "trained_on": trained_on, "lr": lr}
     if args.init_from:
         card = os.path.join(args.init_from, "MODEL_CARD.md")
-        said = [ln[len("- Training: "):] for ln in open(card).read().split("\n") if ln.startswith("- Training: ")] \
-            if os.path.exists(card) else []
+        said = [ln[len("- Training: "):] for ln in open(card).read().split("\n")
+                if ln.startswith("- Training: ") and " steps " in ln] if os.path.exists(card) else []
         commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "models/demo/model.onnx"], cwd=os.path.dirname(
             os.path.dirname(HERE)), capture_output=True, text=True).stdout.strip()
         stats["init_note"] = (f"`models/demo` of commit {commit}" if commit else f"`{args.init_from}`") + (
