@@ -51,6 +51,23 @@ function relRms(a: Float32Array, b: Float32Array): number {
   return Math.sqrt(num / den);
 }
 
+/**
+ * Why the shared format fixtures cannot be held to models/demo's weights, or undefined when they can: they were
+ * converted (beside the project, read-only) from the models/demo of their day, so after the demo model is retrained
+ * their fp16 copy's W_out no longer matches this one's to fp16 rounding. The converted formats still check
+ * dequantization against the fp32 model; the other shared-fixture tests need no source.
+ */
+let sharedSource: Promise<string | undefined> | undefined;
+function sharedNotFromThisDemo(ref: { loaded: Model['loaded'] }): Promise<string | undefined> {
+  const fp16 = sharedFormats().find((f) => f.name === 'shared/demo-fp16-fp32io');
+  if (!fp16) return Promise.resolve(undefined);
+  sharedSource ??= open(fp16).then((m) => {
+    const e = relRms(m.loaded.weights.valueVectors(0), ref.loaded.weights.valueVectors(0));
+    return e < 1e-2 ? undefined : `../shared/fixtures/formats was converted from an earlier models/demo (its fp16 W_out differs from this one by ${e.toExponential(1)} relative RMS): dequantization is checked against the fp32 model on the formats converted at test time`;
+  });
+  return sharedSource;
+}
+
 const devCases = path.join(root, 'bench', 'cases', 'dev.jsonl');
 const { entries: converted, why } = convertedFormats();
 const formats = [...converted, ...sharedFormats()];
@@ -84,6 +101,11 @@ describe('formats', { skip: !present(demo) ? 'models/demo is absent' : why ?? fa
       test('recognised through the quantization; value vectors and unembedding dequantized close to the fp32 model', async (t) => {
         const m = await open(f);
         const ref = (await modelOf(t, demo))!;
+        const other = f.source === 'shared' ? await sharedNotFromThisDemo(ref) : undefined;
+        if (other) {
+          t.skip(other);
+          return;
+        }
         assert.equal(m.info.layers, ref.info.layers);
         assert.equal(m.info.neurons, ref.info.neurons);
         assert.equal(m.info.width, ref.info.width);
