@@ -16,6 +16,14 @@ const CHUNK = 16;
 /** Lines kept (one greedy line each), across models and patch sets. */
 const KEEP = 2000;
 
+/**
+ * The model and patch set a line was decoded with: the patches' edits and added neurons, not only their ids (a patch
+ * file edited by hand keeps its ids).
+ */
+function setKey(model: LineSource, active: readonly Patch[]): string {
+  return createHash('sha256').update(JSON.stringify([model.info.hash, active.map((p) => [p.id, p.edits, p.added ?? []])])).digest('hex');
+}
+
 export class RegressionLines {
   private readonly memo = new Map<string, GreedyLine>();
   /** One decode at a time: a repair that starts while lines are prefetched reuses what the prefetch decoded. */
@@ -45,9 +53,8 @@ export class RegressionLines {
     signal?: AbortSignal,
     onProgress?: (done: number, total: number) => void,
   ): Promise<GreedyLine[]> {
-    // The patches' edits, not only their ids: a patch file edited by hand keeps its ids.
-    const setKey = createHash('sha256').update(JSON.stringify([model.info.hash, active.map((p) => [p.id, p.edits])])).digest('hex');
-    const key = (p: string): string => `${setKey}:${p}`;
+    const set = setKey(model, active);
+    const key = (p: string): string => `${set}:${p}`;
     const missing = [...new Set(prompts.filter((p) => !this.memo.has(key(p))))];
     let done = prompts.length - missing.length;
     onProgress?.(done, prompts.length);
@@ -63,8 +70,8 @@ export class RegressionLines {
 
   /** How many of `prompts` are known for this model and patch set (what a repair would not decode again). */
   known(model: LineSource, prompts: string[], active: readonly Patch[]): number {
-    const setKey = createHash('sha256').update(JSON.stringify([model.info.hash, active.map((p) => [p.id, p.edits])])).digest('hex');
-    return prompts.filter((p) => this.memo.has(`${setKey}:${p}`)).length;
+    const set = setKey(model, active);
+    return prompts.filter((p) => this.memo.has(`${set}:${p}`)).length;
   }
 
   clear(): void {

@@ -281,6 +281,25 @@ export async function plainLogits(file: string, ids: number[][], mask?: number[]
   return floats(out.logits);
 }
 
+/**
+ * Greedy ids from a plain onnxruntime loop on the original file: the whole sequence every step, no KV cache and no
+ * engine, so it runs on any input layout `plainFeeds` can fill (fused caches, extra scalars, no position ids).
+ */
+export async function plainGreedyUncached(file: string, ids: number[], steps: number, eos: number[]): Promise<number[]> {
+  const seq = [...ids];
+  const out: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const logits = await plainLogits(file, [seq]);
+    const V = logits.length / seq.length;
+    let best = 0;
+    for (let v = 1; v < V; v++) if (logits[(seq.length - 1) * V + v] > logits[(seq.length - 1) * V + best]) best = v;
+    out.push(best);
+    seq.push(best);
+    if (eos.includes(best)) break;
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Numbers.
 

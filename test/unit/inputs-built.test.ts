@@ -12,7 +12,7 @@ import { loadModelProto, onnx, saveModelProto } from '../../src/engine/onnx/prot
 import { preparePrompt } from '../../src/engine/generate';
 import { patchSet } from '../../src/engine/patches/patchset';
 import { assertFinite } from '../../src/engine/repair/edits';
-import { floats, maxAbsDiff, plainFeeds, plainSession, root, sharedFixtures, tempDir, testCacheDir } from '../helpers/models';
+import { maxAbsDiff, plainGreedyUncached, plainLogits, root, sharedFixtures, tempDir, testCacheDir } from '../helpers/models';
 
 const built = path.join(root, 'test', 'inputs');
 const models = new Map<string, Promise<Model>>();
@@ -30,28 +30,6 @@ async function open(t: TestContext, dir: string): Promise<Model | undefined> {
   return p;
 }
 
-/** Logits of the plain onnxruntime session on the original file ([batch, seq, V], no engine). */
-async function plainLogits(file: string, ids: number[][]): Promise<Float32Array> {
-  const s = await plainSession(file);
-  return floats((await s.run(plainFeeds(s, ids), ['logits'])).logits);
-}
-
-/** Greedy ids from a plain loop on the original file: the whole sequence every step, no cache. */
-async function plainGreedy(file: string, ids: number[], steps: number, eos: number[]): Promise<number[]> {
-  const seq = [...ids];
-  const out: number[] = [];
-  for (let i = 0; i < steps; i++) {
-    const logits = await plainLogits(file, [seq]);
-    const V = logits.length / seq.length;
-    let best = 0;
-    for (let v = 1; v < V; v++) if (logits[(seq.length - 1) * V + v] > logits[(seq.length - 1) * V + best]) best = v;
-    out.push(best);
-    seq.push(best);
-    if (eos.includes(best)) break;
-  }
-  return out;
-}
-
 const ids = (m: Model, n: number, seed: number): number[] => Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729) % Math.min(m.info.vocab, 320));
 const PROMPT = 'def add(a, b):\n    return';
 
@@ -62,7 +40,7 @@ async function sameAsPlain(t: TestContext, m: Model, tol: number): Promise<void>
   const diff = maxAbsDiff(engine, await plainLogits(m.loaded.onnxPath, rows));
   assert.ok(diff < tol, `max |engine − plain| = ${diff}`);
   const c = await m.generate(PROMPT, { heal: false, maxNewTokens: 8, multiline: true });
-  const plain = await plainGreedy(m.loaded.onnxPath, preparePrompt(m.loaded, PROMPT, 8, false).ids, 8, m.info.eosTokenIds);
+  const plain = await plainGreedyUncached(m.loaded.onnxPath, preparePrompt(m.loaded, PROMPT, 8, false).ids, 8, m.info.eosTokenIds);
   assert.deepEqual(c.tokens.map((x) => x.id), plain, 'KV-cached decoding = the plain loop');
   t.diagnostic(`${path.basename(m.info.folder)}: max |engine − plain| ${diff.toExponential(2)}; greedy ${JSON.stringify(c.completion)} = plain loop`);
 }

@@ -9,7 +9,7 @@ import { after, describe, test, type TestContext } from 'node:test';
 import { loadModel, type Model, repair, trace } from '../../src/engine';
 import { generate, preparePrompt } from '../../src/engine/generate';
 import { linesAfter, greedyLines, nextTokenShift } from '../../src/engine/repair/verify';
-import { floats, maxAbsDiff, plainFeeds, plainSession, root, sharedFixtures, testCacheDir } from '../helpers/models';
+import { floats, maxAbsDiff, plainFeeds, plainGreedyUncached, plainSession, root, sharedFixtures, testCacheDir } from '../helpers/models';
 
 const inputs = path.join(sharedFixtures, 'inputs');
 const models = new Map<string, Promise<Model>>();
@@ -41,23 +41,6 @@ async function referenceDiff(m: Model, dir: string): Promise<number> {
     worst = Math.max(worst, maxAbsDiff(res.logits, x.last_logits));
   }
   return worst;
-}
-
-/** A plain onnxruntime greedy loop on the original file: the whole sequence every step, no cache, no engine. */
-async function plainGreedy(file: string, ids: number[], steps: number, eos: number[]): Promise<number[]> {
-  const s = await plainSession(file);
-  const seq = [...ids];
-  const out: number[] = [];
-  for (let i = 0; i < steps; i++) {
-    const logits = floats((await s.run(plainFeeds(s, [seq]), ['logits'])).logits);
-    const V = logits.length / seq.length;
-    let best = 0;
-    for (let v = 1; v < V; v++) if (logits[(seq.length - 1) * V + v] > logits[(seq.length - 1) * V + best]) best = v;
-    out.push(best);
-    seq.push(best);
-    if (eos.includes(best)) break;
-  }
-  return out;
 }
 
 describe('fp16-overflow: non-finite logits', () => {
@@ -95,7 +78,7 @@ describe('num-logits-to-keep: an extra scalar input', () => {
     assert.ok(diff < 1e-3, `max |engine − PyTorch| = ${diff}`);
     const prompt = fs.readFileSync(path.join(inputs, 'num-logits-to-keep', 'prompt.py'), 'utf8');
     const c = await m.generate(prompt, { heal: false, maxNewTokens: 12, multiline: true });
-    const plain = await plainGreedy(m.loaded.onnxPath, preparePrompt(m.loaded, prompt, 12, false).ids, 12, m.info.eosTokenIds);
+    const plain = await plainGreedyUncached(m.loaded.onnxPath, preparePrompt(m.loaded, prompt, 12, false).ids, 12, m.info.eosTokenIds);
     assert.deepEqual(c.tokens.map((x) => x.id), plain);
     const desired = ' a + b';
     const tr = await trace(m, { prompt, desired });
@@ -162,7 +145,7 @@ describe('starcoder-fused-kv: past_key_values.N.key_value', () => {
     assert.ok(diff < 1e-3, `max |engine − PyTorch| = ${diff}`);
     const prompt = 'def add(a, b):\n    return';
     const c = await m.generate(prompt, { heal: false, maxNewTokens: 10, multiline: true });
-    const plain = await plainGreedy(m.loaded.onnxPath, preparePrompt(m.loaded, prompt, 10, false).ids, 10, m.info.eosTokenIds);
+    const plain = await plainGreedyUncached(m.loaded.onnxPath, preparePrompt(m.loaded, prompt, 10, false).ids, 10, m.info.eosTokenIds);
     assert.deepEqual(c.tokens.map((x) => x.id), plain, 'KV-cached decoding = the plain loop without a cache');
     const desired = ' a + b';
     const tr = await trace(m, { prompt, desired });

@@ -52,4 +52,10 @@ test('regression lines are decoded once per prompt while the active patches stay
   const edited = { ...r.patch, edits: r.patch.edits.map((e) => ({ ...e, delta: e.delta.map((v) => v * 0.5) })) };
   await memo.get(source, first, [edited]);
   assert.equal(decoded - before, 2 * first.length, 'the same id with other edits: decoded again');
+  // A keyed patch's change is its added neurons (edits may be empty): the same id with another added neuron is
+  // another patch set too (a silent one here: zero key, threshold 1).
+  const layer = (model.loaded.graph.keyedLayers ?? [0])[0];
+  const zeros = (): number[] => new Array<number>(model.info.width).fill(0);
+  await memo.get(source, first, [{ ...r.patch, added: [{ layer, key: zeros(), threshold: 1, value: zeros() }] }]);
+  assert.equal(decoded - before, 3 * first.length, 'the same id with other added neurons: decoded again');
 });
