@@ -20,6 +20,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { isCandidate, promptFor } from './lines.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const { values: opt } = parseArgs({
@@ -87,31 +88,6 @@ function shuffle(a) {
   return a;
 }
 
-/** A line worth completing: 4–80 characters of code, no trailing whitespace, not a comment, ended by a newline. */
-function isCandidate(f, k) {
-  if (k < 3 || k >= f.lines.length - 1) return false;
-  const line = f.lines[k];
-  const s = line.trim();
-  return s.length >= 4 && s.length <= 80 && line.length <= 100 && line === line.trimEnd() && /[A-Za-z0-9_]/.test(s) && !s.startsWith('#');
-}
-
-/** The file's text up to the start of line k, cut from the left at a line boundary to fit the token budget. */
-function promptFor(f, k) {
-  // Start where the lines' own token counts say the budget is reached, then correct with the exact count.
-  let s = k;
-  let est = 0;
-  while (s > 0) {
-    const n = countTokens(`${f.lines[s - 1]}\n`);
-    if (est + n > MAX_PROMPT_TOKENS) break;
-    est += n;
-    s--;
-  }
-  let prompt = `${f.lines.slice(s, k).join('\n')}\n`;
-  while (s < k - 1 && countTokens(prompt) > MAX_PROMPT_TOKENS) prompt = `${f.lines.slice(++s, k).join('\n')}\n`;
-  if (countTokens(prompt) > MAX_PROMPT_TOKENS || !prompt.trim()) return undefined;
-  return { prompt, tokens: countTokens(prompt), firstLine: s + 1 };
-}
-
 /** Candidate lines in a fair order: files shuffled, lines shuffled within each file, then taken round-robin. */
 function roundRobin(group) {
   const perFile = shuffle(group.map((f) => ({ f, ks: shuffle(f.lines.map((_, k) => k).filter((k) => isCandidate(f, k))) })));
@@ -141,7 +117,7 @@ for (const { f, k } of devOrder) {
   const desired = f.lines[k];
   const key = desired.trim();
   if (used.has(key)) continue;
-  const p = promptFor(f, k);
+  const p = promptFor(f, k, MAX_PROMPT_TOKENS, countTokens);
   if (!p) {
     skippedLong++;
     continue;
@@ -158,7 +134,7 @@ for (const { f, k } of devOrder) {
   variantStats.candidates += others.length;
   for (const o of others.slice(0, VARIANT_TRIES)) {
     if (variants.length >= MAX_VARIANTS) break;
-    const vp = promptFor(o.f, o.k);
+    const vp = promptFor(o.f, o.k, MAX_PROMPT_TOKENS, countTokens);
     if (!vp) continue;
     const vgot = await greedyLine(vp.prompt);
     variantStats.tried++;
@@ -181,7 +157,7 @@ const regression = [];
 let regExact = 0;
 for (const { f, k } of roundRobin(regFiles)) {
   if (regression.length >= N_REGRESSION) break;
-  const p = promptFor(f, k);
+  const p = promptFor(f, k, MAX_PROMPT_TOKENS, countTokens);
   if (!p) continue;
   const got = await greedyLine(p.prompt);
   if (got === f.lines[k]) regExact++;

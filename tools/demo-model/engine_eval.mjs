@@ -24,6 +24,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { isCandidate, promptFor } from '../cases/lines.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const { values: opt } = parseArgs({
@@ -59,29 +60,6 @@ const held = JSON.parse(execFileSync(opt.python, [path.join(ROOT, 'tools', 'case
 const files = held.files.map(([rel, text]) => ({ rel, lines: text.split('\n') }))
   .sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
 
-function isCandidate(f, k) {
-  if (k < 3 || k >= f.lines.length - 1) return false;
-  const line = f.lines[k];
-  const s = line.trim();
-  return s.length >= 4 && s.length <= 80 && line.length <= 100 && line === line.trimEnd() && /[A-Za-z0-9_]/.test(s) && !s.startsWith('#');
-}
-
-/** The file's text up to the start of line k, cut from the left at a line boundary to at most `max` tokens. */
-function promptFor(f, k, max) {
-  let s = k;
-  let est = 0;
-  while (s > 0) {
-    const n = countTokens(`${f.lines[s - 1]}\n`);
-    if (est + n > max) break;
-    est += n;
-    s--;
-  }
-  let prompt = `${f.lines.slice(s, k).join('\n')}\n`;
-  while (s < k - 1 && countTokens(prompt) > max) prompt = `${f.lines.slice(++s, k).join('\n')}\n`;
-  if (countTokens(prompt) > max || !prompt.trim()) return undefined;
-  return { prompt, tokens: countTokens(prompt), firstLine: s + 1 };
-}
-
 const random = engine.mulberry32(Number(opt.seed));
 const all = [];
 for (const f of files) f.lines.forEach((_, k) => { if (isCandidate(f, k)) all.push({ f, k }); });
@@ -99,7 +77,7 @@ let promptTokens = 0;
 const samples = [];
 const t0 = performance.now();
 for (const [i, { f, k }] of picked.entries()) {
-  const p = promptFor(f, k, budget);
+  const p = promptFor(f, k, budget, countTokens);
   const got = await line(p.prompt);
   if (got === f.lines[k]) exact++;
   promptTokens += p.tokens;
@@ -115,7 +93,7 @@ const ms = [];
 for (const f of long) {
   let k = f.lines.length - 2;
   while (k > 3 && !isCandidate(f, k)) k--;
-  const p = promptFor(f, k, budget);
+  const p = promptFor(f, k, budget, countTokens);
   const t = performance.now();
   await line(p.prompt);
   ms.push({ ms: performance.now() - t, tokens: p.tokens });
