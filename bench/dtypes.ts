@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { generate } from '../src/engine/generate';
 import { dtypeFiles, pickDtypeFile } from '../src/engine/model/dtype';
 import { loadModel } from '../src/engine/model/load';
+import { f16ToF32 } from '../src/engine/onnx/float16';
 import { ort } from '../src/engine/onnx/runtime';
 import { CodeTokenizer } from '../src/engine/tokenizer';
 import { fmt, median, options, ROOT, sessionOptions } from './common';
@@ -61,7 +62,7 @@ async function plainRun(file: string, tok: CodeTokenizer, prompts: string[], new
         const base = (step.length - 1) * V;
         let best = 0;
         if (f16(lg)) {
-          const data = Float32Array.from(lg.data as Uint16Array, halfToFloat);
+          const data = f16ToF32(lg.data as Uint16Array);
           for (let v = 1; v < V; v++) if (data[base + v] > data[base + best]) best = v;
         } else {
           const data = lg.data as Float32Array;
@@ -79,15 +80,6 @@ async function plainRun(file: string, tok: CodeTokenizer, prompts: string[], new
     return { tokens, texts };
   };
   return { loadMs, run };
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
 async function child(runner: Runner, folder: string, dtype: string, prompts: string[], newTokens: number, threads?: number): Promise<ChildResult> {
