@@ -25,30 +25,8 @@ import { contrast } from '../trace/attribution';
 import { type Forced, type PositionState, teacherForce, weakPositions } from '../trace/teacher';
 import { NeuronpatchError } from '../types';
 import { Cancelled, type SolveContext } from './minimal';
-import { onnx } from 'onnx-proto';
-import { ort } from '../onnx/runtime';
+import { productABt } from '../onnx/products';
 import { Gram } from './steer';
-
-/** C = A · B for A [P, d] and B [d, T] (float32) in onnxruntime: every protected position's response to every key. */
-let matmulSession: Promise<ort.InferenceSession> | undefined;
-function matmul(): Promise<ort.InferenceSession> {
-  if (!matmulSession) {
-    const f = onnx.TensorProto.DataType.FLOAT;
-    const dims = (...names: string[]) => ({ dim: names.map((dimParam) => ({ dimParam })) });
-    const model: onnx.IModelProto = {
-      irVersion: 8, opsetImport: [{ domain: '', version: 14 }], producerName: 'neuronpatch',
-      graph: {
-        name: 'responses',
-        node: [{ opType: 'MatMul', input: ['A', 'B'], output: ['C'], name: 'matmul' }],
-        input: [{ name: 'A', type: { tensorType: { elemType: f, shape: dims('P', 'd') } } }, { name: 'B', type: { tensorType: { elemType: f, shape: dims('d', 'T') } } }],
-        output: [{ name: 'C', type: { tensorType: { elemType: f, shape: dims('P', 'T') } } }],
-      },
-    };
-    matmulSession = ort.InferenceSession.create(onnx.ModelProto.encode(model as onnx.ModelProto).finish());
-  }
-  return matmulSession;
-}
-
 
 /**
  * The least separation (1 − r_max, in units of the key's response at its own context) a key must have: below it the
@@ -200,13 +178,12 @@ async function makeKeys(x: Float32Array, at: { pos: number; desired: number }[],
     return { pos, k, kMu: dot(k, w.mean), rMax: -Infinity };
   });
   const T = keys.length;
-  const B = new Float32Array(d * T);
-  keys.forEach((key, t) => { for (let c = 0; c < d; c++) B[c * T + t] = key.k[c]; });
-  const session = await matmul();
+  const K = new Float32Array(T * d);
+  keys.forEach((key, t) => K.set(key.k, t * d));
   for (const p of protect) {
     if (!p.positions) continue;
-    const out = await session.run({ A: new ort.Tensor('float32', p.rows.get(w.layer)!, [p.positions, d]), B: new ort.Tensor('float32', B, [d, T]) });
-    const C = out.C.data as Float32Array;
+    // Every protected position's response to every key: C [P, T].
+    const C = await productABt(p.rows.get(w.layer)!, p.positions, K, T, d);
     keys.forEach((key, t) => {
       const skip = at[t].desired;
       let max = key.rMax;
