@@ -225,12 +225,10 @@ async function palette(page, title) {
     await page.keyboard.press('Escape');
     await page.keyboard.press('F1');
     const input = page.locator('.quick-input-widget input');
+    await input.waitFor({ state: 'visible', timeout: 10_000 });
+    await input.fill(`>${title}`);
     const row = page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first();
     try {
-      // Inside the try: the quick input can be re-rendered under the fill (seen once in 3 runs right after a
-      // webview had focus: fill waited 30 s), and a fresh F1 is the retry.
-      await input.waitFor({ state: 'visible', timeout: 10_000 });
-      await input.fill(`>${title}`, { timeout: 10_000 });
       await row.waitFor({ state: 'visible', timeout: 5_000 });
       await page.keyboard.press('Enter');
       return;
