@@ -18,6 +18,7 @@ import {
 import { sideEffectLine as measuredLine } from '../src/engine/repair/sideEffectText';
 import { type Patch, REPAIR_METHODS, type RepairMethod, type RepairResult, type TokenScore } from '../src/engine/types';
 import { diffWords, type DiffPart } from './diff';
+import { neuronName, patchNeuronNames } from '../src/engine/neuronName';
 
 interface VsCodeApi {
   postMessage(m: WebviewToExtension): void;
@@ -157,9 +158,9 @@ function positionsSection(r: RepairResult): HTMLElement {
   );
 }
 
-function neuronsSection(r: RepairResult): HTMLElement {
+function neuronsSection(r: RepairResult, m: number): HTMLElement {
   const rows = r.neurons.map((n) => [
-    h('code', { title: n.added ? `added by this patch; activation ${n.activation?.toFixed(3) ?? 'n/a'} at the first failing token` : '' }, `L${n.layer}.N${n.neuron}`, n.added ? ' (added)' : ''),
+    h('code', { title: n.added ? `added by this patch; activation ${n.activation?.toFixed(3) ?? 'n/a'} at the first failing token` : '' }, neuronName(n, m), n.added ? ' (added)' : ''),
     num(n.attribution),
     num(n.ablationEffect),
     scores(n.promotesBefore),
@@ -178,12 +179,12 @@ function neuronsSection(r: RepairResult): HTMLElement {
   );
 }
 
-function tracedSection(r: RepairResult): HTMLElement | null {
+function tracedSection(r: RepairResult, m: number): HTMLElement | null {
   const at = r.trace.at;
   if (!at?.neurons.length) return null;
   const edited = new Set(r.neurons.map((n) => `${n.layer}.${n.neuron}`));
   const rows = at.neurons.map((n) => [
-    h('code', {}, `L${n.layer}.N${n.neuron}`, n.added ? ' (added)' : edited.has(`${n.layer}.${n.neuron}`) ? ' ✎' : ''),
+    h('code', {}, neuronName(n, m), n.added ? ' (added)' : edited.has(`${n.layer}.${n.neuron}`) ? ' ✎' : ''),
     num(n.activation),
     num(n.attribution),
     num(n.ablationEffect),
@@ -489,7 +490,7 @@ function savedSections(p: Patch): HTMLElement[] {
         h('code', {}, `L${e.layer}.N${e.neuron}`),
         Math.sqrt(e.delta.reduce((s, v) => s + v * v, 0)).toFixed(3),
       ])),
-      p.added?.length ? h('p', { class: 'muted' }, `It also adds ${p.added.length} keyed neuron${p.added.length === 1 ? '' : 's'} (layer ${[...new Set(p.added.map((a) => a.layer))].join(', ')}).`) : null,
+      p.added?.length ? h('p', { class: 'muted' }, `It also adds ${p.added.length} keyed neuron${p.added.length === 1 ? '' : 's'}: ${patchNeuronNames({ edits: [], added: p.added }).join(', ')}.`) : null,
       h('p', { class: 'muted' }, `Made with the ${p.method} method on ${new Date(p.createdAt).toLocaleString()}; specificity ${m.specificity === null ? 'n/a' : pct(m.specificity)}, mean KL ${m.meanKl === null ? 'n/a' : m.meanKl.toExponential(2)}.`),
     ),
   ];
@@ -508,7 +509,7 @@ function render(s: PanelState): void {
     header(s),
     ...optional(toolbar(s)),
     ...(r
-      ? [completionSection(r), positionsSection(r), neuronsSection(r), ...optional(tracedSection(r)), ...optional(layersSection(r)), sideEffectsSection(r)]
+      ? [completionSection(r), positionsSection(r), neuronsSection(r, s.model.neurons), ...optional(tracedSection(r, s.model.neurons)), ...optional(layersSection(r)), sideEffectsSection(r)]
       : s.saved
         ? savedSections(s.saved)
         : []),

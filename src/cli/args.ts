@@ -5,23 +5,31 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { checkMargin } from '../engine/repair/index';
 import { checkJsonDepth } from '../engine/jsonlimits';
 import { NeuronpatchError } from '../engine/types';
-import { quote } from '../engine/untrusted';
+import { quote, safeMessage } from '../engine/untrusted';
 
 export const usage = `usage: neuronpatch <command> [options]
 
   info      [--json]                                   architecture, layers, neurons, width, vocabulary, hash
   generate  --prompt TEXT | --prompt-file F | --prompts FILE.jsonl
             [--max-new-tokens N] [--patches FILE]... [--no-heal] [--multiline]
-            [--temperature T] [--top-p P] [--seed S] [--json]
-  trace     --prompt-file F --desired TEXT [--top N] [--json]
-  repair    --prompt-file F --desired TEXT [--method minimal|joint|keyed] [--margin LOGITS] [--regression FILE]
-            [--reference FILE] [--guard FILE | --no-guard] [--held-out FILE] [--key-margin 0..1] [--keyed-layer L]
-            [--out PATCH] [--json]
+            [--temperature T] [--top-p P] [--seed S] [--unescape] [--json]
+  trace     --prompt-file F | --prompt TEXT  --desired TEXT [--top N] [--unescape] [--json]
+  repair    --prompt-file F | --prompt TEXT  --desired TEXT [--method minimal|joint|keyed] [--margin LOGITS]
+            [--regression FILE] [--reference FILE] [--guard FILE | --no-guard] [--held-out FILE]
+            [--key-margin 0..1] [--keyed-layer L] [--out PATCH] [--unescape] [--verbose] [--json]
   eval      --cases FILE [--method minimal|joint|keyed] [--margin LOGITS] [--no-fallback] [--regression FILE]
             [--reference FILE] [--guard FILE | --no-guard] [--held-out FILE] [--key-margin 0..1] [--limit N] [--json]
   guard     --from PROMPTS.jsonl [--out GUARD.jsonl] [--max N]   lines the model completes exactly right
   export    --patches FILE... --out DIR [--quantized side-branch|requantize]
-  demo      [--out DIR]                                the main job on the embedded model, with a report
+  demo      [--out DIR] [--method keyed|minimal|joint] [--regression-limit N]
+                                                       the main job on the embedded model, with a report
+
+  --prompt and --desired are taken as typed: "\\n" in them is a backslash and an n, as in code. For a prompt of
+  several lines use --prompt-file F, a shell's $'...' quoting (--prompt $'def f():\\n    '), or --unescape,
+  which reads \\n, \\t and \\\\ in --prompt and --desired as newline, tab and backslash.
+  repair, eval and demo print their wall time phase by phase; a phase longer than 2 s shows progress on stderr.
+  Guard sets and the regression prompts' lines before a repair are cached per model and prompt set under
+  NEURONPATCH_CACHE (default ~/.cache/neuronpatch), checked before use and rebuilt when anything differs.
 
   Every command takes --model DIR (default: the embedded demo model, models/demo) and --dtype
   auto|fp32|fp16|q8|int8|uint8|q4|q4f16 (which file of a folder holding several dtypes; default auto).
@@ -102,6 +110,27 @@ export function readJsonl<T>(file: string, check: (v: unknown) => string | undef
       `Give one JSON object per line, as in bench/cases/dev.jsonl.`,
     );
   return out;
+}
+
+/**
+ * A --prompt or --desired value. With `unescape`, \n, \t and \\ are read as newline, tab and backslash, and any
+ * other backslash is an error (code is full of backslashes: nothing is guessed). Without it the text is taken as
+ * typed; one holding a literal \n but no newline gets a hint on stderr.
+ * @throws NeuronpatchError naming the option, for an unknown escape under `unescape`.
+ */
+export function promptArg(value: string, unescape: boolean, name: string): string {
+  if (!unescape) {
+    if (name === 'prompt' && value.includes('\\n') && !value.includes('\n')) {
+      process.stderr.write(`neuronpatch: ${safeMessage(`--${name} holds "\\n" but no newline: it is read as typed (a backslash and an n). For a newline use --unescape, $'...' quoting, or --prompt-file.`)}\n`);
+    }
+    return value;
+  }
+  return value.replace(/\\(.?)/gs, (all, c: string) => {
+    if (c === 'n') return '\n';
+    if (c === 't') return '\t';
+    if (c === '\\') return '\\';
+    throw new NeuronpatchError(`--${name} has ${quote(all)}, which --unescape does not read: it reads \\n, \\t and \\\\ only.`, 'Write \\\\ for a backslash, or leave out --unescape and use --prompt-file.');
+  });
 }
 
 export function print(json: boolean, value: unknown, text: () => string): void {

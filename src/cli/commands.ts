@@ -1,6 +1,6 @@
 // One function per CLI command; each parses its options, calls the engine and prints.
 import { NeuronpatchError } from '../engine/types';
-import { float, int, parse, print, readJsonl, readText } from './args';
+import { float, int, parse, print, promptArg, readJsonl, readText } from './args';
 import { type Command, openModel, readPatches, warn } from './context';
 import { demo } from './demo';
 import { evaluate } from './eval';
@@ -35,12 +35,13 @@ const generate: Command = async (args) => {
     prompt: { type: 'string' }, 'prompt-file': { type: 'string' }, prompts: { type: 'string' },
     'max-new-tokens': { type: 'string' }, patches: { type: 'string', multiple: true }, 'no-heal': { type: 'boolean' },
     multiline: { type: 'boolean' }, temperature: { type: 'string' }, 'top-p': { type: 'string' }, seed: { type: 'string' },
+    unescape: { type: 'boolean' },
   });
   const given = [values.prompt !== undefined, !!values['prompt-file'], !!values.prompts].filter(Boolean).length;
   if (given !== 1) throw new NeuronpatchError('generate needs exactly one of --prompt, --prompt-file, --prompts.');
   const prompts = values.prompts
     ? readJsonl<{ prompt: string }>(values.prompts, (v) => (typeof (v as { prompt?: unknown })?.prompt === 'string' ? undefined : 'no "prompt" string'), warn).map((p) => p.prompt)
-    : [values.prompt ?? readText(values['prompt-file']!, 'prompt file')];
+    : [values.prompt !== undefined ? promptArg(values.prompt, !!values.unescape, 'prompt') : readText(values['prompt-file']!, 'prompt file')];
   const model = await openModel(values.model, values.threads, values.dtype);
   const opts = {
     maxNewTokens: int(values['max-new-tokens'], 'max-new-tokens', 48), heal: !values['no-heal'], multiline: !!values.multiline,

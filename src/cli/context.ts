@@ -5,11 +5,23 @@ import type { Patch } from '../engine/types';
 import { checkDtype } from '../engine/model/dtype';
 import { safeMessage } from '../engine/untrusted';
 import { defaultModelDir, int } from './args';
+import type { Phases } from './progress';
 
 export type Command = (args: string[]) => Promise<number>;
 
+let tracked: Phases | undefined;
+
+/** Warnings go through `phases` while it shows a live progress line, so that they do not tear it. */
+export function trackPhases(phases: Phases | undefined): void {
+  tracked = phases;
+}
+
 /** A warning on stderr, escaped and cut (warnings quote case files and patch files). */
-export const warn = (msg: string) => process.stderr.write(`neuronpatch: ${safeMessage(msg)}\n`);
+export const warn = (msg: string): void => {
+  const line = `neuronpatch: ${safeMessage(msg)}\n`;
+  if (tracked) tracked.say(line);
+  else process.stderr.write(line);
+};
 
 /** The model of --model (default: the embedded demo) in the file --dtype picks; `auto`'s choice is said on stderr. */
 export async function openModel(dir: string | undefined, threads?: string, dtype?: string): Promise<Model> {

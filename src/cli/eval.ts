@@ -1,12 +1,12 @@
 // `eval`: repair every case of a file from the unpatched model and report the measures of issue 4.
 import { repair } from '../engine';
 import { median } from '../engine/linalg';
-import { greedyLines } from '../engine/repair/verify';
 import { NeuronpatchError, type RepairMethod } from '../engine/types';
 import { int, marginOption, parse, print } from './args';
 import { readCases, readRegression } from './cases';
-import { type Command, openModel, warn } from './context';
-import { keyedOptions, methodOption, sideInputs, sideOptions } from './side';
+import { type Command, openModel, trackPhases, warn } from './context';
+import { Phases } from './progress';
+import { keyedOptions, methodOption, regressionBefore as linesBefore, sideInputs, sideOptions } from './side';
 
 interface CaseResult {
   id: string;
@@ -47,12 +47,16 @@ export const evaluate: Command = async (args) => {
   if (values.limit) cases = cases.slice(0, int(values.limit, 'limit', cases.length));
   const regression = readRegression(values.regression, warn, values['regression-limit'] ? int(values['regression-limit'], 'regression-limit', 0) : undefined);
   const margin = marginOption(values.margin);
-  const model = await openModel(values.model, values.threads, values.dtype);
-  const regressionBefore = regression.length ? await greedyLines(model.loaded, regression) : undefined;
-  const side = await sideInputs(model, values, regression);
+  const phases = new Phases();
+  trackPhases(phases);
+  const model = await phases.run('loading the model', () => openModel(values.model, values.threads, values.dtype));
+  const side = await sideInputs(model, values, regression, phases);
+  const regressionBefore = await linesBefore(model, regression, phases);
 
   const results: CaseResult[] = [];
+  phases.enter(`repairing ${cases.length} case(s) (${method})`);
   for (const [i, c] of cases.entries()) {
+    phases.tick(i, cases.length);
     const id = c.id ?? `case-${i + 1}`;
     const before = await model.generate(c.prompt);
     if (before.completion === c.desired.replace(/\n$/, '')) {
@@ -76,7 +80,10 @@ export const evaluate: Command = async (args) => {
     const last = results[results.length - 1];
     if (values.verbose) warn(`${id}: ${last.success ? 'fixed' : 'not fixed'}, ${last.neurons} neuron(s), ${last.ms} ms${last.error ? ` (${last.error})` : ''}`);
   }
+  phases.end();
+  trackPhases(undefined);
   await model.dispose();
+  const wall = phases.times();
 
   const attempted = results.filter((r) => !r.alreadyCorrect);
   const fixed = attempted.filter((r) => r.success);
@@ -104,6 +111,7 @@ export const evaluate: Command = async (args) => {
     medianGenerationMs: attempted.length ? median(attempted.map((r) => r.generationMs)) : null,
     medianRepairToGeneration: attempted.length ? median(attempted.map((r) => r.ms / Math.max(1, r.generationMs))) : null,
     regressionPrompts: regression.length,
+    wall: { ms: Math.round(wall.totalMs), phases: wall.phases.map((p) => ({ name: p.name, ms: Math.round(p.ms) })) },
     results,
   };
   const f = (x: number | null, digits = 1) => (x === null ? 'n/a' : x.toFixed(digits));
@@ -116,8 +124,8 @@ export const evaluate: Command = async (args) => {
     `token locality ${f(summary.tokenLocality === null ? null : summary.tokenLocality * 100, 2)} %, correct lines kept ${f(summary.keptLines === null ? null : summary.keptLines * 100, 1)} % of ${summary.guardLines}, `
       + `held-out loss ${summary.heldOutLossChange === null ? 'n/a' : `${summary.heldOutLossChange >= 0 ? '+' : ''}${(summary.heldOutLossChange * 100).toFixed(3)} %`}`,
     `generalization ${f(summary.generalization === null ? null : summary.generalization * 100)} %`,
-    `median repair ${f(summary.medianMs, 0)} ms = ${f(summary.medianRepairToGeneration, 2)}× one generation (${f(summary.medianGenerationMs, 0)} ms)`,
-    '',
+    `median repair ${f(summary.medianMs, 0)} ms = ${f(summary.medianRepairToGeneration, 2)}× one generation (${f(summary.medianGenerationMs, 0)} ms), side-effect check apart`,
+    phases.text(),
   ].join('\n'));
   return 0;
 };

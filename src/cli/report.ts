@@ -1,4 +1,5 @@
 // Human-readable renderings of a trace and a repair: terminal text and a Markdown report.
+import { neuronName } from '../engine/neuronName';
 import { sideEffectLine } from '../engine/repair/measures';
 import type { ModelInfo, RepairResult, TraceResult } from '../engine/types';
 
@@ -6,7 +7,8 @@ const q = (s: string) => JSON.stringify(s);
 const pct = (x: number | null) => (x === null ? 'n/a' : `${(x * 100).toFixed(1)} %`);
 const tokens = (ts: { text: string }[]) => ts.map((t) => q(t.text)).join(' ');
 
-export function traceText(t: TraceResult): string {
+/** A trace for the terminal; neurons named as everywhere (`L3.N280`, added ones `L4.K0`), `m` neurons a layer. */
+export function traceText(t: TraceResult, m: number): string {
   const lines = [`completion  ${q(t.completion)}`, `desired     ${q(t.desired)}`];
   if (!t.at) return [...lines, 'The model already produces the desired text.', ''].join('\n');
   const p = t.at.position;
@@ -19,19 +21,23 @@ export function traceText(t: TraceResult): string {
     '',
     'neurons (attribution on logit(desired) − logit(model); ablation effect on the same gap):',
     ...t.at.neurons.map((n) =>
-      `  ${`${n.layer}.${n.neuron}${n.added ? '+' : ''}`.padEnd(8)} z=${n.activation.toFixed(2).padStart(6)}  attr=${n.attribution.toFixed(3).padStart(7)}  ablate=${(n.ablationEffect ?? NaN).toFixed(3).padStart(7)}  promotes ${tokens(n.promotes.slice(0, 3))}  suppresses ${tokens(n.suppresses.slice(0, 3))}`),
+      `  ${neuronName(n, m).padEnd(9)} z=${n.activation.toFixed(2).padStart(6)}  attr=${n.attribution.toFixed(3).padStart(7)}  ablate=${(n.ablationEffect ?? NaN).toFixed(3).padStart(7)}  promotes ${tokens(n.promotes.slice(0, 3))}  suppresses ${tokens(n.suppresses.slice(0, 3))}`),
     '',
   );
   return lines.join('\n');
 }
 
-export function repairText(r: RepairResult): string {
+/**
+ * A repair for the terminal. Its time is the solve and the confirming generation only (`r.ms`); the command's wall
+ * time, phase by phase, follows it (progress.ts).
+ */
+export function repairText(r: RepairResult, m: number): string {
   return [
-    `${r.success ? 'fixed' : 'NOT fixed'} (${r.method}${r.patch.metrics.margin === undefined ? '' : `, margin ${r.patch.metrics.margin}`}) in ${r.ms.toFixed(0)} ms = ${(r.ms / Math.max(1, r.generationMs)).toFixed(1)}× one generation`,
+    `${r.success ? 'fixed' : 'NOT fixed'} (${r.method}${r.patch.metrics.margin === undefined ? '' : `, margin ${r.patch.metrics.margin}`}): solved and confirmed in ${r.ms.toFixed(0)} ms = ${(r.ms / Math.max(1, r.generationMs)).toFixed(1)}× one generation (the wall time is below)`,
     ...(r.fallback ? [r.fallback] : []),
     `before  ${q(r.before)}`,
     `after   ${q(r.after)}`,
-    `neurons ${r.neurons.map((n) => `${n.layer}.${n.neuron}${n.added ? ' (added)' : ''}`).join(', ')} for ${r.failingTokens} failing token(s)`,
+    `neurons ${r.neurons.map((n) => neuronName(n, m)).join(', ')} for ${r.failingTokens} failing token(s)${r.neurons.some((n) => n.added) ? ' (K: added by the patch)' : ''}`,
     ...(r.layerChoice ? [r.layerChoice] : []),
     ...(r.sideEffects ? [`side effects: ${sideEffectLine(r.sideEffects)}`] : []),
     ...(r.sideEffects?.broken.length ? [`breaks ${r.sideEffects.broken.map((b) => q(b.desired)).join(', ')}`] : []),
@@ -40,7 +46,7 @@ export function repairText(r: RepairResult): string {
   ].join('\n');
 }
 
-export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: string | null): string {
+export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: string | null, wall?: string): string {
   const t = r.trace;
   const md = [
     `# neuronpatch repair report`,
@@ -73,10 +79,10 @@ export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: str
     md.push('## Trace at the first failing position', '', '| layer | occlusion effect on log p(desired) |', '|---|---|',
       ...t.at.layers.map((l) => `| blocks.${l.layer}.mlp | ${l.effect.toFixed(3)} |`), '',
       '| neuron | activation | attribution | ablation effect | promotes | suppresses |', '|---|---|---|---|---|---|',
-      ...t.at.neurons.map((n) => `| ${n.layer}.${n.neuron} | ${n.activation.toFixed(2)} | ${n.attribution.toFixed(3)} | ${(n.ablationEffect ?? NaN).toFixed(3)} | ${tokens(n.promotes.slice(0, 3))} | ${tokens(n.suppresses.slice(0, 3))} |`), '');
+      ...t.at.neurons.map((n) => `| ${neuronName(n, model.neurons)} | ${n.activation.toFixed(2)} | ${n.attribution.toFixed(3)} | ${(n.ablationEffect ?? NaN).toFixed(3)} | ${tokens(n.promotes.slice(0, 3))} | ${tokens(n.suppresses.slice(0, 3))} |`), '');
   }
   md.push('## Neurons edited', '', '| neuron | attribution | ablation effect | promotes before | promotes after |', '|---|---|---|---|---|',
-    ...r.neurons.map((n) => `| ${n.layer}.${n.neuron} | ${n.attribution?.toFixed(3) ?? 'n/a'} | ${n.ablationEffect?.toFixed(3) ?? 'n/a'} | ${tokens(n.promotesBefore.slice(0, 3))} | ${tokens(n.promotesAfter.slice(0, 3))} |`), '',
+    ...r.neurons.map((n) => `| ${neuronName(n, model.neurons)} | ${n.attribution?.toFixed(3) ?? 'n/a'} | ${n.ablationEffect?.toFixed(3) ?? 'n/a'} | ${tokens(n.promotesBefore.slice(0, 3))} | ${tokens(n.promotesAfter.slice(0, 3))} |`), '',
     '## Side effects', '',
     ...(r.sideEffects ? [`${sideEffectLine(r.sideEffects)}.`, ''] : []),
     `Specificity: ${pct(r.specificity)} of regression completions unchanged (next token: ${pct(r.nextTokenSpecificity)}); mean next-token KL ${r.meanKl?.toExponential(2) ?? 'n/a'}; generalization ${pct(r.generalization)}.`, '');
@@ -84,6 +90,7 @@ export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: str
     md.push('| prompt ends with | before | after |', '|---|---|---|',
       ...r.changed.slice(0, 10).map((c) => `| \`${JSON.stringify(c.prompt.slice(-40))}\` | \`${c.before}\` | \`${c.after}\` |`), '');
   }
+  if (wall) md.push('## Wall time', '', '```text', wall.trimEnd(), '```', '');
   if (patchFile) md.push(`Patch file: \`${patchFile}\` (apply with \`neuronpatch generate --patches ${patchFile}\`).`, '');
   return md.join('\n');
 }

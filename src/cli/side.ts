@@ -2,12 +2,16 @@
 // held-out code, and the `guard` command that harvests guard lines into a file.
 import type { Model } from '../engine';
 import { checkKeyMargin } from '../engine/repair/index';
+import type { CacheOutcome } from '../engine/model/derivedCache';
+import { baselineLines } from '../engine/repair/baseline';
 import { harvestGuard } from '../engine/repair/guard';
 import type { GuardLine } from '../engine/repair/measures';
-import { NeuronpatchError, type RepairMethod } from '../engine/types';
+import type { GreedyLine } from '../engine/repair/verify';
+import { NeuronpatchError, type Patch, type RepairMethod } from '../engine/types';
 import { float, int, parse, print, readJsonl } from './args';
 import { readRegression } from './cases';
 import { type Command, openModel, warn } from './context';
+import { Phases } from './progress';
 
 export const sideOptions = {
   reference: { type: 'string' }, guard: { type: 'string' }, 'unseen-guard': { type: 'string' }, 'no-guard': { type: 'boolean' }, 'guard-max': { type: 'string' },
@@ -37,28 +41,62 @@ export function readGuard(file: string): GuardLine[] {
   }, warn);
 }
 
+/** How a cached value was obtained, in words for a phase: "from the cache" or "harvested, cached now". */
+export function cacheWords(o: CacheOutcome | undefined, made: string): string {
+  return !o ? made : o.hit ? 'from the cache' : `${made} (${o.why})`;
+}
+
 /**
  * Reference code (default: the regression prompts), guard lines (a file, or harvested from the reference code
- * unless --no-guard) and held-out code for the loss (default: the regression prompts).
+ * unless --no-guard; cached per model and reference set) and held-out code for the loss (default: the regression
+ * prompts). Each harvest is a phase of `phases`.
  */
-export async function sideInputs(model: Model, values: SideValues, regression: string[]): Promise<{ reference?: string[]; guard?: GuardLine[]; unseenGuard?: GuardLine[]; heldOut?: string[] }> {
+export async function sideInputs(model: Model, values: SideValues, regression: string[], phases?: Phases): Promise<{ reference?: string[]; guard?: GuardLine[]; unseenGuard?: GuardLine[]; heldOut?: string[] }> {
   const reference = values.reference ? readRegression(values.reference, warn) : undefined;
   const heldOut = values['held-out'] ? readRegression(values['held-out'], warn) : undefined;
+  const harvest = async (texts: string[], what: string): Promise<GuardLine[]> => {
+    const p = phases ?? new Phases({ write: () => undefined });
+    const label = `${what}: lines the model completes right in ${texts.length} prompts`;
+    let cache: CacheOutcome | undefined;
+    const lines = await p.run(label, (tick) => harvestGuard(model.loaded, texts, {
+      max: int(values['guard-max'], 'guard-max', 200), onCache: (o) => (cache = o),
+      onProgress: (stage, done, total) => {
+        p.rename(`${label}: ${stage === 'scanning' ? 'scanning' : 'confirming candidates'}`);
+        tick(done, total);
+      },
+    }).then((g) => {
+      p.rename(`${what}: ${g.length} lines from ${texts.length} prompts, ${cacheWords(cache, 'harvested')}`);
+      return g;
+    }));
+    return lines;
+  };
   let guard: GuardLine[] | undefined;
   if (values.guard) guard = readGuard(values.guard);
   else if (!values['no-guard'] && (reference ?? regression).length) {
-    guard = await harvestGuard(model.loaded, reference ?? regression, { max: int(values['guard-max'], 'guard-max', 200) });
-    warn(`guard set: ${guard.length} lines the model completes exactly right, harvested from ${(reference ?? regression).length} ${reference ? 'reference' : 'regression'} prompts`);
+    guard = await harvest(reference ?? regression, 'guard set');
   }
   // Lines the repair is not given, for a fair "correct lines kept": a file, or harvested from the regression
   // prompts where the reference code is other code.
   let unseenGuard: GuardLine[] | undefined;
   if (values['unseen-guard']) unseenGuard = readGuard(values['unseen-guard']);
   else if (reference && regression.length && !values['no-guard']) {
-    unseenGuard = await harvestGuard(model.loaded, regression, { max: int(values['guard-max'], 'guard-max', 200) });
-    warn(`unseen guard set: ${unseenGuard.length} lines harvested from the ${regression.length} regression prompts (measured only)`);
+    unseenGuard = await harvest(regression, 'unseen guard set (measured only)');
   }
   return { reference, guard, unseenGuard, heldOut };
+}
+
+/**
+ * The greedy lines of the regression prompts before the repair (under `active`), a phase of `phases`: read from
+ * the cache per model, prompts and patches, or decoded and cached.
+ */
+export async function regressionBefore(model: Model, regression: string[], phases: Phases, active?: readonly Patch[]): Promise<GreedyLine[] | undefined> {
+  if (!regression.length) return undefined;
+  const label = `regression lines before the repair: ${regression.length} prompts`;
+  return phases.run(label, async (tick) => {
+    const { lines, cache } = await baselineLines(model.loaded, regression, { active, onProgress: tick });
+    phases.rename(`${label}, ${cacheWords(cache, 'decoded')}`);
+    return lines;
+  });
 }
 
 export function keyedOptions(values: SideValues): { keyMargin?: number; keyedLayer?: number } {

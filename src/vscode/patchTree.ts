@@ -3,6 +3,7 @@
 // the same), a wrench icon on active patches. Clicking a row opens the patch read-only in the repair panel. While
 // the model does not load, the patches of the file stay listed, marked as not applied; so do patches held back by
 // workspace trust (from the repository: the eye accepts them; Restricted Mode).
+import { patchNeuronNames } from '../engine/neuronName';
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import { validatePatchFile } from '../engine/patches/validate';
@@ -54,7 +55,7 @@ export class PatchItem extends vscode.TreeItem {
     md.appendMarkdown(`Before: \`${inline(patch.case.before)}\`  \nDesired: \`${inline(patch.case.desired)}\`  \n`);
     md.appendMarkdown(`After: \`${inline(patch.case.after)}\`\n\n`);
     md.appendMarkdown(
-      `Neurons: ${patch.edits.map((e) => `L${e.layer}.N${e.neuron}`).join(', ')}  \n` +
+      `Neurons: ${patchNeuronNames(patch).join(', ') || 'none'}  \n` +
         `Failing tokens: ${m.failingTokens} · specificity ${m.specificity === null ? 'n/a' : pct(m.specificity)} · ` +
         `mean KL ${m.meanKl === null ? 'n/a' : m.meanKl.toExponential(2)} · repair ${Math.round(m.repairMs)} ms`,
     );

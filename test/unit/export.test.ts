@@ -153,7 +153,7 @@ for (const fx of FP16_EXTERNAL) {
       assert.match(md, /^# Patches baked into this model/);
       assert.match(md, /1 neuronpatch patch written into/);
       assert.match(md, new RegExp(`Neurons edited: layer 0: ${neuron}\\.`));
-      assert.doesNotMatch(md, /L1 N3/, 'the disabled patch is not baked in');
+      assert.doesNotMatch(md, /L1\.N3/, 'the disabled patch is not baked in');
       assert.doesNotMatch(md, /MODEL_CARD/, 'the source has no model card');
     });
 

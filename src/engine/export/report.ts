@@ -1,4 +1,5 @@
 // PATCHES.md of an exported folder: which patches its weights carry, in words a reviewer can check.
+import { patchNeuronNames } from '../neuronName';
 import { editsOf } from '../patches/patchset';
 import type { Patch } from '../types';
 
@@ -18,8 +19,7 @@ function inline(text: string, max = 120): string {
 const pct = (x: number | null): string => (x === null ? 'not measured' : `${(100 * x).toFixed(1)} %`);
 
 function neurons(p: Patch): string {
-  const added = (p.added ?? []).map((a) => `L${a.layer} +1 added`);
-  return [...p.edits.map((e) => `L${e.layer} N${e.neuron}`), ...added].join(', ') || 'none';
+  return patchNeuronNames(p).join(', ') || 'none';
 }
 
 export interface ReportInput {

@@ -3,19 +3,18 @@
 // middle of a line, as an editor's ghost text has it). A cheap filter first: one forward of each whole text, and a
 // line is a candidate where the argmax predicts every token from the line's first to the one ending it; then each
 // candidate is decoded greedily (healed boundary, end-of-line stop) and kept only if it spells the line exactly.
-// Cached per model and texts in the model's cache folder.
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import * as path from 'node:path';
-import { writeFileAtomic } from '../atomic';
+// Cached per model hash and texts' hash in the model's cache folder, verified before use (derivedCache.ts): a
+// corrupt, edited or foreign entry is harvested again, never trusted.
 import { preparePrompt } from '../generate';
+import { type CacheOutcome, cachedDerived, inputsHash } from '../model/derivedCache';
 import type { LoadedModel } from '../model/load';
 import { padRows } from '../model/session';
 import type { GuardLine } from './measures';
 import { completions } from './verify';
 
 const BATCH = 8;
-const FORMAT = 1;
+/** Bumped when what a guard line is (or how it is harvested) changes: older cache entries are harvested again. */
+const FORMAT = 2;
 /** Lines shorter than this (stripped) say little about the model: a lone `)` or `else:`. */
 const MIN_CHARS = 4;
 
@@ -25,25 +24,46 @@ export interface HarvestOptions {
   /** Also harvest from after each line's first word (default true). */
   midLine?: boolean;
   signal?: AbortSignal;
+  /** Whether the lines came from the cache, or why they were harvested (told once, before returning). */
+  onCache?: (outcome: CacheOutcome) => void;
+  /**
+   * A harvest's progress (a cache hit reports nothing): texts scanned of all (`scanning`), then candidate lines
+   * decoded of all candidates (`confirming`).
+   */
+  onProgress?: (stage: 'scanning' | 'confirming', done: number, total: number) => void;
 }
 
-/** Lines the model completes exactly right in `texts` (see the module comment). */
+/** What a cached guard set must look like: at most `max` lines of strings. */
+function guardShape(max: number): (v: unknown) => string | undefined {
+  return (v) => {
+    if (!Array.isArray(v)) return 'not a list';
+    if (v.length > max) return `${v.length} lines, more than ${max}`;
+    const bad = v.findIndex((g) => !g || typeof g !== 'object' || typeof g.prompt !== 'string' || typeof g.desired !== 'string' || (g.source !== undefined && typeof g.source !== 'string'));
+    return bad >= 0 ? `line ${bad + 1} is not {prompt, desired}` : undefined;
+  };
+}
+
+/**
+ * Lines the model completes exactly right in `texts` (see the module comment), at most `max`, in the texts' order.
+ * Read from the model's cache folder when an entry for these texts and options verifies; harvested (one forward of
+ * each text, then a greedy decode of each candidate) and cached otherwise.
+ * @throws NeuronpatchError when cancelled through `signal`.
+ */
 export async function harvestGuard(model: LoadedModel, texts: string[], opts: HarvestOptions = {}): Promise<GuardLine[]> {
   const max = opts.max ?? 200;
   const midLine = opts.midLine ?? true;
-  const key = createHash('sha256').update(JSON.stringify([FORMAT, max, midLine, texts])).digest('hex').slice(0, 16);
-  const file = path.join(model.cacheDir, `guard-${key}.json`);
-  if (existsSync(file)) {
-    try {
-      return JSON.parse(readFileSync(file, 'utf8')) as GuardLine[];
-    } catch {
-      // rebuilt below
-    }
-  }
+  const key = { kind: 'guard', format: FORMAT, model: model.info.hash, inputs: inputsHash([max, midLine, texts]) };
+  const { value, cache } = await cachedDerived<GuardLine[]>(model.cacheDir, key, guardShape(max), () => harvest(model, texts, max, midLine, opts));
+  opts.onCache?.(cache);
+  return value;
+}
+
+async function harvest(model: LoadedModel, texts: string[], max: number, midLine: boolean, opts: HarvestOptions): Promise<GuardLine[]> {
   const candidates: GuardLine[] = [];
   const tok = model.tokenizer;
   const V = model.info.vocab;
   for (let i = 0; i < texts.length; i += BATCH) {
+    opts.onProgress?.('scanning', i, texts.length);
     const rows = texts.slice(i, i + BATCH).map((t) => preparePrompt(model, t, 1, false).ids);
     const { ids, mask, width, start } = padRows(model.graph, rows);
     const res = await model.session.forward({ ids, mask });
@@ -89,12 +109,12 @@ export async function harvestGuard(model: LoadedModel, texts: string[], opts: Ha
   }
   const out: GuardLine[] = [];
   for (let i = 0; i < candidates.length && out.length < max; i += 32) {
+    opts.onProgress?.('confirming', i, candidates.length);
     const part = candidates.slice(i, i + 32);
     const got = await completions(model, part.map((c) => c.prompt), undefined, opts.signal);
     part.forEach((c, k) => {
       if (got[k] === c.desired && out.length < max) out.push(c);
     });
   }
-  await writeFileAtomic(file, JSON.stringify(out));
   return out;
 }

@@ -118,6 +118,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     : await trace(model, c, { edits: base, signal: opts.signal });
 
   // Per-model caches (computed on the first repair, then read from disk).
+  progress(`reading the model's statistics on reference code${method === 'keyed' ? ' and the protected code' : ''}`);
   const steer = await Steer.load(model);
   const reference = opts.reference ?? opts.regression ?? [c.prompt];
   const ref = await referenceStats(model, reference.length ? reference : [c.prompt]);
@@ -167,6 +168,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   if (conflicts.length) progress(`the new patch breaks ${plural(conflicts.length, 'earlier fix', 'earlier fixes')}: not a successful repair`);
   const success = produces(afterGen.completion) && !conflicts.length;
   const ms = performance.now() - started;
+  progress('analysing the patch for the report');
 
   const f1 = await teacherForce(model, target, patched);
   const positions = failing0.map((s) => {

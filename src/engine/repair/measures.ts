@@ -9,13 +9,14 @@
 //   lines unchanged    the regression prompts' greedy lines, strictly (secondary).
 // A line or guard line whose every position keeps its token by at least TIE is unchanged without decoding; only the
 // others are decoded again (a different token can still spell the same text).
-import { createHash } from 'node:crypto';
 import { DEFAULT_MAX_NEW_TOKENS, preparePrompt } from '../generate';
+import { cachedDerived, inputsHash } from '../model/derivedCache';
 import { logSoftmax } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import { type LayerEdits, padRows } from '../model/session';
 import { logitRows, positionStates, repairTarget } from '../trace/teacher';
 import { NeuronpatchError, type SideEffectSummary } from '../types';
+import { baselineLines } from './baseline';
 import { completions, type GreedyLine, greedyLines, nextTokenShift } from './verify';
 
 /** A line the model completes exactly right: the prompt up to the cursor and the rest of the line. */
@@ -67,7 +68,8 @@ export async function measureSideEffects(model: LoadedModel, inputs: MeasureInpu
   let nextToken: number | null = null;
   let meanKl: number | null = null;
   if (prompts.length) {
-    const before = inputs.before ?? (await greedyLines(model, prompts, base, signal));
+    // The unpatched model's lines are the same on every run: cached on disk (baseline.ts).
+    const before = inputs.before ?? (isEmpty(base) ? (await baselineLines(model, prompts, { signal })).lines : await greedyLines(model, prompts, base, signal));
     if (before.length !== prompts.length) throw new NeuronpatchError(`${before.length} lines before for ${prompts.length} regression prompts.`);
     const loc = await continuationLocality(model, prompts, before, patched, signal);
     tokenLocality = loc.tokens ? loc.same / loc.tokens : 1;
@@ -184,16 +186,32 @@ export function guardTarget(model: LoadedModel, g: GuardLine): ReturnType<typeof
 }
 
 const lossCache = new WeakMap<LoadedModel, Map<string, { loss: number; tokens: number }>>();
+/** Bumped when the held-out loss is computed differently: older cache entries are recomputed. */
+const LOSS_FORMAT = 1;
+
+const isEmpty = (edits?: LayerEdits): boolean => !edits || (edits.size === 0 && !edits.added?.length);
 
 /**
  * Mean next-token loss (nats per token) over every token of the texts but the first, under `edits`. The
- * unpatched model's is cached per model and texts.
+ * unpatched model's is cached per model and texts, in memory and in the model's cache folder (verified).
  */
 export async function heldOutLossOf(model: LoadedModel, texts: string[], edits?: LayerEdits): Promise<{ loss: number; tokens: number }> {
-  const key = createHash('sha256').update(JSON.stringify(texts)).digest('hex');
-  const cacheable = !edits || (edits.size === 0 && !edits.added?.length);
+  if (!isEmpty(edits)) return lossOf(model, texts, edits);
+  const key = inputsHash(texts);
   const memo = lossCache.get(model) ?? new Map<string, { loss: number; tokens: number }>();
-  if (cacheable && memo.has(key)) return memo.get(key)!;
+  lossCache.set(model, memo);
+  const known = memo.get(key);
+  if (known) return known;
+  const shape = (v: unknown): string | undefined => {
+    const l = v as { loss?: unknown; tokens?: unknown } | null;
+    return l && typeof l.loss === 'number' && Number.isFinite(l.loss) && l.loss >= 0 && Number.isInteger(l.tokens) ? undefined : 'not {loss, tokens}';
+  };
+  const { value } = await cachedDerived(model.cacheDir, { kind: 'loss', format: LOSS_FORMAT, model: model.info.hash, inputs: key }, shape, () => lossOf(model, texts));
+  memo.set(key, value);
+  return value;
+}
+
+async function lossOf(model: LoadedModel, texts: string[], edits?: LayerEdits): Promise<{ loss: number; tokens: number }> {
   const V = model.info.vocab;
   let total = 0;
   let count = 0;
@@ -211,12 +229,7 @@ export async function heldOutLossOf(model: LoadedModel, texts: string[], edits?:
       }
     });
   }
-  const out = { loss: count ? total / count : 0, tokens: count };
-  if (cacheable) {
-    memo.set(key, out);
-    lossCache.set(model, memo);
-  }
-  return out;
+  return { loss: count ? total / count : 0, tokens: count };
 }
 
 export { sideEffectLine } from './sideEffectText';

@@ -70,13 +70,18 @@ export async function nextTokenShift(model: LoadedModel, prompts: string[], befo
   let same = 0;
   for (let i = 0; i < prompts.length; i += BATCH) {
     const rows = prompts.slice(i, i + BATCH).map((p) => preparePrompt(model, p, 1).ids);
-    const { ids, mask, width, start } = padRows(model.graph, rows);
+    const { ids, mask, start } = padRows(model.graph, rows);
+    // Only each prompt's last position is read: the logits start at the earliest of them (the unembedding of
+    // every other position was most of this check's cost).
+    const last = rows.map((r, k) => start[k] + r.length - 1);
+    const logitsFrom = Math.min(...last);
     const [a, b] = await Promise.all([
-      model.session.forward({ ids, mask, edits: before }),
-      model.session.forward({ ids, mask, edits: after }),
+      model.session.forward({ ids, mask, edits: before, logitsFrom }),
+      model.session.forward({ ids, mask, edits: after, logitsFrom }),
     ]);
+    const P = a.logitPositions;
     for (let r = 0; r < rows.length; r++) {
-      const off = (r * width + start[r] + rows[r].length - 1) * V;
+      const off = (r * P + last[r] - a.logitsFrom) * V;
       const p = logSoftmax(a.logits, off, V);
       const q = logSoftmax(b.logits, off, V);
       let kl = 0;
