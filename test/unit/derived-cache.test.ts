@@ -9,10 +9,10 @@ import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { type CacheOutcome, derivedFile, inputsHash, readDerived, writeDerived } from '../../src/engine/model/derivedCache';
 import { patchSet } from '../../src/engine/patches/patchset';
-import { baselineLines } from '../../src/engine/repair/baseline';
+import { baselineLines, baselineNextToken } from '../../src/engine/repair/baseline';
 import { harvestGuard } from '../../src/engine/repair/guard';
-import { heldOutLossOf } from '../../src/engine/repair/measures';
-import { greedyLines } from '../../src/engine/repair/verify';
+import { heldOutLossOf, measureSideEffects } from '../../src/engine/repair/measures';
+import { greedyLines, nextTokenShift } from '../../src/engine/repair/verify';
 import type { Patch } from '../../src/engine/types';
 import { entry, modelOf, releaseAll, root, tempDir } from '../helpers/models';
 
@@ -158,5 +158,33 @@ describe('unpatched held-out loss (demo model)', () => {
     const env = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
     await writeDerived(m.cacheDir, { kind: 'loss', format: env.format as number, model: m.info.hash, inputs: env.inputs as string }, { loss: 1.25, tokens: 7 });
     assert.deepEqual(await heldOutLossOf(third, texts), { loss: 1.25, tokens: 7 }, 'a verified entry is read, not recomputed');
+  });
+});
+
+describe('next-token measures of an unpatched base (demo model)', () => {
+  it('read the cached logits before and the locality forward after: the same KL and agreement as two fresh forwards', async (t) => {
+    const model = await modelOf(t, demo);
+    if (!model) return;
+    const m = model.loaded;
+    const texts = prompts(12, 150);
+    // A real change of the model: one neuron's value vector moved along the unembedding of a common token.
+    const patch = {
+      id: 'p', createdAt: new Date().toISOString(), enabled: true, method: 'minimal',
+      case: { prompt: 'x', desired: 'y', before: 'z', after: 'y' },
+      edits: [{ layer: 4, neuron: 11, delta: Array.from({ length: m.info.width }, (_, i) => Math.sin(i) * 0.8) }],
+      metrics: { success: true, failingTokens: 1, specificity: null, meanKl: null, generalization: null, repairMs: 1 },
+    } as unknown as Patch;
+    const patched = patchSet([patch], m.info.width);
+    const direct = await nextTokenShift(m, texts, undefined, patched);
+    assert.ok(direct.meanKl > 1e-4, `the edit changes the next-token distributions (KL ${direct.meanKl})`);
+    const listed = fs.readdirSync(m.cacheDir);
+    const measured = await measureSideEffects(m, { prompts: texts }, undefined, patched);
+    newFile(m.cacheDir, 'next', listed);
+    assert.equal(measured.nextToken, direct.sameNext);
+    assert.ok(Math.abs(measured.meanKl! - direct.meanKl) <= 1e-4 * direct.meanKl + 1e-7, `KL ${measured.meanKl} vs ${direct.meanKl}`);
+    // The second time the logits before come from the cache: the same figures.
+    const again = await measureSideEffects(m, { prompts: texts }, undefined, patched);
+    assert.equal(again.meanKl, measured.meanKl);
+    assert.equal((await baselineNextToken(m, texts)).cache.hit, true);
   });
 });

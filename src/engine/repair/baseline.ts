@@ -8,7 +8,7 @@ import { type CacheOutcome, cachedDerived, inputsHash } from '../model/derivedCa
 import type { LoadedModel } from '../model/load';
 import { patchSet } from '../patches/patchset';
 import type { Patch } from '../types';
-import { type GreedyLine, greedyLines } from './verify';
+import { type GreedyLine, greedyLines, nextTokenLogits } from './verify';
 
 /** Bumped when greedy decoding's defaults change (healing, stop rule, token budget): older entries are decoded again. */
 const FORMAT = 1;
@@ -55,4 +55,30 @@ export async function baselineLines(model: LoadedModel, prompts: string[], opts:
     return out;
   });
   return { lines: value, cache };
+}
+
+/**
+ * The unpatched model's next-token logits at the end of each (healed) prompt ([vocab] per prompt: the "before" of
+ * the next-token measures), read from the cache when an entry verifies, computed and cached otherwise (float32,
+ * base64 in the entry).
+ */
+export async function baselineNextToken(model: LoadedModel, prompts: string[]): Promise<{ rows: Float32Array[]; cache: CacheOutcome }> {
+  const V = model.info.vocab;
+  const key = { kind: 'next', format: FORMAT, model: model.info.hash, inputs: inputsHash(prompts) };
+  const bytes = prompts.length * V * 4;
+  const shape = (v: unknown): string | undefined => {
+    if (typeof v !== 'string') return 'not a string';
+    if (Buffer.byteLength(v, 'base64') !== bytes) return `${Buffer.byteLength(v, 'base64')} bytes, ${bytes} expected`;
+    return undefined;
+  };
+  const { value, cache } = await cachedDerived<string>(model.cacheDir, key, shape, async () => {
+    const rows = await nextTokenLogits(model, prompts);
+    const all = new Float32Array(prompts.length * V);
+    rows.forEach((r, i) => all.set(r, i * V));
+    return Buffer.from(all.buffer, all.byteOffset, all.byteLength).toString('base64');
+  });
+  const buf = Buffer.from(value, 'base64');
+  const all = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+  if (all.some((x) => !Number.isFinite(x))) return { rows: await nextTokenLogits(model, prompts), cache: { hit: false, why: 'the cached logits are not all finite' } };
+  return { rows: prompts.map((_, i) => all.subarray(i * V, (i + 1) * V)), cache };
 }

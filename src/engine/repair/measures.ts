@@ -16,8 +16,8 @@ import type { LoadedModel } from '../model/load';
 import { type LayerEdits, padRows } from '../model/session';
 import { logitRows, positionStates, repairTarget } from '../trace/teacher';
 import { NeuronpatchError, type SideEffectSummary } from '../types';
-import { baselineLines } from './baseline';
-import { completions, type GreedyLine, greedyLines, nextTokenShift } from './verify';
+import { baselineLines, baselineNextToken } from './baseline';
+import { completions, type GreedyLine, greedyLines, nextTokenIds, nextTokenLogits, nextTokenShift, shiftBetween } from './verify';
 
 /** A line the model completes exactly right: the prompt up to the cursor and the rest of the line. */
 export interface GuardLine {
@@ -76,7 +76,11 @@ export async function measureSideEffects(model: LoadedModel, inputs: MeasureInpu
     tokens = loc.tokens;
     changed = prompts.flatMap((prompt, i) => (before[i].completion === loc.lines[i] ? [] : [{ prompt, before: before[i].completion, after: loc.lines[i] }]));
     linesUnchanged = 1 - changed.length / prompts.length;
-    const shift = await nextTokenShift(model, prompts, base, patched);
+    // Unpatched: the next-token logits before are cached, and those after are the locality forward's own at each
+    // prompt's last position (where the prompt was fed as the next-token measure feeds it), so no forward is added.
+    const shift = isEmpty(base)
+      ? shiftBetween((await baselineNextToken(model, prompts)).rows, await fillNext(model, prompts, loc.next, patched))
+      : await nextTokenShift(model, prompts, base, patched);
     nextToken = shift.sameNext;
     meanKl = shift.meanKl;
   }
@@ -109,8 +113,11 @@ export async function measureSideEffects(model: LoadedModel, inputs: MeasureInpu
  * constraint included) is still the token decoded before; the lines, with those not kept at every position by
  * TIE decoded again.
  */
-export async function continuationLocality(model: LoadedModel, prompts: string[], before: GreedyLine[], edits: LayerEdits, signal?: AbortSignal): Promise<{ same: number; tokens: number; lines: string[] }> {
+export async function continuationLocality(model: LoadedModel, prompts: string[], before: GreedyLine[], edits: LayerEdits, signal?: AbortSignal): Promise<{ same: number; tokens: number; lines: string[]; next: (Float32Array | undefined)[] }> {
   const lines = before.map((b) => b.completion);
+  const V = model.info.vocab;
+  // The next-token logits at each prompt's end, where the prompt's ids are the ones the next-token measure feeds.
+  const next: (Float32Array | undefined)[] = prompts.map(() => undefined);
   const redo: number[] = [];
   let same = 0;
   let tokens = 0;
@@ -129,6 +136,10 @@ export async function continuationLocality(model: LoadedModel, prompts: string[]
     live.forEach((r, b) => {
       const target = { prepared: r.prepared, targets: r.targets, first: first[b], input: r.input, lineEnd: false };
       const states = positionStates(model, target, logitRows(res), b);
+      if (sameIds(r.prepared.ids, nextTokenIds(model, prompts[r.at]))) {
+        const off = (b * res.logitPositions + first[b] - res.logitsFrom) * V;
+        next[r.at] = res.logits.slice(off, off + V);
+      }
       tokens += states.length;
       same += states.filter((st) => !st.failing).length;
       if (!states.every((st) => !st.failing && st.gap >= TIE)) redo.push(r.at);
@@ -138,7 +149,18 @@ export async function continuationLocality(model: LoadedModel, prompts: string[]
     const again = await completions(model, redo.map((k) => prompts[k]), edits, signal);
     redo.forEach((k, j) => (lines[k] = again[j]));
   }
-  return { same, tokens, lines };
+  return { same, tokens, lines, next };
+}
+
+const sameIds = (a: number[], b: number[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** The next-token logit rows under `edits`, computing only those not given. */
+async function fillNext(model: LoadedModel, prompts: string[], given: (Float32Array | undefined)[], edits: LayerEdits): Promise<Float32Array[]> {
+  const missing = prompts.flatMap((_, i) => (given[i] ? [] : [i]));
+  const got = missing.length ? await nextTokenLogits(model, missing.map((i) => prompts[i]), edits) : [];
+  const out = [...given];
+  missing.forEach((i, k) => (out[i] = got[k]));
+  return out as Float32Array[];
 }
 
 /** Guard lines still exactly right under `edits`: teacher-forced first, decoded where a position is in doubt. */

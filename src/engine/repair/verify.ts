@@ -60,42 +60,63 @@ export async function linesAfter(model: LoadedModel, prompts: string[], before: 
   return out;
 }
 
+/** The prompt's ids as the next-token measures feed them (healed boundary, room for one token). */
+export function nextTokenIds(model: LoadedModel, prompt: string): number[] {
+  return preparePrompt(model, prompt, 1).ids;
+}
+
+/**
+ * The logits of the next token at the end of each (healed) prompt under `edits`: one [vocab] row per prompt.
+ * Only each prompt's last position is unembedded (the logits start at the earliest of them).
+ */
+export async function nextTokenLogits(model: LoadedModel, prompts: string[], edits?: LayerEdits): Promise<Float32Array[]> {
+  const V = model.info.vocab;
+  const out: Float32Array[] = [];
+  for (let i = 0; i < prompts.length; i += BATCH) {
+    const rows = prompts.slice(i, i + BATCH).map((p) => nextTokenIds(model, p));
+    const { ids, mask, start } = padRows(model.graph, rows);
+    const last = rows.map((r, k) => start[k] + r.length - 1);
+    const res = await model.session.forward({ ids, mask, edits, logitsFrom: Math.min(...last) });
+    const P = res.logitPositions;
+    rows.forEach((_, r) => {
+      const off = (r * P + last[r] - res.logitsFrom) * V;
+      out.push(res.logits.slice(off, off + V));
+    });
+  }
+  return out;
+}
+
+/**
+ * Mean KL(p_before ‖ p_after) of the next-token distributions given as logit rows, and the share of rows whose most
+ * likely token is the same.
+ */
+export function shiftBetween(before: Float32Array[], after: Float32Array[]): { meanKl: number; sameNext: number } {
+  if (before.length !== after.length) throw new NeuronpatchError(`${before.length} next-token rows before, ${after.length} after.`);
+  let total = 0;
+  let same = 0;
+  for (let r = 0; r < before.length; r++) {
+    const V = before[r].length;
+    const p = logSoftmax(before[r], 0, V);
+    const q = logSoftmax(after[r], 0, V);
+    let kl = 0;
+    let [pa, qa] = [0, 0];
+    for (let v = 0; v < V; v++) {
+      kl += Math.exp(p[v]) * (p[v] - q[v]);
+      if (p[v] > p[pa]) pa = v;
+      if (q[v] > q[qa]) qa = v;
+    }
+    total += Math.max(0, kl);
+    if (pa === qa) same++;
+  }
+  return before.length ? { meanKl: total / before.length, sameNext: same / before.length } : { meanKl: 0, sameNext: 1 };
+}
+
 /**
  * The next-token distributions at the end of each (healed) prompt, before and after: their mean KL(p_before ‖
  * p_after), and the share of prompts whose most likely next token is unchanged.
  */
 export async function nextTokenShift(model: LoadedModel, prompts: string[], before?: LayerEdits, after?: LayerEdits): Promise<{ meanKl: number; sameNext: number }> {
-  const V = model.info.vocab;
-  let total = 0;
-  let same = 0;
-  for (let i = 0; i < prompts.length; i += BATCH) {
-    const rows = prompts.slice(i, i + BATCH).map((p) => preparePrompt(model, p, 1).ids);
-    const { ids, mask, start } = padRows(model.graph, rows);
-    // Only each prompt's last position is read: the logits start at the earliest of them (the unembedding of
-    // every other position was most of this check's cost).
-    const last = rows.map((r, k) => start[k] + r.length - 1);
-    const logitsFrom = Math.min(...last);
-    const [a, b] = await Promise.all([
-      model.session.forward({ ids, mask, edits: before, logitsFrom }),
-      model.session.forward({ ids, mask, edits: after, logitsFrom }),
-    ]);
-    const P = a.logitPositions;
-    for (let r = 0; r < rows.length; r++) {
-      const off = (r * P + last[r] - a.logitsFrom) * V;
-      const p = logSoftmax(a.logits, off, V);
-      const q = logSoftmax(b.logits, off, V);
-      let kl = 0;
-      let [pa, qa] = [0, 0];
-      for (let v = 0; v < V; v++) {
-        kl += Math.exp(p[v]) * (p[v] - q[v]);
-        if (p[v] > p[pa]) pa = v;
-        if (q[v] > q[qa]) qa = v;
-      }
-      total += Math.max(0, kl);
-      if (pa === qa) same++;
-    }
-  }
-  return prompts.length ? { meanKl: total / prompts.length, sameNext: same / prompts.length } : { meanKl: 0, sameNext: 1 };
+  return shiftBetween(await nextTokenLogits(model, prompts, before), await nextTokenLogits(model, prompts, after));
 }
 
 export interface SideEffects {
