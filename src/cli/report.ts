@@ -65,7 +65,7 @@ export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: str
     `| desired | \`${r.patch.case.desired}\` |`,
     `| after | \`${r.after}\` |`,
     '',
-    `**${r.success ? 'Fixed' : 'Not fixed'}** by the ${r.method} method in ${r.ms.toFixed(0)} ms (${(r.ms / Math.max(1, r.generationMs)).toFixed(1)}× the ${r.generationMs.toFixed(0)} ms of one generation), editing ${r.neurons.length} neuron(s) for ${r.failingTokens} failing token(s).`,
+    `**${r.success ? 'Fixed' : 'Not fixed'}** by the ${r.method} method in ${r.ms.toFixed(0)} ms (${(r.ms / Math.max(1, r.generationMs)).toFixed(1)}× the ${r.generationMs.toFixed(0)} ms of one generation), ${r.neurons.some((n) => n.added) ? 'adding or editing' : 'editing'} ${r.neurons.length} neuron(s) for ${r.failingTokens} failing token(s).`,
     ...(r.fallback ? ['', r.fallback] : []),
     '',
     '## Failing positions',
@@ -81,7 +81,7 @@ export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: str
       '| neuron | activation | attribution | ablation effect | promotes | suppresses |', '|---|---|---|---|---|---|',
       ...t.at.neurons.map((n) => `| ${neuronName(n, model.neurons)} | ${n.activation.toFixed(2)} | ${n.attribution.toFixed(3)} | ${(n.ablationEffect ?? NaN).toFixed(3)} | ${tokens(n.promotes.slice(0, 3))} | ${tokens(n.suppresses.slice(0, 3))} |`), '');
   }
-  md.push('## Neurons edited', '', '| neuron | attribution | ablation effect | promotes before | promotes after |', '|---|---|---|---|---|',
+  md.push(r.neurons.some((n) => n.added) ? '## Neurons added (K) or edited (N)' : '## Neurons edited', '', '| neuron | attribution | ablation effect | promotes before | promotes after |', '|---|---|---|---|---|',
     ...r.neurons.map((n) => `| ${neuronName(n, model.neurons)} | ${n.attribution?.toFixed(3) ?? 'n/a'} | ${n.ablationEffect?.toFixed(3) ?? 'n/a'} | ${tokens(n.promotesBefore.slice(0, 3))} | ${tokens(n.promotesAfter.slice(0, 3))} |`), '',
     '## Side effects', '',
     ...(r.sideEffects ? [`${sideEffectLine(r.sideEffects)}.`, ''] : []),

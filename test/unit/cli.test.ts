@@ -107,6 +107,24 @@ describe('neuronpatch repair: wall time, phases, caches, names', () => {
   });
 });
 
+describe('neuronpatch demo', () => {
+  it('repairs with the keyed method by default, prints its phases, and writes the wall time into the report', async (t) => {
+    if (!needsCli(t)) return;
+    const dir = tempDir('cli-demo');
+    const io = inputs(12);
+    const out = path.join(dir, 'out');
+    const r = await run(['demo', '--model', demo.dir, '--regression', io.regression, '--out', out], path.join(dir, 'cache'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^── repair \(keyed\)$/m);
+    assert.match(r.stdout, /^neurons L\d+\.K0(, L\d+\.K\d+)* for \d+ failing token/m);
+    assert.match(r.stdout, /^ +\d+\.\d+ s {2}side-effect check: 12 prompts, \d+ guard lines$/m);
+    assert.match(r.stdout, /^ +\d+\.\d+ s {2}guard set: \d+ lines from 12 prompts, harvested/m);
+    const report = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
+    assert.match(report, /## Wall time\n\n```text\nwall time \d+\.\d+ s:\n/);
+    assert.match(report, /by the keyed method/);
+  });
+});
+
 describe('--prompt escapes', () => {
   it('--unescape reads \\n, \\t and \\\\; without it the text is taken as typed, with a hint; other escapes are refused', async (t) => {
     if (!needsCli(t)) return;

@@ -11,7 +11,7 @@
 // others are decoded again (a different token can still spell the same text).
 import { DEFAULT_MAX_NEW_TOKENS, preparePrompt } from '../generate';
 import { cachedDerived, inputsHash } from '../model/derivedCache';
-import { logSoftmax } from '../linalg';
+import { logSumExp } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import { type LayerEdits, padRows } from '../model/session';
 import { logitRows, positionStates, repairTarget } from '../trace/teacher';
@@ -245,8 +245,8 @@ async function lossOf(model: LoadedModel, texts: string[], edits?: LayerEdits): 
     rows.forEach((r, b) => {
       const off = start[b];
       for (let p = 0; p < r.length - 1; p++) {
-        const lp = logSoftmax(res.logits, (b * width + off + p) * V, V);
-        total -= lp[r[p + 1]];
+        const at = (b * width + off + p) * V;
+        total -= res.logits[at + r[p + 1]] - logSumExp(res.logits, at, V);
         count++;
       }
     });
