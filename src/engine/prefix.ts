@@ -34,6 +34,20 @@ export class PrefixCache {
     this.edits = edits;
   }
 
+  /**
+   * The kept cache also holds under `edits` for the positions where the kept prompt agrees with `ids`, up to
+   * `upTo` of them (the caller has shown that `edits` change nothing there: added neurons exactly silent at those
+   * positions); the rest is dropped.
+   */
+  reuseUnder(edits: LayerEdits | undefined, ids: readonly number[], upTo: number): void {
+    let p = 0;
+    const max = Math.min(upTo, ids.length, this.ids.length);
+    while (p < max && ids[p] === this.ids[p]) p++;
+    if (!p || !this.cache) return this.clear();
+    this.ids = this.ids.slice(0, p);
+    this.edits = edits;
+  }
+
   clear(): void {
     this.ids = [];
     this.cache = undefined;

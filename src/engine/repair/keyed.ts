@@ -22,7 +22,7 @@ import type { LoadedModel } from '../model/load';
 import { type LayerEdits, padRows } from '../model/session';
 import { withAdded } from '../patches/patchset';
 import { contrast } from '../trace/attribution';
-import { type Forced, type PositionState, teacherForce, weakPositions } from '../trace/teacher';
+import { type Forced, type PositionState, type RepairTarget, teacherForce, weakPositions } from '../trace/teacher';
 import { NeuronpatchError } from '../types';
 import { Cancelled, type SolveContext } from './minimal';
 import { productABt } from '../onnx/products';
@@ -147,7 +147,10 @@ async function whitening(p: ProtectedInputs, layer: number, d: number): Promise<
   return w;
 }
 
-/** A key for the context x̂: normalised so that r(x̂) = 1, with its largest response over protected code. */
+/**
+ * A key for the context x̂: normalised so that r(x̂) = 1 (or, keyed on several contexts, so that their mean answers
+ * 1), with its largest response over protected code and its smallest over its own contexts.
+ */
 interface Key {
   /** Input position in the case's sequence. */
   pos: number;
@@ -156,6 +159,17 @@ interface Key {
   kMu: number;
   /** Largest r over the protected positions (and the extra ones). */
   rMax: number;
+  /** Smallest r over the contexts the key must fire on (1 for a key of one context). */
+  rLow: number;
+  /** How many contexts it was made from (1: the failing context alone). */
+  contexts: number;
+}
+
+/** One failing context to key: its position, its desired token, and more contexts of it (prompt variants' x̂, [d] each). */
+interface KeyAt {
+  pos: number;
+  desired: number;
+  more?: Float32Array[];
 }
 
 /**
@@ -167,43 +181,75 @@ async function makeKey(x: Float32Array, pos: number, desired: number, w: Whiteni
   return (await makeKeys(x, [{ pos, desired }], w, d, protect))[0];
 }
 
-/** Keys for several contexts at once: their responses over the protected rows in one onnxruntime MatMul. */
-async function makeKeys(x: Float32Array, at: { pos: number; desired: number }[], w: Whitening, d: number, protect: ProtectedInputs[]): Promise<Key[]> {
-  const keys = at.map(({ pos }) => {
-    const u = new Float64Array(d);
-    for (let c = 0; c < d; c++) u[c] = x[pos * d + c] - w.mean[c];
-    const raw = choleskySolve(w.factor, d, u);
-    const q = dot(raw, u);
-    const k = Float64Array.from(raw, (v) => v / q);
-    return { pos, k, kMu: dot(k, w.mean), rMax: -Infinity };
+/** The whitened key of the mean of `rows` (each [d]): k = C⁻¹ū / (ūᵀC⁻¹ū), ū the mean of x − μ; and each row's r. */
+function whitenedKey(rows: ArrayLike<number>[], w: Whitening, d: number): { k: Float64Array; low: number } {
+  const u = new Float64Array(d);
+  for (const x of rows) for (let c = 0; c < d; c++) u[c] += (x[c] - w.mean[c]) / rows.length;
+  const raw = choleskySolve(w.factor, d, u);
+  const q = dot(raw, u);
+  const k = Float64Array.from(raw, (v) => v / q);
+  let low = Infinity;
+  for (const x of rows) {
+    let r = 0;
+    for (let c = 0; c < d; c++) r += k[c] * (x[c] - w.mean[c]);
+    low = Math.min(low, r);
+  }
+  return { k, low };
+}
+
+/**
+ * Keys for several contexts at once: their responses over the protected rows in one onnxruntime MatMul. Where a
+ * context comes with more contexts (prompt variants), the key of their mean is made too, and kept where it still
+ * stands out from protected code on every one of them (separation rLow − rMax above MIN_SEPARATION): it fires on
+ * what the contexts share rather than on all of the one context.
+ */
+async function makeKeys(x: Float32Array, at: KeyAt[], w: Whitening, d: number, protect: ProtectedInputs[]): Promise<Key[]> {
+  const candidates: { of: number; key: Key }[] = [];
+  at.forEach(({ pos, more }, t) => {
+    const own = x.subarray(pos * d, (pos + 1) * d);
+    const one = whitenedKey([own], w, d);
+    candidates.push({ of: t, key: { pos, k: one.k, kMu: dot(one.k, w.mean), rMax: -Infinity, rLow: 1, contexts: 1 } });
+    if (more?.length) {
+      const many = whitenedKey([own, ...more], w, d);
+      candidates.push({ of: t, key: { pos, k: many.k, kMu: dot(many.k, w.mean), rMax: -Infinity, rLow: many.low, contexts: 1 + more.length } });
+    }
   });
-  const T = keys.length;
+  const T = candidates.length;
   const K = new Float32Array(T * d);
-  keys.forEach((key, t) => K.set(key.k, t * d));
+  candidates.forEach(({ key }, t) => K.set(key.k, t * d));
   for (const p of protect) {
     if (!p.positions) continue;
     // Every protected position's response to every key: C [P, T].
     const C = await productABt(p.rows.get(w.layer)!, p.positions, K, T, d);
-    keys.forEach((key, t) => {
-      const skip = at[t].desired;
+    candidates.forEach(({ of, key }, t) => {
+      const skip = at[of].desired;
       let max = key.rMax;
       for (let r = 0; r < p.positions; r++) if (p.next[r] !== skip && C[r * T + t] > max) max = C[r * T + t];
       key.rMax = max;
     });
   }
-  for (const key of keys) key.rMax -= key.kMu;
-  return keys;
+  for (const { key } of candidates) key.rMax -= key.kMu;
+  return at.map((_, t) => {
+    const mine = candidates.filter((c) => c.of === t).map((c) => c.key);
+    const wide = mine.find((k) => k.contexts > 1 && k.rLow - k.rMax > MIN_SEPARATION);
+    return wide ?? mine[0];
+  });
 }
 
 export interface KeyedOptions {
   /** Protected code: x̂ at reference positions, guard lines and earlier patches' cases (the threshold's floor). */
   protect: ProtectedInputs;
-  /** More protected positions (earlier patches' cases, not cached): per layer rows. */
-  extra?: ProtectedInputs;
+  /** More protected positions: the earlier patches' cases under the active patches (repair/earlier.ts), one entry each. */
+  extra?: ProtectedInputs[];
   /** ρ in (0, 1): where the threshold sits between the largest protected response and the failing context's. */
   keyMargin: number;
   /** Force a layer (for measuring); default: chosen by separation, late layers first. */
   layer?: number;
+  /**
+   * Variants of the case's prompt (augment.ts) with the same desired text: each failing position's key is made from
+   * its context in all of them where that still stands out from protected code (what the contexts share).
+   */
+  variants?: RepairTarget[];
 }
 
 export interface KeyedResult {
@@ -213,10 +259,14 @@ export interface KeyedResult {
   layer: number;
   /** Why the layer: each candidate layer's separation (1 − the largest protected response of its weakest key). */
   why: string;
+  /** x̂ of the case's input sequence at `layer` under the base patches: [input length, d]. */
+  inputs?: Float32Array;
 }
 
-/** x̂ of the case's sequence at `layers` under `base`. */
+/** x̂ of the case's sequence at `layers` under `base` (from the starting forward where it fetched them). */
 async function caseInputs(ctx: SolveContext, layers: number[]): Promise<Map<number, Float32Array>> {
+  const have = ctx.start?.ffnInputs;
+  if (have && layers.every((L) => have.has(L))) return have;
   const res = await ctx.model.session.forward({ ids: [ctx.target.input], edits: ctx.base, ffnInputs: layers, lastOnly: true });
   return res.ffnInputs;
 }
@@ -234,7 +284,8 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   const f0 = ctx.start ?? (await teacherForce(model, target, ctx.base, [], true));
   const failing0 = f0.states.filter((s) => s.failing);
   if (!failing0.length) return { added: [], rounds: 0, failing: 0, layer: keyedLayers[keyedLayers.length - 1], why: 'nothing fails' };
-  if (opts.protect.positions + (opts.extra?.positions ?? 0) === 0) {
+  const extraPositions = (opts.extra ?? []).reduce((n, p) => n + p.positions, 0);
+  if (opts.protect.positions + extraPositions === 0) {
     throw new NeuronpatchError(
       'A keyed repair needs reference code: ordinary code its added neuron must stay silent on, and none was given.',
       'In the CLI pass --reference FILE or --regression FILE (prompts of code like yours; for the demo model, bench/cases/regression.jsonl); in VS Code, open a workspace that holds code files. Or use --method minimal.',
@@ -242,7 +293,12 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   }
   const candidates = opts.layer !== undefined ? [opts.layer] : keyedCandidates(model).filter((L) => opts.protect.rows.has(L));
   const xs = await caseInputs(ctx, candidates);
-  const protect = [opts.protect, ...(opts.extra ? [opts.extra] : [])];
+  // The prompt's variants (augment.ts) whose desired tokens are the case's: x̂ of all of them in one batched pass.
+  const variants = (opts.variants ?? []).filter((v) => v.targets.length === target.targets.length && v.targets.every((t, i) => t === target.targets[i]));
+  const variantRows = variants.length ? await protectedInputs(model, variants.map((v) => v.input), candidates, ctx.base, false) : undefined;
+  const variantStarts: number[] = [];
+  variants.reduce((at, v) => (variantStarts.push(at + v.first), at + v.input.length), 0);
+  const protect = [opts.protect, ...(opts.extra ?? [])];
 
   // The layer: the separation of the weakest failing context, measured at every keyed layer.
   const separation = new Map<number, number>();
@@ -251,17 +307,19 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   for (const L of order) {
     if (!keyedLayers.includes(L) || !opts.protect.rows.has(L)) throw new NeuronpatchError(`Layer ${L} takes no added neurons here; layers ${keyedCandidates(model).join(', ')} do.`);
     const w = await whitening(opts.protect, L, d);
-    const keys = await makeKeys(xs.get(L)!, failing0.map((s) => ({ pos: target.first + s.index, desired: s.desired })), w, d, protect);
+    const vx = variantRows?.rows.get(L);
+    const more = (i: number) => (vx ? variantStarts.map((at) => vx.subarray((at + i) * d, (at + i + 1) * d)) : undefined);
+    const keys = await makeKeys(xs.get(L)!, failing0.map((s) => ({ pos: target.first + s.index, desired: s.desired, more: more(s.index) })), w, d, protect);
     keysAt.set(L, keys);
-    separation.set(L, Math.min(...keys.map((k) => 1 - k.rMax)));
+    separation.set(L, Math.min(...keys.map((k) => k.rLow - k.rMax)));
   }
   const best = Math.max(...separation.values());
   // Where no layer separates (best ≤ MIN_SEPARATION: a failing context equals protected code, e.g. an earlier patch's own case),
   // the best layer is named so that the refusal below says how far it is.
   const layer = opts.layer ?? (best > MIN_SEPARATION ? order.find((L) => separation.get(L)! >= 0.8 * best)! : order.find((L) => separation.get(L) === best)!);
-  const why = `layer ${layer}${opts.layer !== undefined ? ' (asked for)' : ''}: the failing contexts stand out from ${opts.protect.positions + (opts.extra?.positions ?? 0)} protected positions by `
+  const why = `layer ${layer}${opts.layer !== undefined ? ' (asked for)' : ''}: the failing contexts stand out from ${opts.protect.positions + extraPositions} protected positions by `
     + order.filter((L) => separation.has(L)).map((L) => `${separation.get(L)!.toFixed(2)} at layer ${L}`).join(', ')
-    + ' (1 − the largest protected response of the weakest key; the latest layer within 0.8 of the best is taken)';
+    + ` (the weakest key's smallest response on its own contexts − its largest on protected code; the latest layer within 0.8 of the best is taken${variants.length ? `; keys made from the failing contexts in the prompt and ${variants.length} variant(s) of it where they stand out` : ''})`;
   if (separation.get(layer)! <= MIN_SEPARATION) {
     return { added: [], rounds: 0, failing: failing0.length, layer, why: `${why}; no layer separates every failing context from protected code (a failing context is the same as code the neuron must stay silent on: an earlier patch's case, a guard line or reference code); the minimal or joint method may still fix it` };
   }
@@ -274,8 +332,8 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   const addSlot = async (st: PositionState, f: Forced, key?: Key): Promise<void> => {
     const pos = target.first + st.index;
     const k = key ?? (await makeKey(x, pos, st.desired, w, d, protect));
-    if (k.rMax >= 1) return;  // this context cannot be told from protected code at this layer
-    const tauR = k.rMax + opts.keyMargin * (1 - k.rMax);
+    if (k.rMax >= k.rLow) return;  // this context cannot be told from protected code at this layer
+    const tauR = k.rMax + opts.keyMargin * (k.rLow - k.rMax);
     slots.push({ key: k, tauR, s: new Float64Array(d), predicted: 0, lastGap: st.gap });
     raise(slots[slots.length - 1], st, f, 1);
   };
@@ -323,7 +381,7 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
     if (!changed) break;
   }
   const failing = f.states.filter((s) => s.failing).length;
-  return { added, rounds: rounds + 1, failing, layer, why };
+  return { added, rounds: rounds + 1, failing, layer, why, inputs: x };
 }
 
 /**

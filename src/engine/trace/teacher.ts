@@ -150,11 +150,16 @@ export interface Forced {
   logits: LogitRows;
   activations: Map<number, Float32Array>;
   residual?: Float32Array;
+  /** FFN inputs x̂ of the layers asked for ([input length, d] each), where asked. */
+  ffnInputs?: Map<number, Float32Array>;
 }
 
-/** One teacher-forced forward with the given edits; activations of the listed layers and the final residual. */
-export async function teacherForce(model: LoadedModel, target: RepairTarget, edits?: LayerEdits, layers: number[] = [], residual = false): Promise<Forced> {
-  const res = await model.session.forward({ ids: [target.input], edits, activations: layers, residual, logitsFrom: target.first });
+/**
+ * One teacher-forced forward with the given edits; activations of the listed layers, the final residual, and the
+ * FFN inputs of `ffnInputs` (layers that take added neurons).
+ */
+export async function teacherForce(model: LoadedModel, target: RepairTarget, edits?: LayerEdits, layers: number[] = [], residual = false, ffnInputs: number[] = []): Promise<Forced> {
+  const res = await model.session.forward({ ids: [target.input], edits, activations: layers, residual, logitsFrom: target.first, ffnInputs });
   const logits = logitRows(res);
-  return { target, states: positionStates(model, target, logits, 0), logits, activations: res.activations, residual: res.residual };
+  return { target, states: positionStates(model, target, logits, 0), logits, activations: res.activations, residual: res.residual, ...(ffnInputs.length ? { ffnInputs: res.ffnInputs } : {}) };
 }
