@@ -79,7 +79,7 @@ export { Cancelled };
 
 export const DEFAULT_MARGIN = 2;
 /** Prompt variants a keyed repair keys on by default (RepairOptions.keyVariants). */
-export const DEFAULT_KEY_VARIANTS = 4;
+export const DEFAULT_KEY_VARIANTS = 0;
 export const MAX_MARGIN = 10;
 
 /** The margin asked for, or the default; a clear error where it is out of range. */
