@@ -30,6 +30,7 @@ import {
   CODE, entry, gaussian, logitTolerance, maxAbs, maxAbsDiff, type ModelEntry, MODELS, modelOf, plainLogits, PLAIN_WORDS, releaseAll, root, sampleIds,
   sharedFixtures, tempDir,
 } from '../helpers/models';
+import { missingFiles, skipIfMissing } from '../helpers/need';
 
 after(releaseAll);
 
@@ -211,7 +212,7 @@ describe('keyed repair on the demo model', () => {
     if (!m) return;
     const casesFile = path.join(root, 'bench', 'cases', 'dev.jsonl');
     const regressionFile = path.join(root, 'bench', 'cases', 'regression.jsonl');
-    if (!fs.existsSync(casesFile) || !fs.existsSync(regressionFile)) return t.skip('bench/cases not present');
+    if (skipIfMissing(t, missingFiles([casesFile, regressionFile], root), 'repo')) return;
     const c = JSON.parse(fs.readFileSync(casesFile, 'utf8').split('\n')[0]) as { prompt: string; desired: string };
     const reference = fs.readFileSync(regressionFile, 'utf8').trim().split('\n').slice(0, 12).map((l) => (JSON.parse(l) as { prompt: string }).prompt);
     const r = await repair(m, c, { method: 'keyed', reference, analyse: false });
@@ -246,7 +247,7 @@ describe('trace with an added neuron', () => {
     const m = await modelOf(t, entry('demo'));
     if (!m) return;
     const casesFile = path.join(root, 'bench', 'cases', 'dev.jsonl');
-    if (!fs.existsSync(casesFile)) return t.skip('bench/cases not present');
+    if (skipIfMissing(t, missingFiles([casesFile], root), 'repo')) return;
     const c = JSON.parse(fs.readFileSync(casesFile, 'utf8').split('\n')[0]) as { prompt: string; desired: string };
     const lm = m.loaded;
     const d = m.info.width;
