@@ -46,6 +46,8 @@ export const DEFAULT_KEY_MARGIN = 0.5;
  * first 30 dev cases: 2.6 forwards per repair at 1×, see the README.
  */
 const FIRST_AIM = 1.5;
+/** How many of the strongest other tokens a new neuron's value pushes the desired token past. */
+const RIVALS = 3;
 /** Key sharing: a key must answer the other context with at least this share of its own response. */
 const SHARE = 0.8;
 /** Relative ridge of the covariance: keeps the whitening out of directions ordinary code never varies in. */
@@ -361,12 +363,35 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   // (desired vs rival).
   const raise = (a: Aim, st: PositionState, f: Forced, gain: number, aimAt = 1): void => {
     const c = contrast(model, row(f.residual!, a.pos, d), st.desired, st.rival);
-    const s = ctx.steer.direction(st.desired, st.rival);
+    const s = steerPast(st, f);
     const need = aimAt * margin - st.gap;
     const beta = need / (dot(s, c) * gain);
     for (let i = 0; i < d; i++) a.s[i] += beta * s[i];
     a.predicted = need;
     a.lastGap = st.gap;
+  };
+  // The steer of a position: the desired token against its RIVALS strongest others, weighted by their softmax
+  // share (pushing past the first rival alone lets the next one win, which costs a round).
+  const steerPast = (st: PositionState, f: Forced): Float64Array => {
+    const V = model.info.vocab;
+    const off = (target.first + st.index - f.logits.from) * V;
+    const z = f.logits.logits;
+    const top: number[] = [];
+    for (let v = 0; v < V; v++) {
+      if (v === st.desired) continue;
+      if (top.length < RIVALS) top.push(v);
+      else if (z[off + v] > z[off + top[RIVALS - 1]]) top[RIVALS - 1] = v;
+      else continue;
+      top.sort((p, q) => z[off + q] - z[off + p]);
+    }
+    const w = top.map((v) => Math.exp(z[off + v] - z[off + top[0]]));
+    const sum = w.reduce((p, q) => p + q, 0);
+    const s = new Float64Array(d);
+    top.forEach((v, k) => {
+      const dir = ctx.steer.direction(st.desired, v);
+      for (let i = 0; i < d; i++) s[i] += (w[k] / sum) * dir[i];
+    });
+    return s;
   };
   // Key sharing: failing positions that want the same token from near-identical contexts (each one's key answers
   // the other's context with at least SHARE of its own response) get one neuron keyed on both, where that key still
@@ -427,7 +452,10 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
         changed ||= slots.length > before;
       }
     }
-    ctx.log?.(`keyed round ${rounds + 1}: ${weak.length} weak position(s), ${slots.length} added neuron(s) at layer ${layer}`);
+    const served = new Set(slots.flatMap((sl) => sl.at.map((a) => a.pos)));
+    const short = weak.filter((st) => served.has(target.first + st.index));
+    ctx.log?.(`keyed round ${rounds + 1}: ${weak.length} weak position(s) (${short.length} served by a neuron: gaps ${short.map((st) => st.gap.toFixed(2)).join(', ')}; `
+      + `${weak.length - short.length} not: ${weak.filter((st) => !short.includes(st)).map((st) => `${st.failing ? 'failing' : 'thin'} ${st.gap.toFixed(2)}`).join(', ')}), ${slots.length} added neuron(s) at layer ${layer}`);
     if (!changed) break;
   }
   const failing = f.states.filter((s) => s.failing).length;
