@@ -189,6 +189,8 @@ async function childOpen(size: string, dtype: string, threads?: number): Promise
 interface RepairBench {
   generationMs: number; traceMs: number; repairMs: number; phases: Record<string, number>; regression: number;
   sideEffectsPerPromptMs: number; failingTokens: number; neurons: number; success: boolean; method: string; maxRssMb: number;
+  /** RSS once the model is loaded, and the peak RSS of each phase (MB). */
+  loadedRssMb: number; phaseRss: Record<string, number>;
 }
 
 /** Trace and repair of the bench case (benchCase), with the side-effect check on `regression` prompts. */
@@ -197,22 +199,45 @@ async function childRepair(size: string, dtype: string, regression: number, thre
   const read = (f: string) => readFileSync(path.join(ROOT, 'bench', 'cases', f), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { prompt: string; desired: string });
   const c = benchCase();
   const prompts = read('regression.jsonl').slice(0, regression).map((r) => r.prompt);
+  // Resident memory sampled every 20 ms (onnxruntime runs off the JS thread, so the sampler runs during its
+  // forwards): the peak of each phase, to find which one holds the memory.
+  const loadedRssMb = process.memoryUsage.rss() / 2 ** 20;
+  let peak = 0;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 20);
+  const phaseRss: Record<string, number> = {};
+  const endPhase = (name: string) => {
+    peak = Math.max(peak, process.memoryUsage.rss());
+    phaseRss[name] = Math.max(phaseRss[name] ?? 0, Math.round(peak / 2 ** 20));
+    peak = 0;
+  };
   let t = performance.now();
   await generate(model, [c.prompt]);
   const generationMs = performance.now() - t;
+  endPhase('generation');
   t = performance.now();
   await trace(model, c);
   const traceMs = performance.now() - t;
+  endPhase('trace');
   const marks: [string, number][] = [];
+  const key = (line: string) => line.split(' ').slice(0, 2).join(' ');
   t = performance.now();
-  const r = await repair(model, c, { regression: prompts, onProgress: (line) => marks.push([line, performance.now()]) });
+  const r = await repair(model, c, {
+    regression: prompts,
+    onProgress: (line) => {
+      if (marks.length) endPhase(key(marks[marks.length - 1][0]));
+      marks.push([line, performance.now()]);
+      if (process.env.NEURONPATCH_BENCH_VERBOSE) process.stderr.write(`${((performance.now() - t) / 1000).toFixed(1)} s ${line}\n`);
+    },
+  });
   const repairMs = performance.now() - t;
+  if (marks.length) endPhase(key(marks[marks.length - 1][0]));
+  clearInterval(sampler);
   const phases: Record<string, number> = {};
-  marks.forEach(([line, at], i) => (phases[line.split(' ').slice(0, 2).join(' ')] = (marks[i + 1]?.[1] ?? t + repairMs) - at));
+  marks.forEach(([line, at], i) => (phases[key(line)] = (phases[key(line)] ?? 0) + (marks[i + 1]?.[1] ?? t + repairMs) - at));
   const side = Object.entries(phases).find(([k]) => k.startsWith('measuring side'))?.[1] ?? NaN;
   return {
     generationMs, traceMs, repairMs, phases, regression: prompts.length, sideEffectsPerPromptMs: side / Math.max(1, prompts.length),
-    failingTokens: r.failingTokens, neurons: r.neurons.length, success: r.success, method: r.method, maxRssMb: rssMb(),
+    failingTokens: r.failingTokens, neurons: r.neurons.length, success: r.success, method: r.method, maxRssMb: rssMb(), loadedRssMb, phaseRss,
   };
 }
 
@@ -398,7 +423,8 @@ async function main(): Promise<void> {
         lines.push('', `trace ${fmt(rep.traceMs / 1000, 1)} s; repair (minimal, ${rep.failingTokens} failing tokens → ${rep.neurons} neurons, ${rep.success ? 'succeeded' : 'did not succeed'} on random weights, method ${rep.method}) ` +
           `${fmt(rep.repairMs / 1000, 1)} s = ${fmt(rep.repairMs / rep.generationMs, 1)}× one generation of the case (${fmt(rep.generationMs / 1000, 2)} s); ` +
           `side-effect check ${fmt(rep.sideEffectsPerPromptMs / 1000, 2)} s per regression prompt (${rep.regression} prompts); peak RSS ${fmt(rep.maxRssMb, 0)} MB`,
-          `phases: ${Object.entries(rep.phases).map(([k, v]) => `${k} ${fmt(v / 1000, 1)} s`).join(', ')}`);
+          `phases: ${Object.entries(rep.phases).map(([k, v]) => `${k} ${fmt(v / 1000, 1)} s`).join(', ')}`,
+          `peak RSS by phase (MB; ${fmt(rep.loadedRssMb, 0)} once loaded): ${Object.entries(rep.phaseRss).map(([k, v]) => `${k} ${v}`).join(', ')}`);
       }
       const ed = opt['skip-editor'] ? { error: 'skipped (--skip-editor)' } : (process.stderr.write(`${size} ${dtype}: editor (worker)\n`), runChild<EditorBench>(['--child', 'editor', ...args]));
       if ('error' in ed && ed.error) lines.push('', `editor (worker): ${ed.error}`);

@@ -71,3 +71,26 @@ function truncate(cache: KvCache, p: number): KvCache {
   });
   return { tensors, length: p, batch: 1 };
 }
+
+/**
+ * A batch-1 cache repeated as `n` identical rows (the batch axis: 1 for a stacked cache [2, batch, …], else 0),
+ * so that `n` different continuations of one prefix run as one batch on top of it.
+ */
+export function repeatRows(cache: KvCache, n: number, stacked: boolean): KvCache {
+  if (cache.batch !== 1) throw new Error(`repeatRows: a batch-1 cache expected, got batch ${cache.batch}.`);
+  const axis = stacked ? 1 : 0;
+  const tensors = cache.tensors.map((t) => {
+    const dims = [...t.dims];
+    const outer = dims.slice(0, axis).reduce((a, b) => a * b, 1);
+    const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const src = t.data as Float32Array | Uint16Array;
+    const out = new (src.constructor as Float32ArrayConstructor | Uint16ArrayConstructor)(outer * n * inner);
+    for (let o = 0; o < outer; o++) {
+      const block = src.subarray(o * inner, (o + 1) * inner);
+      for (let r = 0; r < n; r++) out.set(block, (o * n + r) * inner);
+    }
+    dims[axis] = n;
+    return new ort.Tensor(t.type as 'float32', out as Float32Array, dims);
+  });
+  return { tensors, length: cache.length, batch: n };
+}

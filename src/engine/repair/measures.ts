@@ -11,7 +11,7 @@
 // others are decoded again (a different token can still spell the same text).
 import { createHash } from 'node:crypto';
 import { DEFAULT_MAX_NEW_TOKENS, preparePrompt } from '../generate';
-import { logSoftmax } from '../linalg';
+import { logSumExp } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import { type LayerEdits, padRows } from '../model/session';
 import { logitRows, positionStates, repairTarget } from '../trace/teacher';
@@ -183,6 +183,9 @@ export function guardTarget(model: LoadedModel, g: GuardLine): ReturnType<typeof
   }
 }
 
+/** Logits one held-out forward may return (a real vocabulary's rows are 0.6 MB each in float32). */
+const LOSS_LOGIT_BYTES = 256 * 2 ** 20;
+
 const lossCache = new WeakMap<LoadedModel, Map<string, { loss: number; tokens: number }>>();
 
 /**
@@ -197,16 +200,20 @@ export async function heldOutLossOf(model: LoadedModel, texts: string[], edits?:
   const V = model.info.vocab;
   let total = 0;
   let count = 0;
-  for (let i = 0; i < texts.length; i += CHECK_BATCH) {
-    const rows = texts.slice(i, i + CHECK_BATCH).map((t) => preparePrompt(model, t, 1, false).ids).filter((r) => r.length > 1);
-    if (!rows.length) continue;
+  const encoded = texts.map((t) => preparePrompt(model, t, 1, false).ids).filter((r) => r.length > 1);
+  for (let i = 0; i < encoded.length;) {
+    // Every position's logits come back ([rows, width, V]): as many rows as keep them within LOSS_LOGIT_BYTES.
+    let n = 1;
+    while (i + n < encoded.length && n < CHECK_BATCH && (n + 1) * Math.max(...encoded.slice(i, i + n + 1).map((r) => r.length)) * V * 4 <= LOSS_LOGIT_BYTES) n++;
+    const rows = encoded.slice(i, i + n);
+    i += n;
     const { ids, mask, width, start } = padRows(model.graph, rows);
     const res = await model.session.forward({ ids, mask, edits });
     rows.forEach((r, b) => {
       const off = start[b];
       for (let p = 0; p < r.length - 1; p++) {
-        const lp = logSoftmax(res.logits, (b * width + off + p) * V, V);
-        total -= lp[r[p + 1]];
+        const at = (b * width + off + p) * V;
+        total -= res.logits[at + r[p + 1]] - logSumExp(res.logits, at, V);
         count++;
       }
     });

@@ -76,20 +76,23 @@ const PAIR_GAIN = 2;
 export function candidates(f: Forced, pos: number, ref: ReferenceStats, floor: number[], m: number): Candidate[] {
   const out: Candidate[] = [];
   for (const [L, acts] of f.activations) {
-    const C = ref.second[L];
+    const diag = ref.meanSquare[L];
     const z = acts.subarray(pos * m, (pos + 1) * m);
     const singles: { j: number; v: number }[] = [];
     for (let j = 0; j < m; j++) {
       if (Math.abs(z[j]) < 1e-6) continue;
-      singles.push({ j, v: (z[j] * z[j]) / (C[j * m + j] + floor[L]) });
+      singles.push({ j, v: (z[j] * z[j]) / (diag[j] + floor[L]) });
     }
     singles.sort((a, b) => b.v - a.v);
     const short = singles.slice(0, SHORTLIST);
     for (const x of short) out.push({ parts: [{ layer: L, neuron: x.j, w: 1 / z[x.j] }], cost: 1 / Math.sqrt(x.v) });
+    // The second moments among the shortlist only (read from the reference statistics' file).
+    const C = short.length > 1 ? ref.block(L, short.map((x) => x.j)) : new Float64Array(1);
+    const k = short.length;
     for (let a = 0; a < short.length; a++) {
       for (let b = a + 1; b < short.length; b++) {
         const [i, j] = [short[a].j, short[b].j];
-        const cii = C[i * m + i] + floor[L], cjj = C[j * m + j] + floor[L], cij = C[i * m + j];
+        const cii = C[a * k + a] + floor[L], cjj = C[b * k + b] + floor[L], cij = C[a * k + b];
         const det = cii * cjj - cij * cij;
         if (det <= 1e-12 * cii * cjj) continue;
         const ui = (cjj * z[i] - cij * z[j]) / det;

@@ -1,9 +1,10 @@
 // What counts as fixed, and what else changed: greedy completions of regression prompts before and after a patch
 // (batched: they share one patch and one model), the mean next-token KL divergence, and the case's variants.
 import { DEFAULT_MAX_NEW_TOKENS, generateBatched, preparePrompt } from '../generate';
-import { logSoftmax } from '../linalg';
+import { logSumExp } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import { type LayerEdits, padRows } from '../model/session';
+import { padsLeft } from '../model/graph';
 import { logitRows, positionStates } from '../trace/teacher';
 import { NeuronpatchError, type RepairCaseVariant } from '../types';
 
@@ -66,31 +67,46 @@ export async function linesAfter(model: LoadedModel, prompts: string[], before: 
  */
 export async function nextTokenShift(model: LoadedModel, prompts: string[], before?: LayerEdits, after?: LayerEdits): Promise<{ meanKl: number; sameNext: number }> {
   const V = model.info.vocab;
+  // Left-padded rows all end at the last slot: the lm_head runs there only ([rows, 1, V]). Right-padded ones end
+  // where each row does: the logits of the positions from the earliest end on.
+  const left = padsLeft(model.graph);
   let total = 0;
   let same = 0;
   for (let i = 0; i < prompts.length; i += BATCH) {
     const rows = prompts.slice(i, i + BATCH).map((p) => preparePrompt(model, p, 1).ids);
-    const { ids, mask, width, start } = padRows(model.graph, rows);
-    const [a, b] = await Promise.all([
-      model.session.forward({ ids, mask, edits: before }),
-      model.session.forward({ ids, mask, edits: after }),
-    ]);
+    const { ids, mask, start } = padRows(model.graph, rows);
+    const ends = rows.map((r, b) => start[b] + r.length - 1);
+    const from = left ? ids[0].length - 1 : Math.min(...ends);
+    // One after the other: two forwards in flight at once would hold both runs' buffers in onnxruntime's arena.
+    const a = await model.session.forward({ ids, mask, edits: before, ...(left ? { lastOnly: true } : { logitsFrom: from }) });
+    const b = await model.session.forward({ ids, mask, edits: after, ...(left ? { lastOnly: true } : { logitsFrom: from }) });
     for (let r = 0; r < rows.length; r++) {
-      const off = (r * width + start[r] + rows[r].length - 1) * V;
-      const p = logSoftmax(a.logits, off, V);
-      const q = logSoftmax(b.logits, off, V);
-      let kl = 0;
-      let [pa, qa] = [0, 0];
-      for (let v = 0; v < V; v++) {
-        kl += Math.exp(p[v]) * (p[v] - q[v]);
-        if (p[v] > p[pa]) pa = v;
-        if (q[v] > q[qa]) qa = v;
-      }
+      const off = (r * a.logitPositions + ends[r] - from) * V;
+      const { kl, argmaxP, argmaxQ } = klDivergence(a.logits, b.logits, off, V);
       total += Math.max(0, kl);
-      if (pa === qa) same++;
+      if (argmaxP === argmaxQ) same++;
     }
   }
   return prompts.length ? { meanKl: total / prompts.length, sameNext: same / prompts.length } : { meanKl: 0, sameNext: 1 };
+}
+
+/**
+ * KL(softmax(p) ‖ softmax(q)) in nats over logits `p[off, off + n)` and `q[off, off + n)`, and each row's argmax
+ * (lower index on ties): two passes over each row, nothing allocated.
+ */
+export function klDivergence(p: Float32Array, q: Float32Array, off: number, n: number): { kl: number; argmaxP: number; argmaxQ: number } {
+  const lp = logSumExp(p, off, n);
+  const lq = logSumExp(q, off, n);
+  let kl = 0;
+  let ap = 0;
+  let aq = 0;
+  for (let v = 0; v < n; v++) {
+    const x = p[off + v] - lp;
+    kl += Math.exp(x) * (x - q[off + v] + lq);
+    if (p[off + v] > p[off + ap]) ap = v;
+    if (q[off + v] > q[off + aq]) aq = v;
+  }
+  return { kl, argmaxP: ap, argmaxQ: aq };
 }
 
 export interface SideEffects {
