@@ -130,12 +130,12 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const traced: TraceResult = opts.analyse === false
     ? { prompt: c.prompt, desired: c.desired, completion: beforeGen.completion, at: null, ms: 0,
       failing: failing0.map((s) => describePosition(model, target, s, f0.logits, 0)) }
-    : await trace(model, c, { edits: base, signal: opts.signal });
+    : await trace(model, c, { edits: base, signal: opts.signal, known: { completion: beforeGen.completion, forced: f0 } });
 
   // Per-model caches (computed on the first repair, then read from disk).
   const steer = await Steer.load(model);
   const reference = opts.reference ?? opts.regression ?? [c.prompt];
-  const ref = await referenceStats(model, reference.length ? reference : [c.prompt]);
+  const ref = await referenceStats(model, reference.length ? reference : [c.prompt], opts.signal);
   // Keyed: x̂ of the protected code (reference, guard lines, earlier patches' cases), like the statistics above.
   const protection = method === 'keyed' ? await keyedProtection(model, active, base, reference, opts) : undefined;
   // The repair's own time: locate and solve, then confirm by generation. The trace above is the report's.

@@ -184,7 +184,7 @@ export function guardTarget(model: LoadedModel, g: GuardLine): ReturnType<typeof
 }
 
 /** Logits one held-out forward may return (a real vocabulary's rows are 0.6 MB each in float32). */
-const LOSS_LOGIT_BYTES = 256 * 2 ** 20;
+const LOSS_LOGIT_BYTES = 128 * 2 ** 20;
 
 const lossCache = new WeakMap<LoadedModel, Map<string, { loss: number; tokens: number }>>();
 

@@ -14,6 +14,7 @@ import { preparePrompt } from '../generate';
 import type { LoadedModel } from '../model/load';
 import { padRows } from '../model/session';
 import { Gram } from './steer';
+import { NeuronpatchError } from '../types';
 
 /** Bytes of activations one reference forward may return ([rows, seq, m] × layers, float32). */
 const FORWARD_BYTES = 256 * 2 ** 20;
@@ -89,8 +90,8 @@ function openStats(file: string, layers: number, m: number): FileStats {
   }
 }
 
-/** Second moments over every real token of the reference prompts; cached per model and prompt set. */
-export async function referenceStats(model: LoadedModel, prompts: string[]): Promise<ReferenceStats> {
+/** Second moments over every real token of the reference prompts; cached per model and prompt set. `signal` is checked between forwards. */
+export async function referenceStats(model: LoadedModel, prompts: string[], signal?: AbortSignal): Promise<ReferenceStats> {
   const { layers, neurons: m } = model.info;
   const key = createHash('sha256').update(JSON.stringify([FORMAT, prompts])).digest('hex').slice(0, 16);
   const file = path.join(model.cacheDir, `reference-${key}.f32`);
@@ -109,6 +110,7 @@ export async function referenceStats(model: LoadedModel, prompts: string[]): Pro
     try {
       const encoded = prompts.map((p) => preparePrompt(model, p, 1, false).ids);
       for (let i = 0; i < encoded.length;) {
+        if (signal?.aborted) throw new NeuronpatchError('The repair was cancelled.');
         // Rows while [rows, widest, m] × layers stays within the budget (always at least one).
         let n = 1;
         let widest = encoded[i].length;
