@@ -187,8 +187,12 @@ async function childOpen(size: string, dtype: string, threads?: number): Promise
 }
 
 interface RepairBench {
-  generationMs: number; traceMs: number; repairMs: number; phases: Record<string, number>; regression: number;
+  generationMs: number; traceMs: number; repairMs: number;
+  /** The repair's own time (RepairResult.ms: locate and solve, then confirm by generation; no report, no side effects). */
+  ownMs: number; phases: Record<string, number>; regression: number;
   sideEffectsPerPromptMs: number; failingTokens: number; neurons: number; success: boolean; method: string; maxRssMb: number;
+  /** RSS once the model is loaded, and the peak RSS of each phase (MB). */
+  loadedRssMb: number; phaseRss: Record<string, number>;
 }
 
 /** Trace and repair of the bench case (benchCase), with the side-effect check on `regression` prompts. */
@@ -197,28 +201,51 @@ async function childRepair(size: string, dtype: string, regression: number, thre
   const read = (f: string) => readFileSync(path.join(ROOT, 'bench', 'cases', f), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { prompt: string; desired: string });
   const c = benchCase();
   const prompts = read('regression.jsonl').slice(0, regression).map((r) => r.prompt);
+  // Resident memory sampled every 20 ms (onnxruntime runs off the JS thread, so the sampler runs during its
+  // forwards): the peak of each phase, to find which one holds the memory.
+  const loadedRssMb = process.memoryUsage.rss() / 2 ** 20;
+  let peak = 0;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 20);
+  const phaseRss: Record<string, number> = {};
+  const endPhase = (name: string) => {
+    peak = Math.max(peak, process.memoryUsage.rss());
+    phaseRss[name] = Math.max(phaseRss[name] ?? 0, Math.round(peak / 2 ** 20));
+    peak = 0;
+  };
   let t = performance.now();
   await generate(model, [c.prompt]);
   const generationMs = performance.now() - t;
+  endPhase('generation');
   t = performance.now();
   await trace(model, c);
   const traceMs = performance.now() - t;
+  endPhase('trace');
   const marks: [string, number][] = [];
+  const key = (line: string) => line.split(' ').slice(0, 2).join(' ');
   t = performance.now();
-  const r = await repair(model, c, { regression: prompts, onProgress: (line) => marks.push([line, performance.now()]) });
+  const r = await repair(model, c, {
+    regression: prompts,
+    onProgress: (line) => {
+      if (marks.length) endPhase(key(marks[marks.length - 1][0]));
+      marks.push([line, performance.now()]);
+      if (process.env.NEURONPATCH_BENCH_VERBOSE) process.stderr.write(`${((performance.now() - t) / 1000).toFixed(1)} s ${line}\n`);
+    },
+  });
   const repairMs = performance.now() - t;
+  if (marks.length) endPhase(key(marks[marks.length - 1][0]));
+  clearInterval(sampler);
   const phases: Record<string, number> = {};
-  marks.forEach(([line, at], i) => (phases[line.split(' ').slice(0, 2).join(' ')] = (marks[i + 1]?.[1] ?? t + repairMs) - at));
+  marks.forEach(([line, at], i) => (phases[key(line)] = (phases[key(line)] ?? 0) + (marks[i + 1]?.[1] ?? t + repairMs) - at));
   const side = Object.entries(phases).find(([k]) => k.startsWith('measuring side'))?.[1] ?? NaN;
   return {
-    generationMs, traceMs, repairMs, phases, regression: prompts.length, sideEffectsPerPromptMs: side / Math.max(1, prompts.length),
-    failingTokens: r.failingTokens, neurons: r.neurons.length, success: r.success, method: r.method, maxRssMb: rssMb(),
+    generationMs, traceMs, repairMs, ownMs: r.ms, phases, regression: prompts.length, sideEffectsPerPromptMs: side / Math.max(1, prompts.length),
+    failingTokens: r.failingTokens, neurons: r.neurons.length, success: r.success, method: r.method, maxRssMb: rssMb(), loadedRssMb, phaseRss,
   };
 }
 
 interface EditorBench {
   repairStallMs: number; repairTickGapMs: number; idleStallMs: number; repairMs: number;
-  cancelRepair: { hostMs: number; workerMs: number }; cancelGeneration: { hostMs: number; workerMs: number };
+  cancelRepair: { hostMs: number; workerMs: number }; cancelPhases: Record<string, { hostMs: number; workerMs: number }>; cancelGeneration: { hostMs: number; workerMs: number };
   keystroke: { reuse: number[]; fresh: number[] }; keystrokes: number; error?: string;
 }
 
@@ -265,7 +292,33 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
       while (worker.lastStoppedAt < at && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
       return { hostMs, workerMs: worker.lastStoppedAt - at };
     };
-    const cancelRepair = await cancel((signal) => worker.repair(c, { regression: prompts, signal }), 3000);
+    // A repair cancelled in each of its phases, 1 s after the phase began: the worker stops at its next checkpoint
+    // (an onnxruntime run in flight cannot be interrupted), so the phase with the longest forwards decides.
+    const stopped = async (at: number) => {
+      const until = Date.now() + 600_000;
+      while (worker.lastStoppedAt < at && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+      return worker.lastStoppedAt - at;
+    };
+    const cancelInPhase = async (phase: string) => {
+      const ac = new AbortController();
+      let reached: () => void = () => undefined;
+      const inPhase = new Promise<void>((r) => (reached = r));
+      let finished = false;
+      const p = worker.repair(c, { regression: prompts, signal: ac.signal, onProgress: (line) => line.startsWith(phase) && reached() })
+        .then(() => (finished = true), () => undefined);
+      await Promise.race([inPhase, p]);
+      await new Promise((r) => setTimeout(r, 1000));
+      if (finished) return { hostMs: NaN, workerMs: NaN };
+      const at = Date.now();
+      const t0 = performance.now();
+      ac.abort();
+      await p;
+      const hostMs = performance.now() - t0;
+      return { hostMs, workerMs: await stopped(at) };
+    };
+    const cancelPhases: Record<string, { hostMs: number; workerMs: number }> = {};
+    for (const phase of ['generating', 'tracing', 'solving']) cancelPhases[phase] = await cancelInPhase(phase);
+    const cancelRepair = Object.values(cancelPhases).filter((x) => Number.isFinite(x.workerMs)).reduce((a, b) => (b.workerMs > a.workerMs ? b : a), { hostMs: NaN, workerMs: NaN });
     const folder = folderOf(size);
     const tok = CodeTokenizer.fromFiles(path.join(folder, 'tokenizer.json'), path.join(folder, 'tokenizer_config.json'), 151936);
     const doc = longPrompt(tok, promptTokens);
@@ -282,7 +335,7 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
       }
     }
     return {
-      repairStallMs: h.max / 1e6, repairTickGapMs: gap, idleStallMs: idle.max / 1e6, repairMs, cancelRepair, cancelGeneration, keystroke, keystrokes,
+      repairStallMs: h.max / 1e6, repairTickGapMs: gap, idleStallMs: idle.max / 1e6, repairMs, cancelRepair, cancelPhases, cancelGeneration, keystroke, keystrokes,
     };
   } finally {
     await worker.dispose();
@@ -396,9 +449,11 @@ async function main(): Promise<void> {
       if ('error' in rep) lines.push('', `trace/repair: ${rep.error}`);
       else {
         lines.push('', `trace ${fmt(rep.traceMs / 1000, 1)} s; repair (minimal, ${rep.failingTokens} failing tokens → ${rep.neurons} neurons, ${rep.success ? 'succeeded' : 'did not succeed'} on random weights, method ${rep.method}) ` +
-          `${fmt(rep.repairMs / 1000, 1)} s = ${fmt(rep.repairMs / rep.generationMs, 1)}× one generation of the case (${fmt(rep.generationMs / 1000, 2)} s); ` +
+          `${fmt(rep.repairMs / 1000, 1)} s = ${fmt(rep.repairMs / rep.generationMs, 1)}× one generation of the case (${fmt(rep.generationMs / 1000, 2)} s), ` +
+          `of which the repair's own locate, solve and confirm ${fmt(rep.ownMs / 1000, 1)} s = ${fmt(rep.ownMs / rep.generationMs, 1)}× (the rest: its trace for the report, the per-model steer and reference statistics on a first repair, the side-effect check); ` +
           `side-effect check ${fmt(rep.sideEffectsPerPromptMs / 1000, 2)} s per regression prompt (${rep.regression} prompts); peak RSS ${fmt(rep.maxRssMb, 0)} MB`,
-          `phases: ${Object.entries(rep.phases).map(([k, v]) => `${k} ${fmt(v / 1000, 1)} s`).join(', ')}`);
+          `phases: ${Object.entries(rep.phases).map(([k, v]) => `${k} ${fmt(v / 1000, 1)} s`).join(', ')}`,
+          `peak RSS by phase (MB; ${fmt(rep.loadedRssMb, 0)} once loaded): ${Object.entries(rep.phaseRss).map(([k, v]) => `${k} ${v}`).join(', ')}`);
       }
       const ed = opt['skip-editor'] ? { error: 'skipped (--skip-editor)' } : (process.stderr.write(`${size} ${dtype}: editor (worker)\n`), runChild<EditorBench>(['--child', 'editor', ...args]));
       if ('error' in ed && ed.error) lines.push('', `editor (worker): ${ed.error}`);
@@ -407,7 +462,8 @@ async function main(): Promise<void> {
         const pct = (xs: number[], q: number) => { const s2 = [...xs].sort((a2, b2) => a2 - b2); return s2[Math.min(s2.length - 1, Math.floor(q * s2.length))]; };
         lines.push('', `editor, engine in a worker thread: longest host event-loop stall during a repair ${fmt(e.repairStallMs, 1)} ms ` +
           `(largest 10 ms-ticker gap ${fmt(e.repairTickGapMs, 1)} ms; the same monitor with the worker idle: ${fmt(e.idleStallMs, 1)} ms; target ≤ 50 ms; repair ${fmt(e.repairMs / 1000, 1)} s); ` +
-          `cancel: repair settles on the host in ${fmt(e.cancelRepair.hostMs, 1)} ms and stops in the worker after ${fmt(e.cancelRepair.workerMs, 0)} ms, ` +
+          `cancel: repair settles on the host in ${fmt(e.cancelRepair.hostMs, 1)} ms and stops in the worker after ${fmt(e.cancelRepair.workerMs, 0)} ms at worst ` +
+          `(${Object.entries(e.cancelPhases).map(([k, v]) => `${k} ${fmt(v.workerMs, 0)} ms`).join(', ')}), ` +
           `a ${promptTokens}-token generation ${fmt(e.cancelGeneration.hostMs, 1)} ms / ${fmt(e.cancelGeneration.workerMs, 0)} ms (target ≤ 1000 ms)`,
         `keystroke → completion (${newTokens} tokens) after a ${promptTokens}-token prefix, ${e.keystrokes} keystrokes: with prefix reuse p50 ${fmt(median(e.keystroke.reuse) / 1000, 2)} s, ` +
           `p95 ${fmt(pct(e.keystroke.reuse, 0.95) / 1000, 2)} s; without p50 ${fmt(median(e.keystroke.fresh) / 1000, 2)} s, p95 ${fmt(pct(e.keystroke.fresh, 0.95) / 1000, 2)} s`);

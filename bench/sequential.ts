@@ -46,7 +46,8 @@ async function main(): Promise<void> {
         fixed++;
         active.push(r.patch);
       }
-      log(`${c.id}: ${r.success ? 'fixed' : 'NOT fixed'} (${(r.patch.added?.length ?? 0) + r.patch.edits.length} neurons, ${Math.round(r.ms)} ms); ${active.length} patches active`);
+      log(`${c.id}: ${r.success ? 'fixed' : 'NOT fixed'} (${(r.patch.added?.length ?? 0) + r.patch.edits.length} neurons, ${Math.round(r.ms)} ms); ${active.length} patches active`
+        + (r.success ? '' : `; ${(r.layerChoice ?? r.conflicts?.map((k) => `breaks ${k.patchId}`).join(', ') ?? '').slice(0, 300)}`));
     } catch (e) {
       log(`${c.id}: ${(e as Error).message.split('\n')[0]}`);
     }

@@ -81,12 +81,17 @@ function diffLine(parts: DiffPart[], testId: string, raw: string): HTMLElement {
     if (p.kind === 'same') el.append(...(shown.filter(Boolean) as (Node | string)[]));
     else el.append(h('span', { class: p.kind }, ...shown));
   });
-  if (parts.length === 0) el.append(h('span', { class: 'muted' }, '(empty)'));
+  if (parts.length === 0) el.append(emptyCompletion());
   return el;
 }
 
 function plainLine(text: string, testId: string): HTMLElement {
-  return h('code', { class: 'completion', 'data-test': testId, 'data-text': text }, ...edgesVisible(text, true, true));
+  return h('code', { class: 'completion', 'data-test': testId, 'data-text': text }, ...(text ? edgesVisible(text, true, true) : [emptyCompletion()]));
+}
+
+/** What an empty completion shows as (the model stopped at once), muted, instead of a blank cell. */
+function emptyCompletion(): HTMLElement {
+  return h('span', { class: 'muted empty', 'data-test': 'empty' }, '(empty completion)');
 }
 
 const pct = (x: number): string => (x > 0 && x < 1e-4 ? `${(100 * x).toExponential(1)} %` : `${(100 * x).toFixed(x < 0.01 ? 2 : 1)} %`);
@@ -554,7 +559,12 @@ function isExtensionMessage(m: unknown): m is ExtensionToWebview {
 window.addEventListener('message', (e: MessageEvent<unknown>) => {
   const m = e.data;
   if (!isExtensionMessage(m)) return;
-  if (m.type === 'show') render(m.state);
+  if (m.type === 'show') {
+    // When the page (re)loads the extension sends the last position it was told (VS Code's copy of our state can be
+    // older after a window reload, or missing).
+    if (m.scrollY !== undefined) restoreScroll(m.scrollY);
+    render(m.state);
+  }
   else if (m.type === 'progress') showProgress(m.progress);
   else if (m.type === 'busy' && state) render({ ...state, busy: m.what });
   else if (m.type === 'error' && state) render({ ...state, error: m.message, busy: null });
@@ -566,8 +576,47 @@ window.addEventListener('scroll', () => {
   if (restoreY !== undefined || document.visibilityState === 'hidden' || document.documentElement.clientHeight === 0) return;
   scrollY = window.scrollY;
   if (scrollTimer !== undefined) window.clearTimeout(scrollTimer);
-  scrollTimer = window.setTimeout(keep, 150);
+  scrollTimer = window.setTimeout(keepScroll, 150);
 });
+
+/** Keeps the scroll position in the webview's state and tells the extension, which keeps it across a reload. */
+function keepScroll(): void {
+  keep();
+  if (!state) return;
+  const y = Math.max(0, Math.round(scrollY));
+  vscode.postMessage({ type: 'scroll', runId: state.runId, y });
+  // Said on the page for the end-to-end tests, which wait for it instead of sleeping.
+  document.body.dataset.keptScroll = String(y);
+}
+
+let settleObserver: ResizeObserver | undefined;
+/**
+ * Scrolls to `y` through the next renders while the page lays out (collapsibles render late, a panel coming back
+ * has no height for a moment): again whenever the body's size changes, until the position is reached, the user
+ * scrolls (wheel or key), or ten seconds pass.
+ */
+function restoreScroll(y: number): void {
+  restoreY = y;
+  scrollY = y;
+  settleObserver?.disconnect();
+  const until = Date.now() + 10_000;
+  const observer = new ResizeObserver(() => settle());
+  settleObserver = observer;
+  const settle = (): void => {
+    if (restoreY === undefined || settleObserver !== observer) return;
+    window.scrollTo(0, restoreY);
+    if (Math.abs(window.scrollY - restoreY) < 2 || Date.now() > until) {
+      restoreY = undefined;
+      observer.disconnect();
+      settleObserver = undefined;
+      keepScroll();
+    }
+  };
+  observer.observe(document.body);
+  requestAnimationFrame(settle);
+}
+window.addEventListener('wheel', () => (restoreY = undefined));
+window.addEventListener('keydown', () => (restoreY = undefined));
 
 // Keyboard: Alt+A applies, Alt+D discards, Alt+M tries the other method, Escape cancels a running repair (the
 // buttons are also in the tab order and say their shortcut in their tooltip and aria-keyshortcuts).
@@ -589,27 +638,8 @@ window.addEventListener('keydown', (e) => {
 
 const saved = vscode.getState() as Partial<Kept> | undefined;
 if (saved && typeof saved === 'object' && saved.state && typeof saved.state === 'object' && 'runId' in saved.state) {
-  // Back after a hide or a window reload: the scroll position is restored through the first renders, while the
-  // collapsibles lay out, until the user scrolls.
-  restoreY = Number(saved.scrollY) || 0;
-  scrollY = restoreY;
+  // Back after a hide or a window reload: the scroll position is restored through the first renders.
+  restoreScroll(Number(saved.scrollY) || 0);
   render(saved.state);
-  // The page may be laid out late (a hidden panel, the collapsibles' own rendering): scroll again whenever its
-  // size changes, until the position is reached, the user scrolls, or ten seconds pass.
-  const until = Date.now() + 10_000;
-  const settle = (): void => {
-    if (restoreY === undefined) return;
-    window.scrollTo(0, restoreY);
-    if (Math.abs(window.scrollY - restoreY) < 2 || Date.now() > until) {
-      restoreY = undefined;
-      keep();
-      observer.disconnect();
-    }
-  };
-  const observer = new ResizeObserver(settle);
-  observer.observe(document.body);
-  requestAnimationFrame(settle);
-  window.addEventListener('wheel', () => (restoreY = undefined), { once: true });
-  window.addEventListener('keydown', () => (restoreY = undefined), { once: true });
 }
 vscode.postMessage({ type: 'ready' });

@@ -34,6 +34,20 @@ export class PrefixCache {
     this.edits = edits;
   }
 
+  /**
+   * The kept cache also holds under `edits` for the positions where the kept prompt agrees with `ids`, up to
+   * `upTo` of them (the caller has shown that `edits` change nothing there: added neurons exactly silent at those
+   * positions); the rest is dropped.
+   */
+  reuseUnder(edits: LayerEdits | undefined, ids: readonly number[], upTo: number): void {
+    let p = 0;
+    const max = Math.min(upTo, ids.length, this.ids.length);
+    while (p < max && ids[p] === this.ids[p]) p++;
+    if (!p || !this.cache) return this.clear();
+    this.ids = this.ids.slice(0, p);
+    this.edits = edits;
+  }
+
   clear(): void {
     this.ids = [];
     this.cache = undefined;
@@ -56,4 +70,27 @@ function truncate(cache: KvCache, p: number): KvCache {
     return new ort.Tensor(t.type as 'float32', out as Float32Array, dims);
   });
   return { tensors, length: p, batch: 1 };
+}
+
+/**
+ * A batch-1 cache repeated as `n` identical rows (the batch axis: 1 for a stacked cache [2, batch, …], else 0),
+ * so that `n` different continuations of one prefix run as one batch on top of it.
+ */
+export function repeatRows(cache: KvCache, n: number, stacked: boolean): KvCache {
+  if (cache.batch !== 1) throw new Error(`repeatRows: a batch-1 cache expected, got batch ${cache.batch}.`);
+  const axis = stacked ? 1 : 0;
+  const tensors = cache.tensors.map((t) => {
+    const dims = [...t.dims];
+    const outer = dims.slice(0, axis).reduce((a, b) => a * b, 1);
+    const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const src = t.data as Float32Array | Uint16Array;
+    const out = new (src.constructor as Float32ArrayConstructor | Uint16ArrayConstructor)(outer * n * inner);
+    for (let o = 0; o < outer; o++) {
+      const block = src.subarray(o * inner, (o + 1) * inner);
+      for (let r = 0; r < n; r++) out.set(block, (o * n + r) * inner);
+    }
+    dims[axis] = n;
+    return new ort.Tensor(t.type as 'float32', out as Float32Array, dims);
+  });
+  return { tensors, length: cache.length, batch: n };
 }

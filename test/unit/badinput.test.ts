@@ -8,6 +8,7 @@ import { describe, test, type TestContext } from 'node:test';
 import { onnx } from 'onnx-proto';
 import { loadModel, NeuronpatchError } from '../../src/engine';
 import { copyModelFolder, entry, listing, MODELS, onnxFile, present, skipIfAbsent, tempDir, type ModelEntry } from '../helpers/models';
+import { skipIfMissing } from '../helpers/need';
 
 /** Loading `dir` fails with a NeuronpatchError matching every pattern, and leaves the folder as it was. */
 async function refused(t: TestContext, dir: string, patterns: RegExp[], what: string): Promise<void> {
@@ -33,7 +34,7 @@ const rel = (e: ModelEntry): string => path.relative(e.dir, onnxFile(e));
 /** The small fp32 model the single-folder cases copy. */
 function small(t: TestContext): ModelEntry | undefined {
   const e = ['tiny-qwen2', 'ortgenai-tiny-gpt2-fp32', 'tiny-gpt-neox', 'demo'].map(entry).find(present);
-  if (!e) t.skip('no small model folder is present');
+  skipIfMissing(t, e ? undefined : 'no small model folder is present (test/fixtures/tiny-qwen2 is committed: a broken checkout)', 'repo');
   return e;
 }
 

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { loadModel, NeuronpatchError } from '../../src/engine';
-import { absence, entry, tempDir } from '../helpers/models';
+import { entry, skipIfAbsent, tempDir } from '../helpers/models';
 
 const demo = entry('demo');
 
@@ -22,9 +22,7 @@ async function load(dir: string, cacheDir: string): Promise<{ built: string[]; l
 }
 
 function skipWithout(t: TestContext, ...names: string[]): boolean {
-  const why = names.map((n) => absence(entry(n))).find(Boolean);
-  if (why) t.skip(why);
-  return !!why;
+  return names.some((n) => skipIfAbsent(t, entry(n)));
 }
 
 describe('instrumented-graph cache', () => {

@@ -8,6 +8,7 @@ import { CodeTokenizer, escapeHighBytes, tokenBytes } from '../../src/engine/tok
 import { fromVisible, gluesOnto, visibleEdges, visibleWhitespace } from '../../src/vscode/panel/messages';
 import { cutAtDedent, openBlock } from '../../src/vscode/multiline';
 import { root } from '../helpers/models';
+import { skipIfMissing } from '../helpers/need';
 
 describe('visible whitespace', () => {
   test('edges shown, inner spaces kept, read back exactly', () => {
@@ -54,7 +55,7 @@ describe('byte tokens', () => {
   });
   test('the demo tokenizer shows its partial UTF-8 tokens as byte escapes, never U+FFFD', (t) => {
     const dir = path.join(root, 'models', 'demo');
-    if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) return t.skip(`no demo model in ${dir}`);
+    if (skipIfMissing(t, fs.existsSync(path.join(dir, 'tokenizer.json')) ? undefined : `no demo model in ${dir}`, 'repo')) return;
     const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as { vocab_size: number };
     const tok = CodeTokenizer.fromFiles(path.join(dir, 'tokenizer.json'), path.join(dir, 'tokenizer_config.json'), config.vocab_size);
     const partial = tok.tokenTexts().flatMap((text, id) => (text.includes('\ufffd') ? [id] : []));

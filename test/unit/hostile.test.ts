@@ -10,13 +10,18 @@ import { before, describe, it, type TestContext } from 'node:test';
 import { readCases } from '../../src/cli/cases';
 import { loadModel, NeuronpatchError, repair, type Model } from '../../src/engine';
 import { jsonDepth } from '../../src/engine/jsonlimits';
+import { loadModel as loadInstrumented } from '../../src/engine/model/load';
+import { recognise } from '../../src/engine/model/recognise';
+import { embeddingAgreement } from '../../src/engine/model/tying';
+import { loadModelProto } from '../../src/engine/onnx/proto';
 import { jsonErrorOffset } from '../../src/engine/patches/jsonpos';
 import { parseJson } from '../../src/engine/patches/format';
 import { PatchStore } from '../../src/engine/patches/store';
 import { checkPatchFile } from '../../src/engine/patches/validate';
 import { quote, safeMessage } from '../../src/engine/untrusted';
 import type { Patch } from '../../src/engine/types';
-import { absence, copyModelFolder, entry, listing, root, sharedFixtures, tempDir, testCacheDir } from '../helpers/models';
+import { absence, copyModelFolder, entry, listing, root, sharedFixtures, skipIfAbsent, tempDir, testCacheDir } from '../helpers/models';
+import { skipIfMissing } from '../helpers/need';
 
 const ESC = '\u001b';
 const RAW_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
@@ -51,8 +56,9 @@ function write(dir: string, name: string, value: unknown): string {
 }
 
 function need(t: TestContext): boolean {
-  if (!model) t.skip(absence(demo) ?? 'the demo model did not load');
-  return !!model;
+  if (skipIfAbsent(t, demo)) return false;
+  assert.ok(model, 'models/demo is present but did not load');
+  return true;
 }
 
 before(async () => {
@@ -93,7 +99,7 @@ describe('deeply nested JSON', () => {
   });
 
   it('config.json and tokenizer.json nested 10,000 deep: a clear error at load', async (t) => {
-    if (absence(demo)) return void t.skip(absence(demo)!);
+    if (skipIfAbsent(t, demo)) return;
     for (const name of ['config.json', 'tokenizer.json']) {
       const dir = copyModelFolder(demo, `deep-${name}`);
       const j = JSON.parse(fs.readFileSync(path.join(dir, name), 'utf8')) as Record<string, unknown>;
@@ -123,7 +129,7 @@ describe('deltas that overflow the weights', () => {
     if (!need(t)) return;
     for (const name of ['198_delta_1e308.json', '199_delta_3_5e38.json']) {
       const f = path.join(sharedFixtures, 'hostile', name);
-      if (!fs.existsSync(f)) return void t.skip(`${f} is absent`);
+      if (skipIfMissing(t, fs.existsSync(f) ? undefined : `${f} is absent`, 'beside')) return;
       await clearError(() => PatchStore.open(f, model!.info), /does not fit the model's float32 weights|holds patches for model/, name);
     }
   });
@@ -154,7 +160,7 @@ describe('untrusted strings are quoted and cut', () => {
   it('the CLI prints no raw escape from a patch file or config.json _name_or_path', async (t) => {
     if (!need(t)) return;
     const cli = path.join(root, 'dist', 'cli.js');
-    if (!fs.existsSync(cli)) return void t.skip('dist/cli.js is not built');
+    if (skipIfMissing(t, fs.existsSync(cli) ? undefined : 'dist/cli.js is not built: npm run build', 'repo')) return;
     const dir = copyModelFolder(demo, 'ansi-config');
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
     cfg._name_or_path = `${ESC}[2J${ESC}]0;pwned\u0007${'z'.repeat(1_000_000)}`;
@@ -205,11 +211,7 @@ describe('huge prompts', () => {
 });
 
 describe('model folders', () => {
-  const small = (t: TestContext): string | undefined => {
-    const why = absence(demo);
-    if (why) t.skip(why);
-    return why ? undefined : copyModelFolder(demo, 'folder');
-  };
+  const small = (t: TestContext): string | undefined => (skipIfAbsent(t, demo) ? undefined : copyModelFolder(demo, 'folder'));
   const editJson = (dir: string, name: string, edit: (j: Record<string, any>) => unknown): void => {
     const f = path.join(dir, name);
     const j = JSON.parse(fs.readFileSync(f, 'utf8')) as Record<string, unknown>;
@@ -221,6 +223,8 @@ describe('model folders', () => {
     ['two tokens with one id', (d) => editJson(d, 'tokenizer.json', (j) => { const k = Object.keys(j.model.vocab); j.model.vocab[k[10]] = j.model.vocab[k[11]]; }), /both have the id/],
     ['a vocabulary with a hole', (d) => editJson(d, 'tokenizer.json', (j) => { const k = Object.keys(j.model.vocab).find((x) => j.model.vocab[x] === 7)!; delete j.model.vocab[k]; }), /none at 7/],
     ['eos_token_id outside the vocabulary', (d) => editJson(d, 'config.json', (j) => { j.eos_token_id = 99_999; }), /eos_token_id 99999 is outside the model's 4096 output rows/],
+    // models/demo's lm_head is its own matrix (tie_word_embeddings: false in its config).
+    ['tie_word_embeddings: true with a lm_head of its own', (d) => editJson(d, 'config.json', (j) => { j.tie_word_embeddings = true; }), /says tie_word_embeddings is true, but the graph's lm_head .* is not the token embedding .*mean cosine of -?0\.\d\d on 16 sampled tokens/],
   ];
   for (const [what, damage, pattern] of cases) {
     it(what, async (t) => {
@@ -233,9 +237,26 @@ describe('model folders', () => {
     });
   }
 
+  it('a tied table the export stored twice is no contradiction; a separate lm_head is measured as one', async (t) => {
+    const gpt2 = entry('demo-gpt2');
+    if (skipIfAbsent(t, demo) || skipIfAbsent(t, gpt2)) return;
+    const tied = await loadInstrumented(gpt2.dir, { cacheDir: testCacheDir() });
+    const own = await loadInstrumented(demo.dir, { cacheDir: testCacheDir() });
+    try {
+      assert.equal(tied.info.tiedUnembedding, true);
+      const twice = embeddingAgreement(tied.weights, recognise(await loadModelProto(tied.onnxPath)));
+      if (twice !== undefined) assert.ok(twice > 0.999, `demo-gpt2's two copies agree: ${twice}`);
+      const separate = embeddingAgreement(own.weights, recognise(await loadModelProto(own.onnxPath)));
+      assert.ok(separate !== undefined && Math.abs(separate) < 0.5, `models/demo's own lm_head: ${separate}`);
+    } finally {
+      tied.release();
+      own.release();
+    }
+  });
+
   it('genai_config.json naming ../other/model.onnx (or an absolute path) is refused', async (t) => {
     const e = entry('ortgenai-tiny-gpt2-fp32');
-    if (absence(e)) return void t.skip(absence(e)!);
+    if (skipIfAbsent(t, e)) return;
     const dir = copyModelFolder(e, 'genai-escape');
     fs.mkdirSync(path.join(dir, '..', 'other'));
     const decoder = JSON.parse(fs.readFileSync(path.join(dir, 'genai_config.json'), 'utf8')).model.decoder.filename as string;

@@ -13,6 +13,7 @@ import { preparePrompt } from '../../src/engine/generate';
 import { patchSet } from '../../src/engine/patches/patchset';
 import { assertFinite } from '../../src/engine/repair/edits';
 import { maxAbsDiff, plainGreedyUncached, plainLogits, root, sharedFixtures, tempDir, testCacheDir } from '../helpers/models';
+import { skipIfMissing } from '../helpers/need';
 
 const built = path.join(root, 'test', 'inputs');
 const models = new Map<string, Promise<Model>>();
@@ -22,7 +23,8 @@ after(async () => {
 
 async function open(t: TestContext, dir: string): Promise<Model | undefined> {
   if (!fs.existsSync(dir)) {
-    t.skip(`${path.relative(root, dir)} is absent (${dir.startsWith(built) ? 'write it with /usr/bin/python3 tools/inputs/make_inputs.py' : '../shared/fixtures exists only beside the project\'s own checkouts'})`);
+    const ours = dir.startsWith(built);
+    skipIfMissing(t, `${path.relative(root, dir)} is absent (${ours ? 'write it with /usr/bin/python3 tools/inputs/make_inputs.py' : '../shared/fixtures exists only beside the project\'s own checkouts'})`, ours ? 'repo' : 'beside');
     return undefined;
   }
   let p = models.get(dir);

@@ -27,8 +27,10 @@ import { checkPatchFile } from '../../src/engine/patches/validate';
 import { serializePatchFile } from '../../src/engine/patches/format';
 import { NeuronpatchError, type Patch, PATCH_FORMAT, PATCH_FORMAT_2 } from '../../src/engine/types';
 import {
-  CODE, entry, gaussian, logitTolerance, maxAbs, maxAbsDiff, MODELS, modelOf, plainLogits, PLAIN_WORDS, releaseAll, root, sampleIds, tempDir,
+  CODE, entry, gaussian, logitTolerance, maxAbs, maxAbsDiff, type ModelEntry, MODELS, modelOf, plainLogits, PLAIN_WORDS, releaseAll, root, sampleIds,
+  sharedFixtures, tempDir,
 } from '../helpers/models';
+import { missingFiles, skipIfMissing } from '../helpers/need';
 
 after(releaseAll);
 
@@ -66,8 +68,18 @@ async function silentNeuron(m: Model, layer: number, texts: string[], seed: numb
   return { neuron: { layer, key, threshold: max + 1e-3 * Math.max(1, Math.abs(max)), value }, max, xs, b };
 }
 
-for (const e of MODELS) {
+/** The quantized files people download (../shared/fixtures/formats): MatMulNBits 4-bit, dynamic int8 MatMulInteger. */
+const QUANTIZED: ModelEntry[] = ['demo-q4', 'demo-int8'].map((name) => ({ name, dir: path.join(sharedFixtures, 'formats', name), source: 'shared' }));
+
+for (const e of [...MODELS, ...QUANTIZED]) {
   describe(`added neurons: ${e.name}`, () => {
+    if (QUANTIZED.includes(e)) {
+      test('a quantized FFN (MatMulNBits, DynamicQuantizeLinear + MatMulInteger) takes added neurons on every layer', async (t) => {
+        const m = await modelOf(t, e);
+        if (!m) return;
+        assert.deepEqual(m.loaded.graph.keyedLayers, [...Array(m.info.layers).keys()], 'every layer\'s FFN input is found through the quantized projection');
+      });
+    }
     test('neutral added-neuron inputs give the plain model\'s logits', async (t) => {
       const m = await modelOf(t, e);
       if (!m) return;
@@ -200,7 +212,7 @@ describe('keyed repair on the demo model', () => {
     if (!m) return;
     const casesFile = path.join(root, 'bench', 'cases', 'dev.jsonl');
     const regressionFile = path.join(root, 'bench', 'cases', 'regression.jsonl');
-    if (!fs.existsSync(casesFile) || !fs.existsSync(regressionFile)) return t.skip('bench/cases not present');
+    if (skipIfMissing(t, missingFiles([casesFile, regressionFile], root), 'repo')) return;
     const c = JSON.parse(fs.readFileSync(casesFile, 'utf8').split('\n')[0]) as { prompt: string; desired: string };
     const reference = fs.readFileSync(regressionFile, 'utf8').trim().split('\n').slice(0, 12).map((l) => (JSON.parse(l) as { prompt: string }).prompt);
     const r = await repair(m, c, { method: 'keyed', reference, analyse: false });
@@ -235,7 +247,7 @@ describe('trace with an added neuron', () => {
     const m = await modelOf(t, entry('demo'));
     if (!m) return;
     const casesFile = path.join(root, 'bench', 'cases', 'dev.jsonl');
-    if (!fs.existsSync(casesFile)) return t.skip('bench/cases not present');
+    if (skipIfMissing(t, missingFiles([casesFile], root), 'repo')) return;
     const c = JSON.parse(fs.readFileSync(casesFile, 'utf8').split('\n')[0]) as { prompt: string; desired: string };
     const lm = m.loaded;
     const d = m.info.width;

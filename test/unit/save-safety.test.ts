@@ -12,6 +12,7 @@ import { lockPathOf } from '../../src/engine/patches/lock';
 import { PatchStore } from '../../src/engine/patches/store';
 import { PATCH_FORMAT, type ModelInfo } from '../../src/engine/types';
 import { absence, entry, root, tempDir, testCacheDir } from '../helpers/models';
+import { skipIfMissing } from '../helpers/need';
 
 const cli = path.join(root, 'dist', 'cli.js');
 const demo = entry('demo');
@@ -56,8 +57,7 @@ function patchIds(file: string): string[] {
 
 function needsDemo(t: TestContext): boolean {
   const why = absence(demo) ?? (fs.existsSync(cli) ? undefined : `${cli} is not built (npm run build)`);
-  if (why) t.skip(why);
-  return !why;
+  return !skipIfMissing(t, why, 'repo');
 }
 
 describe('patch file writers', () => {

@@ -139,7 +139,13 @@ export async function run(): Promise<void> {
       fn: async () => {
         assert(isWebviewMessage({ type: 'ready' }), 'ready');
         assert(isWebviewMessage({ type: 'action', action: 'apply', patchId: 'p1' }), 'apply');
+        assert(isWebviewMessage({ type: 'scroll', runId: 'p1', y: 812.5 }), 'scroll');
         for (const bad of [
+          { type: 'scroll', runId: 'p1', y: -1 },
+          { type: 'scroll', runId: 'p1', y: Number.NaN },
+          { type: 'scroll', runId: '', y: 10 },
+          { type: 'scroll', runId: 'p1', y: '10' },
+          { type: 'scroll', y: 10 },
           null,
           'apply',
           [],

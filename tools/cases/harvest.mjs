@@ -16,10 +16,10 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { loadEngine } from './load-engine.mjs';
 import { isCandidate, promptFor } from './lines.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -47,14 +47,7 @@ const started = performance.now();
 const log = (s) => process.stderr.write(`harvest: ${s}\n`);
 
 // ---------------------------------------------------------------- the engine, in-process
-const bundle = path.join(ROOT, 'out', 'tools', 'cases-engine.cjs');
-const esbuild = await import('esbuild');
-await esbuild.build({
-  entryPoints: [path.join(ROOT, 'tools', 'cases', 'engine.ts')], outfile: bundle, bundle: true, platform: 'node',
-  target: 'node20', format: 'cjs', external: ['onnxruntime-node'], logLevel: 'warning',
-});
-const engine = createRequire(import.meta.url)(bundle);
-const model = await engine.loadModel(opt.model, { threads: opt.threads ? Number(opt.threads) : undefined });
+const { engine, model } = await loadEngine(opt.model, opt.threads);
 const MAX_NEW = engine.DEFAULT_MAX_NEW_TOKENS;
 if (MAX_PROMPT_TOKENS + MAX_NEW > model.info.context) {
   throw new Error(`--max-prompt-tokens ${MAX_PROMPT_TOKENS} + ${MAX_NEW} new tokens exceed the context of ${model.info.context}`);

@@ -20,10 +20,10 @@
 // Prints one JSON object on stdout.
 import { execFileSync } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { loadEngine } from '../cases/load-engine.mjs';
 import { isCandidate, promptFor } from '../cases/lines.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -42,14 +42,7 @@ const { values: opt } = parseArgs({
 });
 const log = (s) => process.stderr.write(`engine_eval: ${s}\n`);
 
-const bundle = path.join(ROOT, 'out', 'tools', 'cases-engine.cjs');
-const esbuild = await import('esbuild');
-await esbuild.build({
-  entryPoints: [path.join(ROOT, 'tools', 'cases', 'engine.ts')], outfile: bundle, bundle: true, platform: 'node',
-  target: 'node20', format: 'cjs', external: ['onnxruntime-node'], logLevel: 'warning',
-});
-const engine = createRequire(import.meta.url)(bundle);
-const model = await engine.loadModel(opt.model, { threads: opt.threads ? Number(opt.threads) : undefined });
+const { engine, model } = await loadEngine(opt.model, opt.threads);
 const MAX_NEW = engine.DEFAULT_MAX_NEW_TOKENS;
 const budget = opt['max-prompt-tokens'] ? Number(opt['max-prompt-tokens']) : model.info.context - MAX_NEW - 1;
 const countTokens = (text) => model.tokenizer.encode(text).length;

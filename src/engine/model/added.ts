@@ -75,8 +75,16 @@ export function findFfnInput(src: onnx.IGraphProto, site: FfnSite): string | und
     const inputs = p.input ?? [];
     if ((p.opType === 'MatMul' || p.opType === 'Gemm') && inputs.length >= 2 && isWeight(ix, inputs[1]) && !isWeight(ix, inputs[0])) return inputs[0];
     if (p.opType === 'MatMul' || p.opType === 'Gemm') continue;
-    // Quantized projections (MatMulInteger, MatMulNBits, DynamicQuantizeMatMul…) read a quantized or packed input:
-    // no added neurons on such a layer, rather than a walk past it into the layer before.
+    // Quantized projections: com.microsoft MatMulNBits and DynamicQuantizeMatMul read the float activation A
+    // itself (their B is the packed or int8 weight); MatMulInteger and MatMulIntegerToFloat read A through a
+    // DynamicQuantizeLinear, whose input is the float x̂.
+    if ((p.opType === 'MatMulNBits' || p.opType === 'DynamicQuantizeMatMul') && inputs.length >= 2 && isWeight(ix, inputs[1]) && !isWeight(ix, inputs[0])) return inputs[0];
+    if ((p.opType === 'MatMulInteger' || p.opType === 'MatMulIntegerToFloat') && inputs.length >= 2 && isWeight(ix, inputs[1])) {
+      const q = ix.producer.get(inputs[0]);
+      if (q?.opType === 'DynamicQuantizeLinear' && q.input?.[0] && !isWeight(ix, q.input[0])) return q.input[0];
+    }
+    // Other quantized or packed inputs (static QuantizeLinear, QLinearMatMul, Conv…): no added neurons on such a
+    // layer, rather than a walk past it into the layer before.
     if (/MatMul|Quantize|Conv/.test(p.opType ?? '')) return undefined;
     for (const i of inputs) if (i && !isWeight(ix, i)) queue.push(i);
   }

@@ -99,6 +99,11 @@ export interface ModelGraph {
   finalNorm: FinalNorm;
   unembedding: WeightRef;
   tied: boolean;
+  /**
+   * The token embedding [V, d] when it is a float initializer of its own (not the unembedding's): read only to
+   * check a config's `tie_word_embeddings: true` against the graph (an export may store a tied table twice).
+   */
+  embedding?: WeightRef;
   cache: CacheLayout;
   heads: number;
   headDim: number;

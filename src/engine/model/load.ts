@@ -18,6 +18,7 @@ import { liftMerged } from './merged';
 import { recognise } from './recognise';
 import { specialTokens } from './special';
 import { type ExecutionProvider, InstrumentedSession, type SessionModel } from './session';
+import { checkTiedConfig } from './tying';
 import { Weights } from './weights';
 
 
@@ -131,6 +132,7 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
       `${path.join(mf.folder, 'config.json')} says tie_word_embeddings is false, but the graph's lm_head reads the token embedding itself (${u.name}).`,
       'The config does not belong to this model: restore it from the model\'s source.',
     );
+  checkTiedConfig(c.tied, new Weights(proto, recognised, baseDir), recognised, mf.folder);
   // The tokenizer is checked before anything is written to the cache.
   const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, graphVocab, c.bosTokenId, c.eosTokenIds, mf.specialTokensPath);
   const special = specialTokens(c, tokenizer);

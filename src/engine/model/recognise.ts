@@ -532,10 +532,28 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
     logitsType: logitsType !== floatEnum ? logitsType : undefined,
     weightFormat: weightFormat(sites.map((s) => s.weight).concat(unembed.ref), ix),
     tied: (ix.consumers.get(unembed.ref.name) ?? []).some((c) => c.opType === 'Gather'),
+    embedding: tokenEmbedding(ix, ids, d, unembed.ref.name),
     indexType: inputType(ids) === onnx.TensorProto.DataType.INT32 ? 'int32' : 'int64',
     inputs: { ids, mask: has(mask) ? mask : undefined, positions: has(positions) ? positions : undefined },
     logits,
   };
+}
+
+/**
+ * The table the token ids are gathered from, when it is a float initializer [V, d] other than the unembedding's
+ * (through a Cast of the ids, as some exports have); undefined for a quantized table (GatherBlockQuantized).
+ */
+function tokenEmbedding(ix: Index, ids: string, d: number, unembedding: string): WeightRef | undefined {
+  const readers = [...(ix.consumers.get(ids) ?? [])];
+  for (const c of [...readers]) if (c.opType === 'Cast') readers.push(...(ix.consumers.get(c.output?.[0] ?? '') ?? []));
+  for (const n of readers) {
+    const table = n.opType === 'Gather' ? n.input?.[0] : undefined;
+    const t = table ? ix.init.get(table) : undefined;
+    const dims = (t?.dims ?? []).map(Number);
+    const float = t?.dataType === onnx.TensorProto.DataType.FLOAT || t?.dataType === FLOAT16;
+    if (table && table !== unembedding && float && dims.length === 2 && dims[1] === d) return { name: table, dims, layout: 'rows' };
+  }
+  return undefined;
 }
 
 /**

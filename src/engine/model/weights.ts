@@ -104,6 +104,7 @@ export class Weights {
       if (q?.kind === 'linear') [q.scale, q.zeroPoint].forEach((n) => n && wanted.add(n));
     }
     if (graph.finalNorm.bias) wanted.add(graph.finalNorm.bias.name);
+    if (graph.embedding) wanted.add(graph.embedding.name);
     for (const t of model.graph?.initializer ?? []) if (wanted.has(t.name ?? '')) this.tensors.set(t.name ?? '', t);
     // Scales and zero points may also come from Constant nodes.
     for (const n of model.graph?.node ?? []) {

@@ -52,6 +52,26 @@ export function dequantizeNBits(l: NBitsLayout, codes: Uint8Array, scales: Float
   if (codes.length !== l.N * blocks * blob) throw new NeuronpatchError(`MatMulNBits codes: ${codes.length} bytes, ${l.N * blocks * blob} expected.`);
   if (scales.length !== l.N * blocks) throw new NeuronpatchError(`MatMulNBits scales: ${scales.length} values, ${l.N * blocks} expected ([N·blocks]).`);
   const out = new Float32Array(l.N * l.K);
+  if (l.bits === 4) {
+    // Two codes per byte, low nibble first: one byte read and one scale/zero point per block (the whole
+    // unembedding of a real vocabulary is dequantized this way when the steer's Gram matrix is computed).
+    for (let n = 0; n < l.N; n++) {
+      const row = n * l.K;
+      for (let b = 0; b < blocks; b++) {
+        const s = scales[n * blocks + b];
+        const z = zeroPoints[n * blocks + b];
+        const base = (n * blocks + b) * blob;
+        const k0 = b * l.blockSize;
+        const k1 = Math.min(l.K, k0 + l.blockSize);
+        for (let k = k0, i = base; k < k1; k += 2, i++) {
+          const byte = codes[i];
+          out[row + k] = ((byte & 15) - z) * s;
+          if (k + 1 < k1) out[row + k + 1] = ((byte >> 4) - z) * s;
+        }
+      }
+    }
+    return out;
+  }
   for (let n = 0; n < l.N; n++) {
     for (let k = 0; k < l.K; k++) {
       const b = Math.floor(k / l.blockSize);

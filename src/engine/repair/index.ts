@@ -16,6 +16,9 @@ import type { AddedNeuron } from '../model/added';
 import { preparePrompt } from '../generate';
 import { accumulate, assertFinite, type Edit, toNeuronEdits } from './edits';
 import { solveJoint } from './joint';
+import { earlierInputs, silentOn, silentPrefix } from './earlier';
+import { PrefixCache } from '../prefix';
+import { promptVariants } from './augment';
 import { DEFAULT_KEY_MARGIN, keyedCandidates, prepareWhitening, protectedInputs, solveKeyed } from './keyed';
 import { type GuardLine, guardTarget, measureSideEffects, type SideEffectMeasures } from './measures';
 import { Cancelled, type SolveContext, solveMinimal } from './minimal';
@@ -45,6 +48,12 @@ export interface RepairOptions {
    * context's (1); default 0.5. Higher: silent on more contexts (locality), fires on fewer variants (generalization).
    */
   keyMargin?: number;
+  /**
+   * Keyed method: how many automatically made variants of the prompt (earlier lines dropped or thinned, names
+   * changed; augment.ts) the keys are made to fire on too, so that they key on the recent code the line follows
+   * rather than on the whole file. 0: the failing context alone. Default DEFAULT_KEY_VARIANTS.
+   */
+  keyVariants?: number;
   /** Keyed method: the layer of the added neurons (default: chosen by measurement, late layers first). */
   keyedLayer?: number;
   /** Enabled patches: the new one is solved on top of them. */
@@ -69,6 +78,8 @@ export interface RepairOptions {
 export { Cancelled };
 
 export const DEFAULT_MARGIN = 2;
+/** Prompt variants a keyed repair keys on by default (RepairOptions.keyVariants). */
+export const DEFAULT_KEY_VARIANTS = 0;
 export const MAX_MARGIN = 10;
 
 /** The margin asked for, or the default; a clear error where it is out of range. */
@@ -99,7 +110,9 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const progress = opts.onProgress ?? (() => undefined);
 
   progress('generating the current completion');
-  const [beforeGen] = await generate(model, [c.prompt], { edits: base, signal: opts.signal, maxNewTokens: opts.maxNewTokens });
+  // Its prompt's KV cache is kept: a keyed patch whose neurons are silent on the prompt confirms on top of it.
+  const prefix = new PrefixCache();
+  const [beforeGen] = await generate(model, [c.prompt], { edits: base, signal: opts.signal, maxNewTokens: opts.maxNewTokens, prefix });
   const generationMs = beforeGen.ms;
   const target = repairTarget(model, c.prompt, c.desired, c.lineEnd ?? true);
   const desired = c.desired.replace(/\r\n/g, '\n').replace(/\n$/, '');
@@ -109,19 +122,21 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   }
 
   const all = [...Array(model.info.layers).keys()];
-  const f0 = await teacherForce(model, target, base, all, true);
+  // Keyed: the same forward reads x̂ at the candidate layers (the keys' contexts).
+  const keyedAt = method === 'keyed' ? (opts.keyedLayer !== undefined ? [opts.keyedLayer] : keyedCandidates(model)).filter((L) => (model.graph.keyedLayers ?? []).includes(L)) : [];
+  const f0 = await teacherForce(model, target, base, all, true, keyedAt);
   const failing0 = f0.states.filter((s) => s.failing);
   progress('tracing the neurons behind the completion');
   const traced: TraceResult = opts.analyse === false
     ? { prompt: c.prompt, desired: c.desired, completion: beforeGen.completion, at: null, ms: 0,
       failing: failing0.map((s) => describePosition(model, target, s, f0.logits, 0)) }
-    : await trace(model, c, { edits: base, signal: opts.signal });
+    : await trace(model, c, { edits: base, signal: opts.signal, known: { completion: beforeGen.completion, forced: f0 } });
 
   // Per-model caches (computed on the first repair, then read from disk).
   progress(`reading the model's statistics on reference code${method === 'keyed' ? ' and the protected code' : ''}`);
   const steer = await Steer.load(model);
   const reference = opts.reference ?? opts.regression ?? [c.prompt];
-  const ref = await referenceStats(model, reference.length ? reference : [c.prompt]);
+  const ref = await referenceStats(model, reference.length ? reference : [c.prompt], opts.signal);
   // Keyed: x̂ of the protected code (reference, guard lines, earlier patches' cases), like the statistics above.
   const protection = method === 'keyed' ? await keyedProtection(model, active, base, reference, opts) : undefined;
   // The repair's own time: locate and solve, then confirm by generation. The trace above is the report's.
@@ -134,10 +149,17 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     signal: opts.signal, log: progress,
   });
   let ctx = context(method);
-  let keyed: { added: AddedNeuron[]; why: string } | undefined;
+  let keyed: { added: AddedNeuron[]; why: string; layer: number; inputs?: Float32Array } | undefined;
   if (method === 'keyed') {
-    const k = await diverges(method, () => solveKeyed(ctx, { ...protection!, keyMargin: opts.keyMargin ?? DEFAULT_KEY_MARGIN, layer: opts.keyedLayer }));
-    keyed = { added: k.added, why: k.why };
+    const variants = promptVariants(c.prompt, desired, opts.keyVariants ?? DEFAULT_KEY_VARIANTS).flatMap((p) => {
+      try {
+        return [repairTarget(model, p, desired, c.lineEnd ?? true)];
+      } catch {
+        return [];
+      }
+    });
+    const k = await diverges(method, () => solveKeyed(ctx, { ...protection!, keyMargin: opts.keyMargin ?? DEFAULT_KEY_MARGIN, layer: opts.keyedLayer, variants }));
+    keyed = { added: k.added, why: k.why, layer: k.layer, inputs: k.inputs };
     progress(k.why);
   }
   let solved = method === 'keyed' ? { edits: [] as Edit[], rounds: 0, failing: 0 }
@@ -162,9 +184,16 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const patched = withAdded(combine(base, edits, d), added);
 
   progress('confirming by greedy generation');
-  const [afterGen] = await generate(model, [c.prompt], { edits: patched, signal: opts.signal, maxNewTokens: opts.maxNewTokens });
+  // Added neurons only (no value edit) exactly silent on the prompt's first positions leave their KV cache as it
+  // was under the base: the confirming generation starts from the kept cache there (repair/earlier.ts).
+  if (keyed?.inputs && !edits.length) prefix.reuseUnder(patched, target.input, silentPrefix(added, keyed.inputs, target.first, keyed.layer));
+  else prefix.clear();
+  const [afterGen] = await generate(model, [c.prompt], { edits: patched, signal: opts.signal, maxNewTokens: opts.maxNewTokens, prefix });
   // A patch that would break an earlier fix is no repair: success needs both.
-  const conflicts = await brokenEarlierFixes(ctx, patched);
+  // Keyed: only the earlier cases a new neuron can reach are decoded again; on the others every new neuron is
+  // exactly silent, so their completions are what they were (repair/earlier.ts).
+  const reach = protection ? protection.extra.map((rows) => !added.every((a) => silentOn(a, rows))) : undefined;
+  const conflicts = await brokenEarlierFixes(ctx, patched, reach);
   if (conflicts.length) progress(`the new patch breaks ${plural(conflicts.length, 'earlier fix', 'earlier fixes')}: not a successful repair`);
   const success = produces(afterGen.completion) && !conflicts.length;
   const ms = performance.now() - started;
@@ -275,7 +304,7 @@ async function keyedProtection(model: LoadedModel, active: readonly Patch[], bas
   const protect = await protectedInputs(model, sequences, layers);
   await prepareWhitening(protect, layers, model.info.width);
   const earlier = active.map((p) => repairTarget(model, p.case.prompt, p.case.desired).input);
-  const extra = earlier.length ? await protectedInputs(model, earlier, layers, base, false) : undefined;
+  const extra = await earlierInputs(model, active, earlier, layers, base);
   return { protect, extra };
 }
 
@@ -322,11 +351,12 @@ function earlierCases(ctx: SolveContext): { prompt: string; desired: string }[] 
 }
 
 /** The active patches whose case no longer decodes to its desired text with the final edits (none: all hold). */
-async function brokenEarlierFixes(ctx: SolveContext, patched: LayerEdits): Promise<RepairConflict[]> {
+async function brokenEarlierFixes(ctx: SolveContext, patched: LayerEdits, reach?: boolean[]): Promise<RepairConflict[]> {
   const earlier = earlierCases(ctx);
-  if (!earlier.length) return [];
-  const got = await completions(ctx.model, earlier.map((k) => k.prompt), patched, ctx.signal);
-  return ctx.active.flatMap((p, i) => (got[i] === earlier[i].desired ? [] : [{ patchId: p.id, desired: earlier[i].desired, got: got[i] }]));
+  const check = earlier.flatMap((_, i) => (reach && !reach[i] ? [] : [i]));
+  if (!check.length) return [];
+  const got = await completions(ctx.model, check.map((i) => earlier[i].prompt), patched, ctx.signal);
+  return check.flatMap((i, k) => (got[k] === earlier[i].desired ? [] : [{ patchId: ctx.active[i].id, desired: earlier[i].desired, got: got[k] }]));
 }
 
 /** Drops edits too small to matter next to the largest one. */

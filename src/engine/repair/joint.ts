@@ -77,9 +77,11 @@ export async function solveJoint(ctx: SolveContext): Promise<SolveResult> {
     });
     // C: second moments of the chosen neurons on reference code (within a layer; none across layers), floored.
     const C = new Float64Array(k * k);
-    chosen.forEach((a, i) => chosen.forEach((b, j) => {
-      if (a.layer === b.layer) C[i * k + j] = ctx.ref.second[a.layer][a.neuron * m + b.neuron] + (i === j ? floor[a.layer] : 0);
-    }));
+    for (const L of new Set(chosen.map((n) => n.layer))) {
+      const at = chosen.flatMap((n, i) => (n.layer === L ? [i] : []));
+      const block = ctx.ref.block(L, at.map((i) => chosen[i].neuron));
+      at.forEach((i, a) => at.forEach((j, b) => (C[i * k + j] = block[a * at.length + b] + (i === j ? floor[L] : 0))));
+    }
     // P = C⁻¹ Zᵀ (k × T); A = Z P (T × T); X = (A + μI)⁻¹ S; ΔV = P X (k × d).
     const Zt = new Float64Array(k * T);
     for (let t = 0; t < T; t++) for (let i = 0; i < k; i++) Zt[i * T + t] = Z[t * k + i];

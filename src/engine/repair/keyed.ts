@@ -12,6 +12,9 @@
 //                                                      wherever r ≤ r_max, and fires with 1 − ρ of its room at t
 //   v: one linear solve M V = S over the failing positions, M[j][i] = a_i(x̂_j) (T × T), S[j] = β_j s_j with s_j
 //      the semantic steer of (desired, rival) at j and β_j set by the linearization so the gap reaches the margin.
+// Keys shared: failing positions that want the same token from near-identical contexts (each key answers the
+// other context with ≥ SHARE of its own response) get one neuron keyed on the mean of both, where that still stands
+// out from protected code; its value is solved against both positions' targets.
 // Re-linearized for a few rounds (the keys stay; only the values are solved again): a position still short of
 // the margin gets its target raised by what it lacks, scaled by the gain observed in the last round (layers
 // before the last see the change through the later ones); a position that starts failing gets a neuron of its own.
@@ -22,7 +25,7 @@ import type { LoadedModel } from '../model/load';
 import { type LayerEdits, padRows } from '../model/session';
 import { withAdded } from '../patches/patchset';
 import { contrast } from '../trace/attribution';
-import { type Forced, type PositionState, teacherForce, weakPositions } from '../trace/teacher';
+import { type Forced, type PositionState, type RepairTarget, teacherForce, weakPositions } from '../trace/teacher';
 import { NeuronpatchError } from '../types';
 import { Cancelled, type SolveContext } from './minimal';
 import { productABt } from '../onnx/products';
@@ -37,6 +40,16 @@ const MIN_SEPARATION = 0.01;
 
 /** Default key margin ρ: the threshold sits this share of the way from the largest protected response to the failing context's. */
 export const DEFAULT_KEY_MARGIN = 0.5;
+/**
+ * A new neuron first aims its position this many margins past the rival: the linearization through the later layers
+ * under-predicts most changes, and a first solve that lands short costs a round (a forward) more. Measured on the
+ * first 30 dev cases: 2.6 forwards per repair at 1×, see the README.
+ */
+const FIRST_AIM = 1.5;
+/** How many of the strongest other tokens a new neuron's value pushes the desired token past. */
+const RIVALS = 3;
+/** Key sharing: a key must answer the other context with at least this share of its own response. */
+const SHARE = 0.8;
 /** Relative ridge of the covariance: keeps the whitening out of directions ordinary code never varies in. */
 const COV_RIDGE = 1e-2;
 const BATCH = 8;
@@ -147,7 +160,10 @@ async function whitening(p: ProtectedInputs, layer: number, d: number): Promise<
   return w;
 }
 
-/** A key for the context x̂: normalised so that r(x̂) = 1, with its largest response over protected code. */
+/**
+ * A key for the context x̂: normalised so that r(x̂) = 1 (or, keyed on several contexts, so that their mean answers
+ * 1), with its largest response over protected code and its smallest over its own contexts.
+ */
 interface Key {
   /** Input position in the case's sequence. */
   pos: number;
@@ -156,6 +172,17 @@ interface Key {
   kMu: number;
   /** Largest r over the protected positions (and the extra ones). */
   rMax: number;
+  /** Smallest r over the contexts the key must fire on (1 for a key of one context). */
+  rLow: number;
+  /** How many contexts it was made from (1: the failing context alone). */
+  contexts: number;
+}
+
+/** One failing context to key: its position, its desired token, and more contexts of it (prompt variants' x̂, [d] each). */
+interface KeyAt {
+  pos: number;
+  desired: number;
+  more?: Float32Array[];
 }
 
 /**
@@ -167,43 +194,75 @@ async function makeKey(x: Float32Array, pos: number, desired: number, w: Whiteni
   return (await makeKeys(x, [{ pos, desired }], w, d, protect))[0];
 }
 
-/** Keys for several contexts at once: their responses over the protected rows in one onnxruntime MatMul. */
-async function makeKeys(x: Float32Array, at: { pos: number; desired: number }[], w: Whitening, d: number, protect: ProtectedInputs[]): Promise<Key[]> {
-  const keys = at.map(({ pos }) => {
-    const u = new Float64Array(d);
-    for (let c = 0; c < d; c++) u[c] = x[pos * d + c] - w.mean[c];
-    const raw = choleskySolve(w.factor, d, u);
-    const q = dot(raw, u);
-    const k = Float64Array.from(raw, (v) => v / q);
-    return { pos, k, kMu: dot(k, w.mean), rMax: -Infinity };
+/** The whitened key of the mean of `rows` (each [d]): k = C⁻¹ū / (ūᵀC⁻¹ū), ū the mean of x − μ; and each row's r. */
+function whitenedKey(rows: ArrayLike<number>[], w: Whitening, d: number): { k: Float64Array; low: number } {
+  const u = new Float64Array(d);
+  for (const x of rows) for (let c = 0; c < d; c++) u[c] += (x[c] - w.mean[c]) / rows.length;
+  const raw = choleskySolve(w.factor, d, u);
+  const q = dot(raw, u);
+  const k = Float64Array.from(raw, (v) => v / q);
+  let low = Infinity;
+  for (const x of rows) {
+    let r = 0;
+    for (let c = 0; c < d; c++) r += k[c] * (x[c] - w.mean[c]);
+    low = Math.min(low, r);
+  }
+  return { k, low };
+}
+
+/**
+ * Keys for several contexts at once: their responses over the protected rows in one onnxruntime MatMul. Where a
+ * context comes with more contexts (prompt variants), the key of their mean is made too, and kept where it still
+ * stands out from protected code on every one of them (separation rLow − rMax above MIN_SEPARATION): it fires on
+ * what the contexts share rather than on all of the one context.
+ */
+async function makeKeys(x: Float32Array, at: KeyAt[], w: Whitening, d: number, protect: ProtectedInputs[]): Promise<Key[]> {
+  const candidates: { of: number; key: Key }[] = [];
+  at.forEach(({ pos, more }, t) => {
+    const own = x.subarray(pos * d, (pos + 1) * d);
+    const one = whitenedKey([own], w, d);
+    candidates.push({ of: t, key: { pos, k: one.k, kMu: dot(one.k, w.mean), rMax: -Infinity, rLow: 1, contexts: 1 } });
+    if (more?.length) {
+      const many = whitenedKey([own, ...more], w, d);
+      candidates.push({ of: t, key: { pos, k: many.k, kMu: dot(many.k, w.mean), rMax: -Infinity, rLow: many.low, contexts: 1 + more.length } });
+    }
   });
-  const T = keys.length;
+  const T = candidates.length;
   const K = new Float32Array(T * d);
-  keys.forEach((key, t) => K.set(key.k, t * d));
+  candidates.forEach(({ key }, t) => K.set(key.k, t * d));
   for (const p of protect) {
     if (!p.positions) continue;
     // Every protected position's response to every key: C [P, T].
     const C = await productABt(p.rows.get(w.layer)!, p.positions, K, T, d);
-    keys.forEach((key, t) => {
-      const skip = at[t].desired;
+    candidates.forEach(({ of, key }, t) => {
+      const skip = at[of].desired;
       let max = key.rMax;
       for (let r = 0; r < p.positions; r++) if (p.next[r] !== skip && C[r * T + t] > max) max = C[r * T + t];
       key.rMax = max;
     });
   }
-  for (const key of keys) key.rMax -= key.kMu;
-  return keys;
+  for (const { key } of candidates) key.rMax -= key.kMu;
+  return at.map((_, t) => {
+    const mine = candidates.filter((c) => c.of === t).map((c) => c.key);
+    const wide = mine.find((k) => k.contexts > 1 && k.rLow - k.rMax > MIN_SEPARATION);
+    return wide ?? mine[0];
+  });
 }
 
 export interface KeyedOptions {
   /** Protected code: x̂ at reference positions, guard lines and earlier patches' cases (the threshold's floor). */
   protect: ProtectedInputs;
-  /** More protected positions (earlier patches' cases, not cached): per layer rows. */
-  extra?: ProtectedInputs;
+  /** More protected positions: the earlier patches' cases under the active patches (repair/earlier.ts), one entry each. */
+  extra?: ProtectedInputs[];
   /** ρ in (0, 1): where the threshold sits between the largest protected response and the failing context's. */
   keyMargin: number;
   /** Force a layer (for measuring); default: chosen by separation, late layers first. */
   layer?: number;
+  /**
+   * Variants of the case's prompt (augment.ts) with the same desired text: each failing position's key is made from
+   * its context in all of them where that still stands out from protected code (what the contexts share).
+   */
+  variants?: RepairTarget[];
 }
 
 export interface KeyedResult {
@@ -213,10 +272,14 @@ export interface KeyedResult {
   layer: number;
   /** Why the layer: each candidate layer's separation (1 − the largest protected response of its weakest key). */
   why: string;
+  /** x̂ of the case's input sequence at `layer` under the base patches: [input length, d]. */
+  inputs?: Float32Array;
 }
 
-/** x̂ of the case's sequence at `layers` under `base`. */
+/** x̂ of the case's sequence at `layers` under `base` (from the starting forward where it fetched them). */
 async function caseInputs(ctx: SolveContext, layers: number[]): Promise<Map<number, Float32Array>> {
+  const have = ctx.start?.ffnInputs;
+  if (have && layers.every((L) => have.has(L))) return have;
   const res = await ctx.model.session.forward({ ids: [ctx.target.input], edits: ctx.base, ffnInputs: layers, lastOnly: true });
   return res.ffnInputs;
 }
@@ -234,7 +297,8 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   const f0 = ctx.start ?? (await teacherForce(model, target, ctx.base, [], true));
   const failing0 = f0.states.filter((s) => s.failing);
   if (!failing0.length) return { added: [], rounds: 0, failing: 0, layer: keyedLayers[keyedLayers.length - 1], why: 'nothing fails' };
-  if (opts.protect.positions + (opts.extra?.positions ?? 0) === 0) {
+  const extraPositions = (opts.extra ?? []).reduce((n, p) => n + p.positions, 0);
+  if (opts.protect.positions + extraPositions === 0) {
     throw new NeuronpatchError(
       'A keyed repair needs reference code: ordinary code its added neuron must stay silent on, and none was given.',
       'In the CLI pass --reference FILE or --regression FILE (prompts of code like yours; for the demo model, bench/cases/regression.jsonl); in VS Code, open a workspace that holds code files. Or use --method minimal.',
@@ -242,7 +306,12 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   }
   const candidates = opts.layer !== undefined ? [opts.layer] : keyedCandidates(model).filter((L) => opts.protect.rows.has(L));
   const xs = await caseInputs(ctx, candidates);
-  const protect = [opts.protect, ...(opts.extra ? [opts.extra] : [])];
+  // The prompt's variants (augment.ts) whose desired tokens are the case's: x̂ of all of them in one batched pass.
+  const variants = (opts.variants ?? []).filter((v) => v.targets.length === target.targets.length && v.targets.every((t, i) => t === target.targets[i]));
+  const variantRows = variants.length ? await protectedInputs(model, variants.map((v) => v.input), candidates, ctx.base, false) : undefined;
+  const variantStarts: number[] = [];
+  variants.reduce((at, v) => (variantStarts.push(at + v.first), at + v.input.length), 0);
+  const protect = [opts.protect, ...(opts.extra ?? [])];
 
   // The layer: the separation of the weakest failing context, measured at every keyed layer.
   const separation = new Map<number, number>();
@@ -251,46 +320,110 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   for (const L of order) {
     if (!keyedLayers.includes(L) || !opts.protect.rows.has(L)) throw new NeuronpatchError(`Layer ${L} takes no added neurons here; layers ${keyedCandidates(model).join(', ')} do.`);
     const w = await whitening(opts.protect, L, d);
-    const keys = await makeKeys(xs.get(L)!, failing0.map((s) => ({ pos: target.first + s.index, desired: s.desired })), w, d, protect);
+    const vx = variantRows?.rows.get(L);
+    const more = (i: number) => (vx ? variantStarts.map((at) => vx.subarray((at + i) * d, (at + i + 1) * d)) : undefined);
+    const keys = await makeKeys(xs.get(L)!, failing0.map((s) => ({ pos: target.first + s.index, desired: s.desired, more: more(s.index) })), w, d, protect);
     keysAt.set(L, keys);
-    separation.set(L, Math.min(...keys.map((k) => 1 - k.rMax)));
+    separation.set(L, Math.min(...keys.map((k) => k.rLow - k.rMax)));
   }
   const best = Math.max(...separation.values());
   // Where no layer separates (best ≤ MIN_SEPARATION: a failing context equals protected code, e.g. an earlier patch's own case),
   // the best layer is named so that the refusal below says how far it is.
   const layer = opts.layer ?? (best > MIN_SEPARATION ? order.find((L) => separation.get(L)! >= 0.8 * best)! : order.find((L) => separation.get(L) === best)!);
-  const why = `layer ${layer}${opts.layer !== undefined ? ' (asked for)' : ''}: the failing contexts stand out from ${opts.protect.positions + (opts.extra?.positions ?? 0)} protected positions by `
+  const why = `layer ${layer}${opts.layer !== undefined ? ' (asked for)' : ''}: the failing contexts stand out from ${opts.protect.positions + extraPositions} protected positions by `
     + order.filter((L) => separation.has(L)).map((L) => `${separation.get(L)!.toFixed(2)} at layer ${L}`).join(', ')
-    + ' (1 − the largest protected response of the weakest key; the latest layer within 0.8 of the best is taken)';
+    + ` (the weakest key's smallest response on its own contexts − its largest on protected code; the latest layer within 0.8 of the best is taken${variants.length ? `; keys made from the failing contexts in the prompt and ${variants.length} variant(s) of it where they stand out` : ''})`;
   if (separation.get(layer)! <= MIN_SEPARATION) {
     return { added: [], rounds: 0, failing: failing0.length, layer, why: `${why}; no layer separates every failing context from protected code (a failing context is the same as code the neuron must stay silent on: an earlier patch's case, a guard line or reference code); the minimal or joint method may still fix it` };
   }
   const w = await whitening(opts.protect, layer, d);
   const x = xs.get(layer)!;
 
-  // Neurons: key, threshold (in r units), and the target residual change S at their own position.
-  interface Slot { key: Key; tauR: number; s: Float64Array; predicted: number; lastGap: number }
+  // Neurons: key, threshold (in r units), and the target residual change S at each position it serves (its own;
+  // a shared key serves several).
+  interface Aim { pos: number; s: Float64Array; predicted: number; lastGap: number }
+  interface Slot { key: Key; tauR: number; at: Aim[] }
   const slots: Slot[] = [];
-  const addSlot = async (st: PositionState, f: Forced, key?: Key): Promise<void> => {
+  const addSlot = async (st: PositionState, f: Forced, key?: Key): Promise<Slot | undefined> => {
     const pos = target.first + st.index;
     const k = key ?? (await makeKey(x, pos, st.desired, w, d, protect));
-    if (k.rMax >= 1) return;  // this context cannot be told from protected code at this layer
-    const tauR = k.rMax + opts.keyMargin * (1 - k.rMax);
-    slots.push({ key: k, tauR, s: new Float64Array(d), predicted: 0, lastGap: st.gap });
-    raise(slots[slots.length - 1], st, f, 1);
+    if (k.rMax >= k.rLow) return undefined;  // this context cannot be told from protected code at this layer
+    const tauR = k.rMax + opts.keyMargin * (k.rLow - k.rMax);
+    const slot: Slot = { key: k, tauR, at: [] };
+    slots.push(slot);
+    aim(slot, st, f);
+    return slot;
   };
-  // Raises a slot's target change by what its position lacks to reach the margin, through the steer (desired vs rival).
-  const raise = (slot: Slot, st: PositionState, f: Forced, gain: number): void => {
-    const pos = slot.key.pos;
-    const c = contrast(model, row(f.residual!, pos, d), st.desired, st.rival);
-    const s = ctx.steer.direction(st.desired, st.rival);
-    const need = margin - st.gap;
+  const aim = (slot: Slot, st: PositionState, f: Forced): void => {
+    const a: Aim = { pos: target.first + st.index, s: new Float64Array(d), predicted: 0, lastGap: st.gap };
+    slot.at.push(a);
+    raise(a, st, f, 1, FIRST_AIM);
+  };
+  // Raises a position's target change by what it lacks to reach the margin (× `aimAt`), through the steer
+  // (desired vs rival).
+  const raise = (a: Aim, st: PositionState, f: Forced, gain: number, aimAt = 1): void => {
+    const c = contrast(model, row(f.residual!, a.pos, d), st.desired, st.rival);
+    const s = steerPast(st, f);
+    const need = aimAt * margin - st.gap;
     const beta = need / (dot(s, c) * gain);
-    for (let i = 0; i < d; i++) slot.s[i] += beta * s[i];
-    slot.predicted = need;
-    slot.lastGap = st.gap;
+    for (let i = 0; i < d; i++) a.s[i] += beta * s[i];
+    a.predicted = need;
+    a.lastGap = st.gap;
   };
-  for (const [i, st] of failing0.entries()) await addSlot(st, f0, keysAt.get(layer)![i]);
+  // The steer of a position: the desired token against its RIVALS strongest others, weighted by their softmax
+  // share (pushing past the first rival alone lets the next one win, which costs a round).
+  const steerPast = (st: PositionState, f: Forced): Float64Array => {
+    const V = model.info.vocab;
+    const off = (target.first + st.index - f.logits.from) * V;
+    const z = f.logits.logits;
+    const top: number[] = [];
+    for (let v = 0; v < V; v++) {
+      if (v === st.desired) continue;
+      if (top.length < RIVALS) top.push(v);
+      else if (z[off + v] > z[off + top[RIVALS - 1]]) top[RIVALS - 1] = v;
+      else continue;
+      top.sort((p, q) => z[off + q] - z[off + p]);
+    }
+    const w = top.map((v) => Math.exp(z[off + v] - z[off + top[0]]));
+    const sum = w.reduce((p, q) => p + q, 0);
+    const s = new Float64Array(d);
+    top.forEach((v, k) => {
+      const dir = ctx.steer.direction(st.desired, v);
+      for (let i = 0; i < d; i++) s[i] += (w[k] / sum) * dir[i];
+    });
+    return s;
+  };
+  // Key sharing: failing positions that want the same token from near-identical contexts (each one's key answers
+  // the other's context with at least SHARE of its own response) get one neuron keyed on both, where that key still
+  // stands out from protected code by half the separation of theirs.
+  const keys = keysAt.get(layer)!;
+  const response = (k: Key, pos: number) => {
+    let r = -k.kMu;
+    for (let c = 0; c < d; c++) r += k.k[c] * x[pos * d + c];
+    return r;
+  };
+  const servedBy = new Map<number, Slot>();
+  let shared = 0;
+  for (const [i, st] of failing0.entries()) {
+    const pos = target.first + st.index;
+    const partner = failing0.findIndex((o, j) => j < i && o.desired === st.desired && servedBy.has(j)
+      && response(keys[j], pos) >= SHARE * keys[j].rLow && response(keys[i], target.first + o.index) >= SHARE * keys[i].rLow);
+    if (partner >= 0) {
+      const slot = servedBy.get(partner)!;
+      const both = (await makeKeys(x, [{ pos: slot.key.pos, desired: st.desired, more: [...slot.at.slice(1).map((a) => x.subarray(a.pos * d, (a.pos + 1) * d)), x.subarray(pos * d, (pos + 1) * d)] }], w, d, protect))[0];
+      if (both.contexts > 1 && both.rLow - both.rMax >= 0.5 * Math.min(slot.key.rLow - slot.key.rMax, keys[i].rLow - keys[i].rMax)) {
+        slot.key = both;
+        slot.tauR = both.rMax + opts.keyMargin * (both.rLow - both.rMax);
+        aim(slot, st, f0);
+        servedBy.set(i, slot);
+        shared++;
+        continue;
+      }
+    }
+    const slot = await addSlot(st, f0, keys[i]);
+    if (slot) servedBy.set(i, slot);
+  }
+  if (shared) ctx.log?.(`keyed: ${shared} failing position(s) share a neuron with another of the same token`);
 
   let added: AddedNeuron[] = [];
   let rounds = 0;
@@ -306,12 +439,12 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
     let changed = false;
     for (const st of weak) {
       const pos = target.first + st.index;
-      const slot = slots.find((sl) => sl.key.pos === pos);
-      if (slot) {
+      const a = slots.flatMap((sl) => sl.at).find((t) => t.pos === pos);
+      if (a) {
         // Observed gain of the last change against the linearization's prediction, kept within reason.
-        const observed = st.gap - slot.lastGap;
-        const gain = slot.predicted > 0 && observed > 0 ? Math.min(2, Math.max(0.25, observed / slot.predicted)) : 1;
-        raise(slot, st, f, gain);
+        const observed = st.gap - a.lastGap;
+        const gain = a.predicted > 0 && observed > 0 ? Math.min(2, Math.max(0.25, observed / a.predicted)) : 1;
+        raise(a, st, f, gain);
         changed = true;
       } else if (st.failing && slots.length < ctx.maxNeurons) {
         const before = slots.length;
@@ -319,24 +452,30 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
         changed ||= slots.length > before;
       }
     }
-    ctx.log?.(`keyed round ${rounds + 1}: ${weak.length} weak position(s), ${slots.length} added neuron(s) at layer ${layer}`);
+    const served = new Set(slots.flatMap((sl) => sl.at.map((a) => a.pos)));
+    const short = weak.filter((st) => served.has(target.first + st.index));
+    ctx.log?.(`keyed round ${rounds + 1}: ${weak.length} weak position(s) (${short.length} served by a neuron: gaps ${short.map((st) => st.gap.toFixed(2)).join(', ')}; `
+      + `${weak.length - short.length} not: ${weak.filter((st) => !short.includes(st)).map((st) => `${st.failing ? 'failing' : 'thin'} ${st.gap.toFixed(2)}`).join(', ')}), ${slots.length} added neuron(s) at layer ${layer}`);
     if (!changed) break;
   }
   const failing = f.states.filter((s) => s.failing).length;
-  return { added, rounds: rounds + 1, failing, layer, why };
+  return { added, rounds: rounds + 1, failing, layer, why, inputs: x };
 }
 
 /**
- * The values of all slots from one linear solve: M V = S, M[j][i] = a_i(x̂ at slot j's position), by the normal
- * equations with a tiny ridge (M is nearly diagonal where keys are selective).
+ * The values of all slots from one linear solve: M V = S over the positions the slots serve, M[p][i] = a_i(x̂ at
+ * position p) ([positions, slots]), S[p] the target change at p, by the normal equations with a tiny ridge (M is
+ * nearly diagonal where keys are selective; a shared key's rows are its positions).
  */
-function solveValues(slots: { key: Key; tauR: number; s: Float64Array }[], x: Float32Array, layer: number, d: number): AddedNeuron[] {
+function solveValues(slots: { key: Key; tauR: number; at: { pos: number; s: Float64Array }[] }[], x: Float32Array, layer: number, d: number): AddedNeuron[] {
   const T = slots.length;
   if (!T) return [];
-  const M = new Float64Array(T * T);
-  slots.forEach((sj, j) => slots.forEach((si, i) => {
+  const aims = slots.flatMap((sl) => sl.at);
+  const P = aims.length;
+  const M = new Float64Array(P * T);
+  aims.forEach((a, j) => slots.forEach((si, i) => {
     let r = -si.key.kMu;
-    for (let c = 0; c < d; c++) r += si.key.k[c] * x[sj.key.pos * d + c];
+    for (let c = 0; c < d; c++) r += si.key.k[c] * x[a.pos * d + c];
     M[j * T + i] = Math.max(0, r - si.tauR);
   }));
   const MtM = new Float64Array(T * T);
@@ -344,12 +483,12 @@ function solveValues(slots: { key: Key; tauR: number; s: Float64Array }[], x: Fl
   for (let a = 0; a < T; a++) {
     for (let b = 0; b < T; b++) {
       let acc = 0;
-      for (let j = 0; j < T; j++) acc += M[j * T + a] * M[j * T + b];
+      for (let j = 0; j < P; j++) acc += M[j * T + a] * M[j * T + b];
       MtM[a * T + b] = acc;
     }
-    for (let j = 0; j < T; j++) {
+    for (let j = 0; j < P; j++) {
       const m = M[j * T + a];
-      if (m) for (let c = 0; c < d; c++) MtS[a * d + c] += m * slots[j].s[c];
+      if (m) for (let c = 0; c < d; c++) MtS[a * d + c] += m * aims[j].s[c];
     }
   }
   const V = solveSymmetric(MtM, T, MtS, d, 1e-9);

@@ -28,6 +28,8 @@ export interface GuardLine {
 }
 
 const CHECK_BATCH = 8;
+/** Next-token logit rows (before and after, float32) a side-effect check may keep in memory and cache on disk. */
+const NEXT_ROWS_BYTES = 16 * 2 ** 20;
 const TIE = 1e-4;
 /** Guard lines a summary names when the patch breaks them. */
 const BROKEN_SHOWN = 5;
@@ -71,14 +73,16 @@ export async function measureSideEffects(model: LoadedModel, inputs: MeasureInpu
     // The unpatched model's lines are the same on every run: cached on disk (baseline.ts).
     const before = inputs.before ?? (isEmpty(base) ? (await baselineLines(model, prompts, { signal })).lines : await greedyLines(model, prompts, base, signal));
     if (before.length !== prompts.length) throw new NeuronpatchError(`${before.length} lines before for ${prompts.length} regression prompts.`);
-    const loc = await continuationLocality(model, prompts, before, patched, signal);
+    // Unpatched, with next-token rows that fit NEXT_ROWS_BYTES (the demo model's 240 × 4,096 do; a real vocabulary's
+    // 151,936 a row do not): the logits before are cached, and those after are the locality forward's own at each
+    // prompt's last position (fed as the next-token measure feeds it), so no forward is added for them.
+    const keepNext = isEmpty(base) && prompts.length * model.info.vocab * 4 <= NEXT_ROWS_BYTES;
+    const loc = await continuationLocality(model, prompts, before, patched, signal, keepNext);
     tokenLocality = loc.tokens ? loc.same / loc.tokens : 1;
     tokens = loc.tokens;
     changed = prompts.flatMap((prompt, i) => (before[i].completion === loc.lines[i] ? [] : [{ prompt, before: before[i].completion, after: loc.lines[i] }]));
     linesUnchanged = 1 - changed.length / prompts.length;
-    // Unpatched: the next-token logits before are cached, and those after are the locality forward's own at each
-    // prompt's last position (where the prompt was fed as the next-token measure feeds it), so no forward is added.
-    const shift = isEmpty(base)
+    const shift = keepNext
       ? shiftBetween((await baselineNextToken(model, prompts)).rows, await fillNext(model, prompts, loc.next, patched))
       : await nextTokenShift(model, prompts, base, patched);
     nextToken = shift.sameNext;
@@ -111,9 +115,12 @@ export async function measureSideEffects(model: LoadedModel, inputs: MeasureInpu
 /**
  * Teacher-forced agreement on the continuations decoded before: per line, the positions whose argmax (healing
  * constraint included) is still the token decoded before; the lines, with those not kept at every position by
- * TIE decoded again.
+ * TIE decoded again; with `keepNext`, each prompt's next-token logits under `edits` ([vocab] each, undefined where
+ * the prompt is fed otherwise than the next-token measures feed it).
  */
-export async function continuationLocality(model: LoadedModel, prompts: string[], before: GreedyLine[], edits: LayerEdits, signal?: AbortSignal): Promise<{ same: number; tokens: number; lines: string[]; next: (Float32Array | undefined)[] }> {
+export async function continuationLocality(
+  model: LoadedModel, prompts: string[], before: GreedyLine[], edits: LayerEdits, signal?: AbortSignal, keepNext = false,
+): Promise<{ same: number; tokens: number; lines: string[]; next: (Float32Array | undefined)[] }> {
   const lines = before.map((b) => b.completion);
   const V = model.info.vocab;
   // The next-token logits at each prompt's end, where the prompt's ids are the ones the next-token measure feeds.
@@ -136,7 +143,7 @@ export async function continuationLocality(model: LoadedModel, prompts: string[]
     live.forEach((r, b) => {
       const target = { prepared: r.prepared, targets: r.targets, first: first[b], input: r.input, lineEnd: false };
       const states = positionStates(model, target, logitRows(res), b);
-      if (sameIds(r.prepared.ids, nextTokenIds(model, prompts[r.at]))) {
+      if (keepNext && sameIds(r.prepared.ids, nextTokenIds(model, prompts[r.at]))) {
         const off = (b * res.logitPositions + first[b] - res.logitsFrom) * V;
         next[r.at] = res.logits.slice(off, off + V);
       }
@@ -207,6 +214,9 @@ export function guardTarget(model: LoadedModel, g: GuardLine): ReturnType<typeof
   }
 }
 
+/** Logits one held-out forward may return (a real vocabulary's rows are 0.6 MB each in float32). */
+const LOSS_LOGIT_BYTES = 128 * 2 ** 20;
+
 const lossCache = new WeakMap<LoadedModel, Map<string, { loss: number; tokens: number }>>();
 /** Bumped when the held-out loss is computed differently: older cache entries are recomputed. */
 const LOSS_FORMAT = 1;
@@ -237,9 +247,13 @@ async function lossOf(model: LoadedModel, texts: string[], edits?: LayerEdits): 
   const V = model.info.vocab;
   let total = 0;
   let count = 0;
-  for (let i = 0; i < texts.length; i += CHECK_BATCH) {
-    const rows = texts.slice(i, i + CHECK_BATCH).map((t) => preparePrompt(model, t, 1, false).ids).filter((r) => r.length > 1);
-    if (!rows.length) continue;
+  const encoded = texts.map((t) => preparePrompt(model, t, 1, false).ids).filter((r) => r.length > 1);
+  for (let i = 0; i < encoded.length;) {
+    // Every position's logits come back ([rows, width, V]): as many rows as keep them within LOSS_LOGIT_BYTES.
+    let n = 1;
+    while (i + n < encoded.length && n < CHECK_BATCH && (n + 1) * Math.max(...encoded.slice(i, i + n + 1).map((r) => r.length)) * V * 4 <= LOSS_LOGIT_BYTES) n++;
+    const rows = encoded.slice(i, i + n);
+    i += n;
     const { ids, mask, width, start } = padRows(model.graph, rows);
     const res = await model.session.forward({ ids, mask, edits });
     rows.forEach((r, b) => {

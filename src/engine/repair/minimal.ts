@@ -76,20 +76,23 @@ const PAIR_GAIN = 2;
 export function candidates(f: Forced, pos: number, ref: ReferenceStats, floor: number[], m: number): Candidate[] {
   const out: Candidate[] = [];
   for (const [L, acts] of f.activations) {
-    const C = ref.second[L];
+    const diag = ref.meanSquare[L];
     const z = acts.subarray(pos * m, (pos + 1) * m);
     const singles: { j: number; v: number }[] = [];
     for (let j = 0; j < m; j++) {
       if (Math.abs(z[j]) < 1e-6) continue;
-      singles.push({ j, v: (z[j] * z[j]) / (C[j * m + j] + floor[L]) });
+      singles.push({ j, v: (z[j] * z[j]) / (diag[j] + floor[L]) });
     }
     singles.sort((a, b) => b.v - a.v);
     const short = singles.slice(0, SHORTLIST);
     for (const x of short) out.push({ parts: [{ layer: L, neuron: x.j, w: 1 / z[x.j] }], cost: 1 / Math.sqrt(x.v) });
+    // The second moments among the shortlist only (read from the reference statistics' file).
+    const C = short.length > 1 ? ref.block(L, short.map((x) => x.j)) : new Float64Array(1);
+    const k = short.length;
     for (let a = 0; a < short.length; a++) {
       for (let b = a + 1; b < short.length; b++) {
         const [i, j] = [short[a].j, short[b].j];
-        const cii = C[i * m + i] + floor[L], cjj = C[j * m + j] + floor[L], cij = C[i * m + j];
+        const cii = C[a * k + a] + floor[L], cjj = C[b * k + b] + floor[L], cij = C[a * k + b];
         const det = cii * cjj - cij * cij;
         if (det <= 1e-12 * cii * cjj) continue;
         const ui = (cjj * z[i] - cij * z[j]) / det;
@@ -214,20 +217,46 @@ async function allPositions(ctx: SolveContext, f: Forced, weak: PositionState[],
   const withScale = (k: number) => moves.reduce((acc, mv, b) => mv.parts.reduce((e, p) => accumulate(e, p.layer, p.neuron, p.dir.map((v) => v * p.w * x[b] * k)), acc), edits);
   const trials = STEPS.map((k) => ({ k, edits: withScale(k) }));
   const all = [...f.activations.keys()];
-  const res = await model.session.forward({
-    ids: trials.map(() => target.input), edits: trials.map((t) => combine(ctx.base, t.edits, d)), activations: all, residual: true, logitsFrom: target.first,
-  });
   // Fewest failing positions, then fewest weak ones, then the scale nearest the linearization.
   const score = (st: PositionState[], k = 1) => [st.filter((s) => s.failing).length, weakPositions(st, target, ctx.margin / 4).length, Math.abs(Math.log(k))];
   const order = (a: number[], b: number[]) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
-  const outcomes = trials.map((t, r) => {
-    const st = positionStates(model, target, logitRows(res), r);
-    return { t, r, st, score: score(st, t.k) };
-  });
-  const best = outcomes.reduce((a, b) => (order(b.score, a.score) < 0 ? b : a));
+  // The trials in forwards of rowsPerForward rows: only the best row so far keeps its activations (copied out).
+  let best: { t: (typeof trials)[number]; st: PositionState[]; score: number[]; f: Forced } | undefined;
+  for (const [, rows] of chunks(trials, rowsPerForward(model, target.input.length))) {
+    if (ctx.signal?.aborted) throw new Cancelled();
+    const res = await model.session.forward({
+      ids: rows.map(() => target.input), edits: rows.map((t) => combine(ctx.base, t.edits, d)), activations: all, residual: true, logitsFrom: target.first,
+    });
+    rows.forEach((t, r) => {
+      const st = positionStates(model, target, logitRows(res), r);
+      const sc = score(st, t.k);
+      if (!best || order(sc, best.score) < 0) best = { t, st, score: sc, f: rowOf(res, r, st, target) };
+    });
+  }
   const [failNow, weakNow] = score(f.states);
-  if (!(best.score[0] < failNow || (best.score[0] === failNow && best.score[1] < weakNow))) return undefined;
-  return { edits: best.t.edits, f: rowOf(res, best.r, best.st, target), label: `${moves.length} positions, ${moves.map((mv) => mv.label).join(', ')} × ${best.t.k}` };
+  if (!best || !(best.score[0] < failNow || (best.score[0] === failNow && best.score[1] < weakNow))) return undefined;
+  return { edits: best.t.edits, f: best.f, label: `${moves.length} positions, ${moves.map((mv) => mv.label).join(', ')} × ${best.t.k}` };
+}
+
+/** Teacher-forced work per forward, in multiply-adds (about 1 s on one laptop core): bounds a cancel's wait. */
+const FORWARD_MACS = 5e10;
+
+/**
+ * Rows of `seq` tokens per forward in a line search: as many as fit FORWARD_MACS (at least one). On CPU a batch
+ * of rows costs about as much as its rows one by one, while a cancel waits for the whole forward in flight (an
+ * onnxruntime run cannot be interrupted), and each row's activations are held until it is scored.
+ */
+export function rowsPerForward(model: LoadedModel, seq: number): number {
+  const { layers, width: d, neurons: m } = model.info;
+  const perRow = seq * layers * (4 * d * d + 3 * d * m);
+  return Math.max(1, Math.floor(FORWARD_MACS / perRow));
+}
+
+/** [first index, slice] of `xs` in slices of `n`. */
+function chunks<T>(xs: T[], n: number): [number, T[]][] {
+  const out: [number, T[]][] = [];
+  for (let i = 0; i < xs.length; i += n) out.push([i, xs.slice(i, i + n)]);
+  return out;
 }
 
 /** MINT's step for one position: candidates by expected side effect, confirmed by a batched line search. */
@@ -265,11 +294,16 @@ async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, ed
     cand.parts.reduce((acc, p) => accumulate(acc, p.layer, p.neuron, p.dir.map((v) => v * p.scale * k)), edits);
   const tryCandidates = async (group: typeof cands) => {
     const trials = group.map((cand) => STEPS.map((k) => ({ cand, k, edits: withTrial(cand, k) }))).flat();
-    const res = await model.session.forward({ ids: trials.map(() => target.input), edits: trials.map((t) => combine(ctx.base, t.edits, d)), logitsFrom: target.first });
-    return trials.map((t, r) => {
-      const st = positionStates(model, target, logitRows(res), r);
-      return { t, here: st[at.index], failing: st.filter((x) => x.failing).length, cost: t.cand.cost * t.k };
-    });
+    const out: { t: (typeof trials)[number]; here: PositionState; failing: number; cost: number }[] = [];
+    for (const [, rows] of chunks(trials, rowsPerForward(model, target.input.length))) {
+      if (ctx.signal?.aborted) throw new Cancelled();
+      const res = await model.session.forward({ ids: rows.map(() => target.input), edits: rows.map((t) => combine(ctx.base, t.edits, d)), logitsFrom: target.first });
+      rows.forEach((t, r) => {
+        const st = positionStates(model, target, logitRows(res), r);
+        out.push({ t, here: st[at.index], failing: st.filter((x) => x.failing).length, cost: t.cand.cost * t.k });
+      });
+    }
+    return out;
   };
   const failNow = f.states.filter((x) => x.failing).length;
   const progress = (o: Awaited<ReturnType<typeof tryCandidates>>[number]) =>
@@ -291,9 +325,12 @@ async function firstPosition(ctx: SolveContext, f: Forced, at: PositionState, ed
   return { edits: pick.t.edits, traded, label: `position ${at.index}, neuron ${label(pick.t.cand.parts)} × ${pick.t.k}, gap ${at.gap.toFixed(2)} → ${pick.here.gap.toFixed(2)}` };
 }
 
-/** One row of a batched forward, as a teacher-forced state of its own. */
+/**
+ * One row of a batched forward, as a teacher-forced state of its own: copied out, so that the batch's arrays
+ * (every layer's activations of every trial: hundreds of MB at a real model's size) are not kept alive by it.
+ */
 function rowOf(res: ForwardResult, r: number, states: PositionState[], target: RepairTarget): Forced {
-  const slice = (a: Float32Array) => a.subarray((a.length / res.batch) * r, (a.length / res.batch) * (r + 1));
+  const slice = (a: Float32Array) => a.slice((a.length / res.batch) * r, (a.length / res.batch) * (r + 1));
   return {
     target, states, logits: { ...logitRows(res), logits: slice(res.logits) }, residual: res.residual && slice(res.residual),
     activations: new Map([...res.activations].map(([L, z]) => [L, slice(z)])),

@@ -1,9 +1,10 @@
 // What counts as fixed, and what else changed: greedy completions of regression prompts before and after a patch
 // (batched: they share one patch and one model), the mean next-token KL divergence, and the case's variants.
 import { DEFAULT_MAX_NEW_TOKENS, generateBatched, preparePrompt } from '../generate';
-import { logSoftmax } from '../linalg';
+import { logSumExp } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import { type LayerEdits, padRows } from '../model/session';
+import { padsLeft } from '../model/graph';
 import { logitRows, positionStates } from '../trace/teacher';
 import { NeuronpatchError, type RepairCaseVariant } from '../types';
 
@@ -66,8 +67,9 @@ export function nextTokenIds(model: LoadedModel, prompt: string): number[] {
 }
 
 /**
- * The logits of the next token at the end of each (healed) prompt under `edits`: one [vocab] row per prompt.
- * Only each prompt's last position is unembedded (the logits start at the earliest of them).
+ * The logits of the next token at the end of each (healed) prompt under `edits`: one [vocab] row per prompt (kept
+ * in memory: for a small vocabulary or few prompts; nextTokenShift streams instead). Only each prompt's last
+ * position is unembedded where the rows are left-padded.
  */
 export async function nextTokenLogits(model: LoadedModel, prompts: string[], edits?: LayerEdits): Promise<Float32Array[]> {
   const V = model.info.vocab;
@@ -75,11 +77,10 @@ export async function nextTokenLogits(model: LoadedModel, prompts: string[], edi
   for (let i = 0; i < prompts.length; i += BATCH) {
     const rows = prompts.slice(i, i + BATCH).map((p) => nextTokenIds(model, p));
     const { ids, mask, start } = padRows(model.graph, rows);
-    const last = rows.map((r, k) => start[k] + r.length - 1);
-    const res = await model.session.forward({ ids, mask, edits, logitsFrom: Math.min(...last) });
-    const P = res.logitPositions;
+    const ends = rows.map((r, k) => start[k] + r.length - 1);
+    const res = await model.session.forward({ ids, mask, edits, ...(padsLeft(model.graph) ? { lastOnly: true } : { logitsFrom: Math.min(...ends) }) });
     rows.forEach((_, r) => {
-      const off = (r * P + last[r] - res.logitsFrom) * V;
+      const off = (r * res.logitPositions + ends[r] - res.logitsFrom) * V;
       out.push(res.logits.slice(off, off + V));
     });
   }
@@ -95,18 +96,9 @@ export function shiftBetween(before: Float32Array[], after: Float32Array[]): { m
   let total = 0;
   let same = 0;
   for (let r = 0; r < before.length; r++) {
-    const V = before[r].length;
-    const p = logSoftmax(before[r], 0, V);
-    const q = logSoftmax(after[r], 0, V);
-    let kl = 0;
-    let [pa, qa] = [0, 0];
-    for (let v = 0; v < V; v++) {
-      kl += Math.exp(p[v]) * (p[v] - q[v]);
-      if (p[v] > p[pa]) pa = v;
-      if (q[v] > q[qa]) qa = v;
-    }
+    const { kl, argmaxP, argmaxQ } = klDivergence(before[r], after[r], 0, before[r].length);
     total += Math.max(0, kl);
-    if (pa === qa) same++;
+    if (argmaxP === argmaxQ) same++;
   }
   return before.length ? { meanKl: total / before.length, sameNext: same / before.length } : { meanKl: 0, sameNext: 1 };
 }
@@ -116,7 +108,47 @@ export function shiftBetween(before: Float32Array[], after: Float32Array[]): { m
  * p_after), and the share of prompts whose most likely next token is unchanged.
  */
 export async function nextTokenShift(model: LoadedModel, prompts: string[], before?: LayerEdits, after?: LayerEdits): Promise<{ meanKl: number; sameNext: number }> {
-  return shiftBetween(await nextTokenLogits(model, prompts, before), await nextTokenLogits(model, prompts, after));
+  const V = model.info.vocab;
+  // Left-padded rows all end at the last slot: the lm_head runs there only ([rows, 1, V]). Right-padded ones end
+  // where each row does: the logits of the positions from the earliest end on.
+  const left = padsLeft(model.graph);
+  let total = 0;
+  let same = 0;
+  for (let i = 0; i < prompts.length; i += BATCH) {
+    const rows = prompts.slice(i, i + BATCH).map((p) => preparePrompt(model, p, 1).ids);
+    const { ids, mask, start } = padRows(model.graph, rows);
+    const ends = rows.map((r, b) => start[b] + r.length - 1);
+    const from = left ? ids[0].length - 1 : Math.min(...ends);
+    // One after the other: two forwards in flight at once would hold both runs' buffers in onnxruntime's arena.
+    const a = await model.session.forward({ ids, mask, edits: before, ...(left ? { lastOnly: true } : { logitsFrom: from }) });
+    const b = await model.session.forward({ ids, mask, edits: after, ...(left ? { lastOnly: true } : { logitsFrom: from }) });
+    for (let r = 0; r < rows.length; r++) {
+      const off = (r * a.logitPositions + ends[r] - from) * V;
+      const { kl, argmaxP, argmaxQ } = klDivergence(a.logits, b.logits, off, V);
+      total += Math.max(0, kl);
+      if (argmaxP === argmaxQ) same++;
+    }
+  }
+  return prompts.length ? { meanKl: total / prompts.length, sameNext: same / prompts.length } : { meanKl: 0, sameNext: 1 };
+}
+
+/**
+ * KL(softmax(p) ‖ softmax(q)) in nats over logits `p[off, off + n)` and `q[off, off + n)`, and each row's argmax
+ * (lower index on ties): two passes over each row, nothing allocated.
+ */
+export function klDivergence(p: Float32Array, q: Float32Array, off: number, n: number): { kl: number; argmaxP: number; argmaxQ: number } {
+  const lp = logSumExp(p, off, n);
+  const lq = logSumExp(q, off, n);
+  let kl = 0;
+  let ap = 0;
+  let aq = 0;
+  for (let v = 0; v < n; v++) {
+    const x = p[off + v] - lp;
+    kl += Math.exp(x) * (x - q[off + v] + lq);
+    if (p[off + v] > p[off + ap]) ap = v;
+    if (q[off + v] > q[off + aq]) aq = v;
+  }
+  return { kl, argmaxP: ap, argmaxQ: aq };
 }
 
 export interface SideEffects {

@@ -1,7 +1,7 @@
 // Reading neurons through the unembedding: the contrast direction at a failing position, direct attribution of
 // every neuron, and a neuron's logit lens (the tokens its value vector promotes and suppresses).
-import { dot, row, topK } from '../linalg';
-import { productABt } from '../onnx/products';
+import { dot, row } from '../linalg';
+import { productTopK } from '../onnx/products';
 import type { LoadedModel } from '../model/load';
 import type { TokenScore } from '../types';
 
@@ -57,10 +57,11 @@ export async function logitLens(model: LoadedModel, v: ArrayLike<number>, k = 5)
 
 /**
  * The logit lens of several directions in one pass over the unembedding: W_U is read in row blocks (never whole)
- * and each block multiplied by the [n, d] stack of γ ⊙ v in onnxruntime.
+ * and each block multiplied by the [n, d] stack of γ ⊙ v and ranked in onnxruntime (productTopK): per block only
+ * each direction's k best and k worst tokens come back, merged here. Nothing vocabulary-sized is held in JS.
  */
 export async function logitLenses(model: LoadedModel, vs: ArrayLike<number>[], k = 5): Promise<{ promotes: TokenScore[]; suppresses: TokenScore[] }[]> {
-  const { vocab: V, width: d } = model.info;
+  const d = model.info.width;
   const n = vs.length;
   if (!n) return [];
   const g = model.weights.finalGain();
@@ -68,15 +69,21 @@ export async function logitLenses(model: LoadedModel, vs: ArrayLike<number>[], k
   vs.forEach((v, r) => {
     for (let i = 0; i < d; i++) gv[r * d + i] = g[i] * v[i];
   });
-  const scores = vs.map(() => new Float64Array(V));
+  type Hit = { token: number; score: number };
+  const high: Hit[][] = vs.map(() => []);
+  const low: Hit[][] = vs.map(() => []);
   for (const { from, rows } of model.weights.unembeddingBlocks()) {
-    const c = rows.length / d;
-    const prod = await productABt(rows, c, gv, n, d);
-    for (let t = 0; t < c; t++) for (let r = 0; r < n; r++) scores[r][from + t] = prod[t * n + r];
+    const e = await productTopK(gv, n, rows, rows.length / d, d, k);
+    for (let r = 0; r < n; r++) {
+      for (let j = 0; j < e.K; j++) {
+        high[r].push({ token: from + e.topIndex[r * e.K + j], score: e.top[r * e.K + j] });
+        low[r].push({ token: from + e.bottomIndex[r * e.K + j], score: e.bottom[r * e.K + j] });
+      }
+    }
   }
   const tok = model.tokenizer;
-  return scores.map((s) => {
-    const show = (t: number): TokenScore => ({ text: tok.tokenDisplay(t), score: s[t] });
-    return { promotes: topK(s, k).map(show), suppresses: topK(s, k, true).map(show) };
-  });
+  // Best first; equal scores keep the lower token id first, as one scan of the whole vocabulary would.
+  const rank = (hits: Hit[], sign: number) => hits.sort((a, b) => sign * (b.score - a.score) || a.token - b.token).slice(0, k)
+    .map((h): TokenScore => ({ text: tok.tokenDisplay(h.token), score: h.score }));
+  return high.map((h, r) => ({ promotes: rank(h, 1), suppresses: rank(low[r], -1) }));
 }

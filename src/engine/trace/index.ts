@@ -1,7 +1,8 @@
 // Trace a bad completion: failing positions by teacher forcing, then at the first one direct attribution of every
 // neuron, layer occlusion (all layers in one batch) and a causal check of the top candidates (one batch).
 import { generate } from '../generate';
-import { logSoftmax, row, topK } from '../linalg';
+import { repeatRows } from '../prefix';
+import { logSumExp, row, topK } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import { type AddedNeuron, addedActivation } from '../model/added';
 import type { Ablation, LayerEdits } from '../model/session';
@@ -14,6 +15,12 @@ export interface TraceOptions {
   top?: number;
   edits?: LayerEdits;
   signal?: AbortSignal;
+  /**
+   * What the caller computed already under the same edits (a repair generates and teacher-forces the case
+   * before tracing it): the greedy completion, and the teacher-forced state with every layer's activations and
+   * the residual. Each is computed here where absent.
+   */
+  known?: { completion?: string; forced?: Forced };
 }
 
 export interface NeuronScore {
@@ -67,7 +74,7 @@ function readout(logits: Float32Array, rows: number, seq: number, V: number, y: 
   const gap: number[] = [];
   for (let b = 0; b < rows; b++) {
     const off = (b * seq + seq - 1) * V;
-    logp.push(logSoftmax(logits, off, V)[y]);
+    logp.push(logits[off + y] - logSumExp(logits, off, V));
     gap.push(logits[off + y] - logits[off + a]);
   }
   return { logp, gap };
@@ -77,15 +84,22 @@ function readout(logits: Float32Array, rows: number, seq: number, V: number, y: 
 const ABLATION_BATCH = 16;
 
 /**
- * The last position's readout of `ids` under each set of ablations (one row each, `example` numbered from 0),
- * in batches of ABLATION_BATCH rows; only the last position's logits are computed ([rows, 1, V]).
+ * The last position's readout of `ids` under each set of ablations (one row each, `example` numbered from 0).
+ * The ablations act at the last position: the prompt before it runs once, unablated (with `edits`), and its KV
+ * cache is shared by every row, so that each row costs one token instead of the whole prompt (at a real model's
+ * size the whole prompt per row made tracing cost dozens of generations). An ablated neuron's effect on the
+ * prediction through its own position and the layers above it is measured; its effect through attention from
+ * earlier positions is not (a last layer's neurons have none). Rows run in batches of ABLATION_BATCH.
  */
-async function lastReadouts(model: LoadedModel, ids: number[], y: number, a: number, ablations: Ablation[][], edits?: LayerEdits): Promise<{ logp: number[]; gap: number[] }> {
+async function lastReadouts(model: LoadedModel, ids: number[], y: number, a: number, ablations: Ablation[][], edits?: LayerEdits, signal?: AbortSignal): Promise<{ logp: number[]; gap: number[] }> {
   const out = { logp: [] as number[], gap: [] as number[] };
+  const prefix = ids.length > 1 ? (await model.session.forward({ ids: [ids.slice(0, -1)], edits, cache: true, lastOnly: true })).cache : undefined;
+  const stacked = model.graph.cache.kind === 'stacked';
   for (let i = 0; i < ablations.length; i += ABLATION_BATCH) {
+    if (signal?.aborted) throw new Error('cancelled');
     const chunk = ablations.slice(i, i + ABLATION_BATCH);
     const res = await model.session.forward({
-      ids: chunk.map(() => ids), edits, lastOnly: true,
+      ids: chunk.map(() => ids.slice(-1)), past: prefix && repeatRows(prefix, chunk.length, stacked), edits, lastOnly: true,
       ablations: chunk.flatMap((set, r) => set.map((x) => ({ ...x, example: r }))),
     });
     const r = readout(res.logits, chunk.length, 1, model.info.vocab, y, a);
@@ -95,26 +109,39 @@ async function lastReadouts(model: LoadedModel, ids: number[], y: number, a: num
   return out;
 }
 
-export async function layerOcclusion(model: LoadedModel, ids: number[], y: number, a: number, edits?: LayerEdits): Promise<LayerOcclusion[]> {
+/** The last position's gap y − a under each of `rows`' edits, on top of the prefix run once with `shared`. */
+async function lastReadoutsLeaving(model: LoadedModel, ids: number[], y: number, a: number, shared: LayerEdits, rows: LayerEdits[]): Promise<number[]> {
+  const prefix = ids.length > 1 ? (await model.session.forward({ ids: [ids.slice(0, -1)], edits: shared, cache: true, lastOnly: true })).cache : undefined;
+  const stacked = model.graph.cache.kind === 'stacked';
+  const gaps: number[] = [];
+  for (let i = 0; i < rows.length; i += ABLATION_BATCH) {
+    const chunk = rows.slice(i, i + ABLATION_BATCH);
+    const res = await model.session.forward({ ids: chunk.map(() => ids.slice(-1)), past: prefix && repeatRows(prefix, chunk.length, stacked), edits: chunk, lastOnly: true });
+    gaps.push(...readout(res.logits, chunk.length, 1, model.info.vocab, y, a).gap);
+  }
+  return gaps;
+}
+
+export async function layerOcclusion(model: LoadedModel, ids: number[], y: number, a: number, edits?: LayerEdits, signal?: AbortSignal): Promise<LayerOcclusion[]> {
   const L = model.info.layers;
-  const r = await lastReadouts(model, ids, y, a, [[], ...Array.from({ length: L }, (_, l) => [{ example: 0, layer: l }])], edits);
+  const r = await lastReadouts(model, ids, y, a, [[], ...Array.from({ length: L }, (_, l) => [{ example: 0, layer: l }])], edits, signal);
   return r.logp.slice(1).map((lp, layer) => ({ layer, effect: lp - r.logp[0] }));
 }
 
 /** Change of the gap y − a with each neuron ablated alone, in one batch. */
-export async function ablationEffects(model: LoadedModel, ids: number[], y: number, a: number, neurons: { layer: number; neuron: number; added?: AddedNeuron }[], edits?: LayerEdits): Promise<number[]> {
+export async function ablationEffects(model: LoadedModel, ids: number[], y: number, a: number, neurons: { layer: number; neuron: number; added?: AddedNeuron }[], edits?: LayerEdits, signal?: AbortSignal): Promise<number[]> {
   if (!neurons.length) return [];
   // Existing neurons are scaled to 0; an added one is left out of its row's edits.
   const plain = neurons.filter((n) => !n.added);
-  const r = await lastReadouts(model, ids, y, a, [[], ...plain.map((n) => [{ example: 0, layer: n.layer, neurons: [n.neuron] }])], edits);
+  const r = await lastReadouts(model, ids, y, a, [[], ...plain.map((n) => [{ example: 0, layer: n.layer, neurons: [n.neuron] }])], edits, signal);
   const base = r.gap[0];
   const plainEffects = r.gap.slice(1).map((g) => g - base);
   const addedList = neurons.filter((n) => n.added);
   let addedEffects: number[] = [];
   if (addedList.length && edits) {
     const rows: LayerEdits[] = addedList.map((n) => Object.assign(new Map(edits), { added: edits.added?.filter((x) => x !== n.added) }));
-    const out = await model.session.forward({ ids: rows.map(() => ids), edits: rows, lastOnly: true });
-    addedEffects = readout(out.logits, rows.length, 1, model.info.vocab, y, a).gap.map((g) => g - base);
+    // The prefix runs with every added neuron (the shared edits); each row leaves its own out at the last position.
+    addedEffects = (await lastReadoutsLeaving(model, ids, y, a, edits, rows)).map((g) => g - base);
   }
   let [i, j] = [0, 0];
   return neurons.map((n) => (n.added ? addedEffects[j++] : plainEffects[i++]));
@@ -123,9 +150,10 @@ export async function ablationEffects(model: LoadedModel, ids: number[], y: numb
 export async function trace(model: LoadedModel, c: RepairCase, opts: TraceOptions = {}): Promise<TraceResult> {
   const started = performance.now();
   const target = repairTarget(model, c.prompt, c.desired, c.lineEnd ?? true);
-  const [completion] = await generate(model, [c.prompt], { edits: opts.edits, signal: opts.signal });
+  const completion = opts.known?.completion !== undefined ? { completion: opts.known.completion } : (await generate(model, [c.prompt], { edits: opts.edits, signal: opts.signal }))[0];
   const all = [...Array(model.info.layers).keys()];
-  const f = await teacherForce(model, target, opts.edits, all, true);
+  const given = opts.known?.forced;
+  const f = given && given.residual && given.activations.size === all.length ? given : await teacherForce(model, target, opts.edits, all, true);
   const failingStates = f.states.filter((s) => s.failing);
   const failing = failingStates.map((s) => describePosition(model, target, s, f.logits, 0));
   if (!failingStates.length) {
@@ -139,8 +167,8 @@ export async function trace(model: LoadedModel, c: RepairCase, opts: TraceOption
   const top = topK(scores.map((s) => Math.abs(s.attribution)), opts.top ?? 10).map((i) => scores[i]);
   const ids = target.input.slice(0, pos + 1);
   if (opts.signal?.aborted) throw new Error('cancelled');
-  const layers = await layerOcclusion(model, ids, at.desired, at.argmax, opts.edits);
-  const effects = await ablationEffects(model, ids, at.desired, at.argmax, top, opts.edits);
+  const layers = await layerOcclusion(model, ids, at.desired, at.argmax, opts.edits, opts.signal);
+  const effects = await ablationEffects(model, ids, at.desired, at.argmax, top, opts.edits, opts.signal);
   const lenses = await logitLenses(model, top.map((s) => (s.added ? s.added.value : model.weights.valueVector(s.layer, s.neuron, d))));
   const neurons: NeuronReport[] = top.map(({ added, ...s }, i) => ({ ...s, ablationEffect: effects[i], ...lenses[i], ...(added ? { added: true as const } : {}) }));
   return {

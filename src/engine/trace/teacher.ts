@@ -2,7 +2,7 @@
 // greedy decoding would (healing constraint included), and report where the model and the desired text part.
 import { toLf } from '../eol';
 import { healingMask, preparePrompt, type PreparedPrompt } from '../generate';
-import { logSoftmax } from '../linalg';
+import { logSumExp } from '../linalg';
 import type { LoadedModel } from '../model/load';
 import type { LayerEdits } from '../model/session';
 import { type FailingPosition, NeuronpatchError } from '../types';
@@ -90,7 +90,12 @@ function allowedTokens(model: LoadedModel, target: RepairTarget): (Uint8Array | 
   return allowed;
 }
 
-/** Argmax at each target position under the healing constraint, and whether it departs from the desired text. */
+/**
+ * Argmax at each target position under the healing constraint, and whether it departs from the desired text.
+ * One pass over each position's vocabulary row (the best and second-best logits; the rival is the best that is
+ * not the desired token), in place in the forward's [rows, positions, V] logits: nothing vocabulary-sized is
+ * allocated.
+ */
 export function positionStates(model: LoadedModel, target: RepairTarget, l: LogitRows, row: number): PositionState[] {
   const { logits } = l;
   const V = model.info.vocab;
@@ -100,15 +105,8 @@ export function positionStates(model: LoadedModel, target: RepairTarget, l: Logi
   const states: PositionState[] = [];
   for (let i = 0; i < target.targets.length; i++) {
     const off = (row * l.stride + target.first + i - l.from) * V;
-    const allowed = allowedAt[i];
     const y = target.targets[i];
-    let argmax = -1;
-    let rival = -1;
-    for (let v = 0; v < V; v++) {
-      if (allowed && !allowed[v]) continue;
-      if (argmax < 0 || logits[off + v] > logits[off + argmax]) argmax = v;
-      if (v !== y && (rival < 0 || logits[off + v] > logits[off + rival])) rival = v;
-    }
+    const { argmax, rival } = allowedAt[i] ? bestTwoAllowed(logits, off, V, y, allowedAt[i]!) : bestTwo(logits, off, V, y);
     const last = target.lineEnd && i === target.targets.length - 1;
     // At the end of the line any token that ends it will do: a newline (with indentation after it) or end of text.
     const failing = last ? !(texts[argmax]?.includes('\n') || eos.has(argmax)) : argmax !== y;
@@ -117,6 +115,42 @@ export function positionStates(model: LoadedModel, target: RepairTarget, l: Logi
     states.push({ index: i, desired: y, argmax, rival: rival < 0 ? y : rival, gap, failing });
   }
   return states;
+}
+
+/**
+ * The argmax of `logits[off, off + V)` and the best index other than `y` (the argmax itself unless it is `y`,
+ * else the runner-up; −1 when V = 1). Ties go to the lower index, as a strict `>` scan gives them.
+ */
+export function bestTwo(logits: Float32Array, off: number, V: number, y: number): { argmax: number; rival: number } {
+  let b1 = 0;
+  let v1 = logits[off];
+  let b2 = -1;
+  let v2 = -Infinity;
+  for (let v = 1; v < V; v++) {
+    const x = logits[off + v];
+    if (x > v2) {
+      if (x > v1) {
+        b2 = b1; v2 = v1; b1 = v; v1 = x;
+      } else {
+        b2 = v; v2 = x;
+      }
+    }
+  }
+  // NaN rows (checked by the session) aside, b2 is set whenever V > 1.
+  return { argmax: b1, rival: b1 !== y ? b1 : b2 };
+}
+
+/** bestTwo over the tokens healing allows at this position (−1 where none is allowed). */
+function bestTwoAllowed(logits: Float32Array, off: number, V: number, y: number, allowed: Uint8Array): { argmax: number; rival: number } {
+  let argmax = -1;
+  let rival = -1;
+  for (let v = 0; v < V; v++) {
+    if (!allowed[v]) continue;
+    const x = logits[off + v];
+    if (argmax < 0 || x > logits[off + argmax]) argmax = v;
+    if (v !== y && (rival < 0 || x > logits[off + rival])) rival = v;
+  }
+  return { argmax, rival };
 }
 
 /**
@@ -131,15 +165,17 @@ export function weakPositions(states: PositionState[], target: RepairTarget, min
 export function describePosition(model: LoadedModel, target: RepairTarget, s: PositionState, l: LogitRows, row: number): FailingPosition {
   const V = model.info.vocab;
   const off = (row * l.stride + target.first + s.index - l.from) * V;
-  const lp = logSoftmax(l.logits, off, V);
+  const { logits } = l;
+  const lse = logSumExp(logits, off, V);
+  const yv = logits[off + s.desired];
   let rank = 1;
-  for (let v = 0; v < V; v++) if (lp[v] > lp[s.desired]) rank++;
+  for (let v = off, end = off + V; v < end; v++) if (logits[v] > yv) rank++;
   const tok = model.tokenizer;
   return {
     index: s.index,
     prefix: tok.decode(target.targets.slice(0, s.index)),
-    model: { id: s.argmax, text: tok.tokenText(s.argmax), prob: Math.exp(lp[s.argmax]) },
-    desired: { id: s.desired, text: tok.tokenText(s.desired), prob: Math.exp(lp[s.desired]), rank },
+    model: { id: s.argmax, text: tok.tokenText(s.argmax), prob: Math.exp(logits[off + s.argmax] - lse) },
+    desired: { id: s.desired, text: tok.tokenText(s.desired), prob: Math.exp(yv - lse), rank },
   };
 }
 
@@ -150,11 +186,16 @@ export interface Forced {
   logits: LogitRows;
   activations: Map<number, Float32Array>;
   residual?: Float32Array;
+  /** FFN inputs x̂ of the layers asked for ([input length, d] each), where asked. */
+  ffnInputs?: Map<number, Float32Array>;
 }
 
-/** One teacher-forced forward with the given edits; activations of the listed layers and the final residual. */
-export async function teacherForce(model: LoadedModel, target: RepairTarget, edits?: LayerEdits, layers: number[] = [], residual = false): Promise<Forced> {
-  const res = await model.session.forward({ ids: [target.input], edits, activations: layers, residual, logitsFrom: target.first });
+/**
+ * One teacher-forced forward with the given edits; activations of the listed layers, the final residual, and the
+ * FFN inputs of `ffnInputs` (layers that take added neurons).
+ */
+export async function teacherForce(model: LoadedModel, target: RepairTarget, edits?: LayerEdits, layers: number[] = [], residual = false, ffnInputs: number[] = []): Promise<Forced> {
+  const res = await model.session.forward({ ids: [target.input], edits, activations: layers, residual, logitsFrom: target.first, ffnInputs });
   const logits = logitRows(res);
-  return { target, states: positionStates(model, target, logits, 0), logits, activations: res.activations, residual: res.residual };
+  return { target, states: positionStates(model, target, logits, 0), logits, activations: res.activations, residual: res.residual, ...(ffnInputs.length ? { ffnInputs: res.ffnInputs } : {}) };
 }

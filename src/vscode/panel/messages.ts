@@ -66,7 +66,8 @@ export interface PanelState {
 }
 
 export type ExtensionToWebview =
-  | { type: 'show'; state: PanelState }
+  /** `scrollY`: a position to restore (px from the top), sent when the webview (re)loads: shown again, or after a reload. */
+  | { type: 'show'; state: PanelState; scrollY?: number }
   | { type: 'progress'; progress: RepairProgress }
   | { type: 'busy'; what: string | null }
   | { type: 'error'; message: string };
@@ -85,6 +86,8 @@ export type WebviewAction =
 
 export type WebviewToExtension =
   | { type: 'ready' }
+  /** The panel's scroll position (px from the top) for the run it shows, sent a few times a second at most. */
+  | { type: 'scroll'; runId: string; y: number }
   | { type: 'action'; action: WebviewAction; patchId: string; method?: RepairMethod };
 
 const actions: readonly WebviewAction[] = [
@@ -102,6 +105,17 @@ export function isWebviewMessage(x: unknown): x is WebviewToExtension {
   switch (x.type) {
     case 'ready':
       return keys === 'type';
+    case 'scroll':
+      return (
+        keys === 'runId,type,y' &&
+        typeof x.runId === 'string' &&
+        x.runId.length > 0 &&
+        x.runId.length < 200 &&
+        typeof x.y === 'number' &&
+        Number.isFinite(x.y) &&
+        x.y >= 0 &&
+        x.y < 1e7
+      );
     case 'action':
       return (
         (keys === 'action,patchId,type' ||

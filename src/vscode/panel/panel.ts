@@ -1,7 +1,9 @@
 // Hosts the repair panel: one webview with a strict CSP (nonce, no remote resources, local roots limited to the
 // extension's dist/webview and media), typed messages both ways, and every incoming message validated.
 // The panel opens when a repair starts (its progress, with Cancel), shows the result, and survives a window
-// reload through its serializer (the webview keeps its state and scroll position).
+// reload through its serializer. What it shows and its scroll position are also kept in the workspace's state
+// (written within a second of each change): VS Code saves a webview's own state with the editors only every minute
+// and on the way out, which a reload in the browser (code-server) can cut short, bringing back an older state.
 import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
 import type { Patch, RepairMethod, RepairResult } from '../../engine/types';
@@ -29,6 +31,9 @@ export class RepairPanel implements vscode.Disposable {
   /** Fired when the user presses Cancel in the panel (or closes it) while a repair runs. */
   readonly onCancel = this.cancelRequested.event;
   private disposed = false;
+  /** The webview's scroll position (px) for the run shown, as it last reported it. */
+  private scrollY = 0;
+  private recordTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     private readonly ctx: Ctx,
@@ -39,7 +44,11 @@ export class RepairPanel implements vscode.Disposable {
     panel.webview.html = html(panel.webview, ctx.extension.extensionUri);
     this.disposables.push(
       panel.webview.onDidReceiveMessage((m: unknown) => this.receive(m)),
-      panel.onDidDispose(() => this.dispose()),
+      panel.onDidDispose(() => {
+        // Closed by the user (our own dispose() removes this listener first): nothing to bring back.
+        if (!this.disposed) void forgetRecord(ctx);
+        this.dispose();
+      }),
       this.cancelRequested,
       ctx.patches.onDidChange(() => this.syncWithStore()),
     );
@@ -65,6 +74,8 @@ export class RepairPanel implements vscode.Disposable {
   private static create(ctx: Ctx, state: PanelState): RepairPanel {
     if (ctx.panel) {
       ctx.panel.state = state;
+      ctx.panel.scrollY = 0;
+      ctx.panel.scheduleRecord();
       ctx.panel.panel.reveal(vscode.ViewColumn.Beside, true);
       ctx.panel.post({ type: 'show', state });
       return ctx.panel;
@@ -98,13 +109,18 @@ export class RepairPanel implements vscode.Disposable {
     return p;
   }
 
-  /** Brings back a panel after a window reload, from the state its webview kept. */
+  /**
+   * Brings back a panel after a window reload: from the workspace's record of the panel when there is one (the
+   * newest), else from the state VS Code kept for its webview (`saved`).
+   */
   static revive(ctx: Ctx, panel: vscode.WebviewPanel, saved: unknown): void {
     panel.webview.options = panelOptions(ctx.extension.extensionUri);
-    const state = revivedState(ctx, saved);
+    const record = readRecord(ctx);
+    const state = revivedState(ctx, record?.state ?? saved);
     ctx.panel?.dispose();
     ctx.panel = new RepairPanel(ctx, panel, state);
-    ctx.log.info(`panel: restored after a reload (${state.status})`);
+    if (record && record.state.runId === state.runId) ctx.panel.scrollY = record.scrollY;
+    ctx.log.info(`panel: restored after a reload (${state.status}${record ? `, from the workspace's record, scroll ${Math.round(record.scrollY)} px` : ''})`);
     ctx.panel.syncWithStore();
     // The patch file opens once the model is loaded: a restored panel is a reason to load it.
     void ctx.models.get({ quiet: true });
@@ -197,7 +213,22 @@ export class RepairPanel implements vscode.Disposable {
 
   private update(patch: Partial<PanelState>): void {
     this.state = { ...this.state, ...patch };
+    this.scheduleRecord();
     this.post({ type: 'show', state: this.state });
+  }
+
+  /** Writes the panel's record (state and scroll) to the workspace's state a moment after the last change. */
+  private scheduleRecord(): void {
+    if (this.disposed) return;
+    if (this.recordTimer) clearTimeout(this.recordTimer);
+    this.recordTimer = setTimeout(() => this.writeRecord(), RECORD_DELAY_MS);
+  }
+
+  private writeRecord(): void {
+    if (this.recordTimer) clearTimeout(this.recordTimer);
+    this.recordTimer = undefined;
+    const record: PanelRecord = { state: this.state, scrollY: this.scrollY };
+    this.ctx.extension.workspaceState.update(RECORD_KEY, record).then(undefined, (e: unknown) => this.ctx.log.warn(`panel: could not keep its state: ${errorMessage(e)}`));
   }
 
   /** Every message from the webview goes through here: wrong shapes and stale ids are ignored and logged. */
@@ -211,7 +242,18 @@ export class RepairPanel implements vscode.Disposable {
 
   private async handle(m: WebviewToExtension): Promise<void> {
     if (m.type === 'ready') {
-      this.post({ type: 'show', state: this.state });
+      // The webview (re)loads: a new panel, one shown again after it was hidden (its page is rebuilt), or one brought
+      // back after a reload. It is sent the last position it reported, which its own copy may lack.
+      const scrollY = this.scrollY;
+      this.post({ type: 'show', state: this.state, ...(scrollY > 0 ? { scrollY } : {}) });
+      this.scheduleRecord();
+      return;
+    }
+    if (m.type === 'scroll') {
+      if (m.runId === this.state.runId && m.y !== this.scrollY) {
+        this.scrollY = m.y;
+        this.scheduleRecord();
+      }
       return;
     }
     if (m.patchId !== this.state.runId) {
@@ -295,6 +337,7 @@ export class RepairPanel implements vscode.Disposable {
     if (this.state.status !== 'pending') throw new Error(`This repair is already ${this.state.status}.`);
     this.ctx.log.info(`panel: discarded repair ${this.state.runId}`);
     this.update({ status: 'discarded' });
+    void forgetRecord(this.ctx);
     this.dispose();
   }
 
@@ -369,12 +412,37 @@ export class RepairPanel implements vscode.Disposable {
   dispose(): void {
     if (this.disposed) return;
     if (this.state.status === 'running') this.cancelRequested.fire();
+    // Kept as it is (a window reload disposes the panel too); a pending change is written now.
+    if (this.recordTimer) this.writeRecord();
     this.disposed = true;
     if (this.ctx.panel === this) this.ctx.panel = undefined;
     for (const d of this.disposables) d.dispose();
     this.disposables.length = 0;
     this.panel.dispose();
   }
+}
+
+/** The workspace-state key of the panel's record, and how long after a change it is written (ms). */
+const RECORD_KEY = 'neuronpatch.panel';
+const RECORD_DELAY_MS = 250;
+
+/** What the workspace keeps of the open panel: what it shows and where it is scrolled (px from the top). */
+interface PanelRecord {
+  state: PanelState;
+  scrollY: number;
+}
+
+/** The panel's record in the workspace's state, checked; undefined when there is none or it is malformed. */
+function readRecord(ctx: Ctx): PanelRecord | undefined {
+  const r = ctx.extension.workspaceState.get<unknown>(RECORD_KEY);
+  if (!r || typeof r !== 'object') return undefined;
+  const { state, scrollY } = r as Partial<PanelRecord>;
+  if (!state || typeof state !== 'object' || typeof state.runId !== 'string' || !('status' in state)) return undefined;
+  return { state, scrollY: typeof scrollY === 'number' && Number.isFinite(scrollY) && scrollY >= 0 ? scrollY : 0 };
+}
+
+function forgetRecord(ctx: Ctx): Thenable<void> {
+  return ctx.extension.workspaceState.update(RECORD_KEY, undefined);
 }
 
 /** "3 neurons" (edited and added ones together). */
