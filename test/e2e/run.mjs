@@ -828,6 +828,8 @@ async function uiPhase() {
       await title.waitFor({ timeout: 20_000 });
       const t = await title.innerText();
       if (!/with 1 patch as/.test(t)) throw new Error(`dialog title ${JSON.stringify(t)}`);
+      // While the dialog is open the panel says a folder is being chosen, not that it exports.
+      await view.locator('span.busy', { hasText: 'Choosing a folder' }).waitFor({ timeout: 10_000 });
       // Export beside the workspace: the notification offers the next steps.
       const out = path.join(dir, `export-${Date.now()}`);
       const value = await fillSaveDialog(page, (v) => /-patched$/.test(v), out, 'export-dialog.png');
@@ -864,7 +866,11 @@ async function uiPhase() {
       await palette(page, 'File: New Untitled Text File');
       await page.locator('.tab.active', { hasText: 'Untitled-1' }).first().waitFor({ timeout: 20_000 });
       if ((await page.locator('.tab.active', { hasText: 'Neuron Patch: Repair' }).count()) !== 0) throw new Error('the panel is still in front');
-      await showPanel(page);
+      // Closed again (empty, so without a question): the panel is in front, and takes the focus, as after a click on
+      // its tab; no editor is left behind it to show through in later screenshots.
+      await page.keyboard.press('Control+w');
+      await page.locator('.tab', { hasText: 'Untitled-1' }).first().waitFor({ state: 'detached', timeout: 20_000 });
+      await waitWebviewFocus(page);
       const near = (want) => async () => {
         const at = await webview(page).locator('body').evaluate(() => window.scrollY).catch(() => -1);
         return Math.abs(at - want) <= 40 ? at : undefined;
