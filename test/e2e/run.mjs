@@ -352,6 +352,17 @@ async function fillSaveDialog(page, isProposal, value, shot) {
   if (shot) await screenshot(page, shot);
   await input.fill(value);
   await waitForValue(async () => (await input.inputValue()) === value, `the save dialog to hold ${value}`, 10_000);
+  // The dialog follows the typing into the typed folder (a stat, then its listing). An accept that comes before it
+  // is there only moves it there and leaves it open (its accept navigates when the value names another folder than
+  // the one listed; seen: the second export's dialog open after OK, listing models/demo). Accept once it lists it.
+  const folder = path.dirname(value);
+  await waitForValue(async () => {
+    const entries = new Set(fs.readdirSync(folder));
+    const names = (await page.locator('.quick-input-widget .quick-input-list .monaco-list-row .label-name').allInnerTexts())
+      .map((l) => l.trim().replace(/\/$/, ''))
+      .filter((l) => l && l !== '..');
+    return names.length > 0 && names.every((n) => entries.has(n));
+  }, `the save dialog to list ${folder}`, 30_000);
   await page.locator('.quick-input-widget .monaco-button', { hasText: /^OK$/ }).first().click();
   await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout: 30_000 }).catch(async (e) => {
     const msg = await page.locator('.quick-input-widget .quick-input-message').innerText().catch(() => '');
