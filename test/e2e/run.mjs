@@ -356,13 +356,16 @@ async function fillSaveDialog(page, isProposal, value, shot) {
   // is there only moves it there and leaves it open (its accept navigates when the value names another folder than
   // the one listed; seen: the second export's dialog open after OK, listing models/demo). Accept once it lists it.
   const folder = path.dirname(value);
+  let seen = [];
   await waitForValue(async () => {
     const entries = new Set(fs.readdirSync(folder));
-    const names = (await page.locator('.quick-input-widget .quick-input-list .monaco-list-row .label-name').allInnerTexts())
-      .map((l) => l.trim().replace(/\/$/, ''))
+    seen = (await page.locator('.quick-input-widget .quick-input-list .monaco-list-row').allInnerTexts())
+      .map((l) => l.split('\n')[0].trim().replace(/\/$/, ''))
       .filter((l) => l && l !== '..');
-    return names.length > 0 && names.every((n) => entries.has(n));
-  }, `the save dialog to list ${folder}`, 30_000);
+    return seen.length > 0 && seen.every((n) => entries.has(n));
+  }, `the save dialog to list ${folder}`, 30_000).catch((e) => {
+    throw new Error(`${e.message}: it lists ${JSON.stringify(seen.slice(0, 20))}, the folder holds ${JSON.stringify(fs.readdirSync(folder))}`);
+  });
   await page.locator('.quick-input-widget .monaco-button', { hasText: /^OK$/ }).first().click();
   await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout: 30_000 }).catch(async (e) => {
     const msg = await page.locator('.quick-input-widget .quick-input-message').innerText().catch(() => '');
