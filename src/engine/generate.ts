@@ -1,6 +1,7 @@
 // Decoding with the KV cache: greedy or sampled, healed at the prompt boundary, stopped at the end of the line,
 // at a token budget or at end of sequence, with patches applied through the graph's inputs. Prompts of a batch
 // are left-padded and decoded together.
+import { tokensPerForward } from './budget';
 import type { LoadedModel } from './model/load';
 import { padsLeft } from './model/graph';
 import { type KvCache, type LayerEdits, leftPad } from './model/session';
@@ -39,6 +40,8 @@ export const DEFAULT_MAX_NEW_TOKENS = 48;
  * over), so that a cancel is honoured between pieces instead of after the whole prompt.
  */
 export const PREFILL_CHUNK = 256;
+/** The smallest prompt piece: each piece reads every weight once more. */
+const MIN_PREFILL_CHUNK = 64;
 
 /** A prompt as the decoder sees it: its tokens after healing and cutting, and the text decoding must re-emit. */
 export interface PreparedPrompt {
@@ -210,7 +213,9 @@ async function decode(model: LoadedModel, prompts: string[], opts: GenerateOptio
     cache = taken.past;
   }
   // All but the last piece of a long prompt: cache only, checking for a cancel between pieces.
-  const chunk = extend ? Math.max(1, opts.prefillChunk ?? PREFILL_CHUNK) : Infinity;
+  // Pieces of at most PREFILL_CHUNK tokens, fewer where the model is large (one run's budget, budget.ts: 128 tokens
+  // at Qwen2.5-Coder-0.5B, 64 at 1.5B), so that a cancel waits for one piece only.
+  const chunk = extend ? Math.max(1, opts.prefillChunk ?? Math.min(PREFILL_CHUNK, Math.max(MIN_PREFILL_CHUNK, Math.floor(tokensPerForward(model.info) / rows.length)))) : Infinity;
   while (ids[0].length > chunk) {
     if (opts.signal?.aborted) throw new NeuronpatchError('Generation was cancelled.');
     const past: number = cache?.length ?? 0;

@@ -352,6 +352,20 @@ async function fillSaveDialog(page, isProposal, value, shot) {
   if (shot) await screenshot(page, shot);
   await input.fill(value);
   await waitForValue(async () => (await input.inputValue()) === value, `the save dialog to hold ${value}`, 10_000);
+  // The dialog follows the typing into the typed folder (a stat, then its listing). An accept that comes before it
+  // is there only moves it there and leaves it open (its accept navigates when the value names another folder than
+  // the one listed; seen: the second export's dialog open after OK, listing models/demo). Accept once it lists it.
+  const folder = path.dirname(value);
+  let seen = [];
+  await waitForValue(async () => {
+    const entries = new Set(fs.readdirSync(folder));
+    seen = (await page.locator('.quick-input-widget .quick-input-list .monaco-list-row').allInnerTexts())
+      .map((l) => l.split('\n')[0].trim().replace(/\/$/, ''))
+      .filter((l) => l && l !== '..');
+    return seen.length > 0 && seen.every((n) => entries.has(n));
+  }, `the save dialog to list ${folder}`, 30_000).catch((e) => {
+    throw new Error(`${e.message}: it lists ${JSON.stringify(seen.slice(0, 20))}, the folder holds ${JSON.stringify(fs.readdirSync(folder))}`);
+  });
   await page.locator('.quick-input-widget .monaco-button', { hasText: /^OK$/ }).first().click();
   await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout: 30_000 }).catch(async (e) => {
     const msg = await page.locator('.quick-input-widget .quick-input-message').innerText().catch(() => '');
@@ -608,6 +622,12 @@ async function closeToasts(page) {
   }, 'the notification toasts to close', 20_000);
 }
 
+/** Waits until the webview's body says the theme kind `tag` (dark, light, dark-hc, light-hc), as VS Code sets it. */
+async function waitThemeKind(view, tag) {
+  const kind = { dark: 'vscode-dark', light: 'vscode-light', 'dark-hc': 'vscode-high-contrast', 'light-hc': 'vscode-high-contrast-light' }[tag];
+  await waitForValue(() => view.locator('body').evaluate((b, k) => b.dataset.vscodeThemeKind === k, kind).catch(() => false), `the panel in the ${tag} theme`, 20_000);
+}
+
 /** Picks a colour theme through Preferences: Color Theme (the row itself, not the marketplace browser). */
 async function pickTheme(page, theme) {
   await page.keyboard.press('Escape');
@@ -763,21 +783,25 @@ async function uiPhase() {
       for (const [theme, tag] of themes) {
         await pickTheme(page, theme);
         await page.locator(`.monaco-workbench.${tag === 'dark' ? 'vs-dark' : tag === 'light' ? 'vs' : tag === 'dark-hc' ? 'hc-black' : 'hc-light'}`).waitFor({ timeout: 20_000 });
-        await sleep(1500);
+        // The webview gets the theme by a message: measure once its body says the new kind.
+        await waitThemeKind(view, tag);
         const r = await view.locator('body').evaluate(contrastInPage);
         await screenshot(page, `theme-${tag}.png`);
         lines.push(`${tag}: min ${r.min}:1 over ${r.count} texts`);
         if (r.min < 4.5) bad.push(`${tag}: ${JSON.stringify(r.worst.filter((w) => w.ratio < 4.5))}`);
       }
       await pickTheme(page, 'Default Dark Modern');
-      await sleep(1000);
+      await waitThemeKind(view, 'dark');
       if (bad.length) throw new Error(`${lines.join('; ')}; below 4.5: ${bad.join(' ')}`);
       return lines.join('; ');
     });
 
     await step('ui: item 8: in a narrow panel the tables scroll inside a box the keyboard reaches; the page never overflows', async () => {
+      const width = () => view.locator('body').evaluate(() => document.documentElement.clientWidth);
+      const wideWidth = await width();
       await page.setViewportSize({ width: 1000, height: 1000 });
-      await sleep(1000);
+      // The workbench lays the editors out again, then the webview: wait for the narrower panel.
+      await waitForValue(async () => (await width()) < wideWidth - 100, 'the panel to narrow', 20_000);
       const measure = () => view.locator('body').evaluate(() => ({
         page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
         boxes: [...document.querySelectorAll('.table-scroll')].map((b) => ({ id: b.dataset.test, over: b.scrollWidth - b.clientWidth, tab: b.tabIndex, left: b.scrollLeft })),
@@ -790,14 +814,18 @@ async function uiPhase() {
       if (wide) {
         await view.locator(`[data-test="${wide.id}"]`).focus();
         for (let i = 0; i < 8; i++) await page.keyboard.press('ArrowRight');
-        const after = (await measure()).boxes.find((b) => b.id === wide.id);
-        if (!(after.left > 0)) throw new Error(`${wide.id} did not scroll with the keyboard`);
+        // Keyboard scrolling is smooth (animated): wait for it to move rather than read it at once (seen: read 0 on a
+        // loaded machine, the box scrolled in the screenshot taken just after).
+        const after = await waitForValue(async () => {
+          const b = (await measure()).boxes.find((x) => x.id === wide.id);
+          return b.left > 0 ? b : undefined;
+        }, `${wide.id} to scroll with the keyboard`, 10_000);
         scrolled = `${wide.id} (${wide.over} px wider) scrolled to ${after.left} px by the keyboard`;
       }
       await view.locator('#neurons').evaluate((e) => e.scrollIntoView({ block: 'start' }));
       await screenshot(page, 'panel-narrow.png');
       await page.setViewportSize({ width: 1600, height: 1000 });
-      await sleep(500);
+      await waitForValue(async () => (await width()) >= wideWidth - 2, 'the panel to widen again', 20_000);
       return scrolled;
     });
 
@@ -828,6 +856,8 @@ async function uiPhase() {
       await title.waitFor({ timeout: 20_000 });
       const t = await title.innerText();
       if (!/with 1 patch as/.test(t)) throw new Error(`dialog title ${JSON.stringify(t)}`);
+      // While the dialog is open the panel says a folder is being chosen, not that it exports.
+      await view.locator('span.busy', { hasText: 'Choosing a folder' }).waitFor({ timeout: 10_000 });
       // Export beside the workspace: the notification offers the next steps.
       const out = path.join(dir, `export-${Date.now()}`);
       const value = await fillSaveDialog(page, (v) => /-patched$/.test(v), out, 'export-dialog.png');
@@ -864,7 +894,11 @@ async function uiPhase() {
       await palette(page, 'File: New Untitled Text File');
       await page.locator('.tab.active', { hasText: 'Untitled-1' }).first().waitFor({ timeout: 20_000 });
       if ((await page.locator('.tab.active', { hasText: 'Neuron Patch: Repair' }).count()) !== 0) throw new Error('the panel is still in front');
-      await showPanel(page);
+      // Closed again (empty, so without a question): the panel is in front, and takes the focus, as after a click on
+      // its tab; no editor is left behind it to show through in later screenshots.
+      await page.keyboard.press('Control+w');
+      await page.locator('.tab', { hasText: 'Untitled-1' }).first().waitFor({ state: 'detached', timeout: 20_000 });
+      await waitWebviewFocus(page);
       const near = (want) => async () => {
         const at = await webview(page).locator('body').evaluate(() => window.scrollY).catch(() => -1);
         return Math.abs(at - want) <= 40 ? at : undefined;

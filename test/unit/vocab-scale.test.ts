@@ -7,6 +7,8 @@ import { test } from 'node:test';
 import { logSoftmax, topK } from '../../src/engine/linalg';
 import { productABt, productTopK } from '../../src/engine/onnx/products';
 import { bestTwo } from '../../src/engine/trace/teacher';
+import { FORWARD_MACS, macsPerToken, tokensPerForward } from '../../src/engine/budget';
+import { sessionOptions } from '../../src/engine/model/session';
 import { klDivergence } from '../../src/engine/repair/verify';
 import { referenceStats } from '../../src/engine/repair/reference';
 import { logitLenses } from '../../src/engine/trace/attribution';
@@ -146,4 +148,20 @@ test('ablation effects at the last position over the cached prefix: a last-layer
   const occ = await layerOcclusion(m, ids, y, a);
   assert.equal(occ.length, m.info.layers);
   assert.ok(occ.every((o) => Number.isFinite(o.effect)));
+});
+
+test('one run\'s budget: Qwen2.5-Coder-0.5B-shaped work is cut into runs of about 5·10¹⁰ multiply-adds', () => {
+  const qwen05 = { layers: 24, width: 896, neurons: 4864 };
+  const perToken = macsPerToken(qwen05);
+  assert.equal(perToken, 24 * (4 * 896 * 896 + 3 * 896 * 4864));
+  const n = tokensPerForward(qwen05);
+  assert.ok(n * perToken <= FORWARD_MACS && (n + 1) * perToken > FORWARD_MACS, `${n} tokens`);
+  assert.equal(tokensPerForward({ layers: 2, width: 64, neurons: 128 }) > 10_000, true, 'a tiny model runs whole');
+  assert.equal(tokensPerForward({ layers: 28, width: 1536, neurons: 8960 }, 64), 64, 'the floor holds');
+});
+
+test('sessionOptions: spinning false asks onnxruntime\'s intra-op threads to sleep, beside the external data folder', () => {
+  const { options } = sessionOptions({ bytes: new Uint8Array(), externalDataFolder: '/x' }, { spinning: false });
+  assert.deepEqual(options.extra, { session: { model_external_initializers_file_folder_path: '/x', intra_op: { allow_spinning: '0' } } });
+  assert.equal(sessionOptions('/m.onnx').options.extra, undefined);
 });

@@ -29,6 +29,8 @@ export interface LoadOptions {
   threads?: number;
   /** onnxruntime execution provider ('cpu' default); one this build lacks falls back to CPU with `log`. */
   executionProvider?: ExecutionProvider;
+  /** onnxruntime's intra-op threads spin while idle (default true); see SessionOptions.spinning. */
+  spinning?: boolean;
   log?: (line: string) => void;
 }
 
@@ -146,7 +148,7 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   const source: EntrySource = { hash, onnxPath: mf.onnxPath, proto, recognised, external, log, linkExternal: !inPlace };
   // With weights in place the graph is read into memory (kilobytes) and onnxruntime pointed at the model's folder.
   const sessionModel = (file: string): SessionModel => (external.length && inPlace ? { bytes: readFileSync(file), externalDataFolder: realBase } : file);
-  const sessionOpts = { threads: opts.threads, executionProvider: opts.executionProvider, log };
+  const sessionOpts = { threads: opts.threads, executionProvider: opts.executionProvider, spinning: opts.spinning, log };
   let entry = await openEntry(root, source);
   const graph = entry.graph;
   const site = graph.sites[0];

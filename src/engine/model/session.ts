@@ -93,6 +93,12 @@ export interface SessionOptions {
   executionProvider?: ExecutionProvider;
   /** Told why a provider was not used. */
   log?: (line: string) => void;
+  /**
+   * false: onnxruntime's intra-op threads sleep between parallel sections instead of spinning (default true, as
+   * onnxruntime does). A worker thread beside an editor's UI thread sets it, so that idle spinning does not take
+   * the cores the UI thread needs.
+   */
+  spinning?: boolean;
 }
 
 /**
@@ -105,7 +111,10 @@ export function sessionOptions(model: SessionModel, opts: SessionOptions = {}): 
     intraOpNumThreads: opts.threads ?? Number(process.env.NEURONPATCH_THREADS ?? 0),
     executionMode: 'sequential',
   };
-  if (typeof model !== 'string') options.extra = { session: { model_external_initializers_file_folder_path: model.externalDataFolder } };
+  const session: Record<string, unknown> = {};
+  if (typeof model !== 'string') session.model_external_initializers_file_folder_path = model.externalDataFolder;
+  if (opts.spinning === false) session.intra_op = { allow_spinning: '0' };
+  if (Object.keys(session).length) options.extra = { session };
   const ep = opts.executionProvider ?? 'cpu';
   if (ep === 'cpu') return { options: { ...options, executionProviders: ['cpu'] } };
   const shipped = availableProviders();

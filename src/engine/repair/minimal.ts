@@ -7,6 +7,7 @@
 // for another is not offered again: long completions otherwise ping-pong until the budget is spent.
 import { dot, norm, row, solveSymmetric } from '../linalg';
 import type { LoadedModel } from '../model/load';
+import { tokensPerForward } from '../budget';
 import type { ForwardResult, LayerEdits } from '../model/session';
 import type { Patch } from '../types';
 import { contrast } from '../trace/attribution';
@@ -238,18 +239,13 @@ async function allPositions(ctx: SolveContext, f: Forced, weak: PositionState[],
   return { edits: best.t.edits, f: best.f, label: `${moves.length} positions, ${moves.map((mv) => mv.label).join(', ')} × ${best.t.k}` };
 }
 
-/** Teacher-forced work per forward, in multiply-adds (about 1 s on one laptop core): bounds a cancel's wait. */
-const FORWARD_MACS = 5e10;
-
 /**
- * Rows of `seq` tokens per forward in a line search: as many as fit FORWARD_MACS (at least one). On CPU a batch
- * of rows costs about as much as its rows one by one, while a cancel waits for the whole forward in flight (an
- * onnxruntime run cannot be interrupted), and each row's activations are held until it is scored.
+ * Rows of `seq` tokens per forward in a line search: as many as fit the budget of one run (budget.ts; at least
+ * one). On CPU a batch of rows costs about as much as its rows one by one, while a cancel waits for the whole
+ * forward in flight, and each row's activations are held until it is scored.
  */
 export function rowsPerForward(model: LoadedModel, seq: number): number {
-  const { layers, width: d, neurons: m } = model.info;
-  const perRow = seq * layers * (4 * d * d + 3 * d * m);
-  return Math.max(1, Math.floor(FORWARD_MACS / perRow));
+  return Math.max(1, Math.floor(tokensPerForward(model.info) / seq));
 }
 
 /** [first index, slice] of `xs` in slices of `n`. */

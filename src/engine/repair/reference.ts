@@ -7,7 +7,7 @@
 // live in the cache file and blocks are read from it on demand; only the diagonals stay in memory. Computing them
 // holds one layer's matrix at a time: the reference activations of each layer are spilled to a scratch file during
 // the forwards, then each layer's Gram matrix is taken over them in onnxruntime and written in place.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { preparePrompt } from '../generate';
@@ -100,7 +100,9 @@ export async function referenceStats(model: LoadedModel, prompts: string[], sign
 
   // Pass 1: the forwards, in batches whose activations stay within FORWARD_BYTES; each layer's activations at
   // real tokens are appended to one scratch file per layer.
-  const tmp = `${file}.${process.pid}.tmp`;
+  // Scratch names of this computation alone: another one may run at once for the same file (a cancelled repair
+  // still finishing its forward while a new one starts); the last rename wins, with the same contents.
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   const spill = Array.from({ length: layers }, (_, L) => `${tmp}.layer${L}`);
   const all = [...Array(layers).keys()];
   let count = 0;

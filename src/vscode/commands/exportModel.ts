@@ -7,9 +7,9 @@ import type { CommandFactory, Ctx } from '../ctx';
 
 /**
  * Asks for a folder (unless `outDir` is given) and exports into it; returns the folder, or undefined when the
- * user cancelled.
+ * user cancelled. `onPicked` is called with the folder once it is chosen, before the export starts.
  */
-export async function exportPatchedModel(ctx: Ctx, extra: Patch[] = [], outDir?: string): Promise<string | undefined> {
+export async function exportPatchedModel(ctx: Ctx, extra: Patch[] = [], outDir?: string, onPicked?: (folder: string) => void): Promise<string | undefined> {
   const model = await ctx.models.require();
   const patches = [...ctx.patches.active(), ...extra.map((p) => ({ ...p, enabled: true }))];
   if (patches.length === 0) throw new Error('There is no active patch to export.');
@@ -25,6 +25,7 @@ export async function exportPatchedModel(ctx: Ctx, extra: Patch[] = [], outDir?:
       });
   if (!picked) return undefined;
   const out = picked.fsPath;
+  onPicked?.(out);
   await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: `Neuron Patch: exporting ${n} patch${n === 1 ? '' : 'es'}…` },
     () =>

@@ -404,8 +404,9 @@ export class RepairPanel implements vscode.Disposable {
   private async export(): Promise<void> {
     const r = this.state.result;
     const extra = this.state.status === 'pending' && r?.success ? [r.patch] : [];
-    this.update({ busy: 'Exporting the patched model…', error: null });
-    const out = await exportPatchedModel(this.ctx, extra);
+    // While the dialog is open the panel says so (not "exporting" before a folder is chosen).
+    this.update({ busy: 'Choosing a folder for the patched model…', error: null });
+    const out = await exportPatchedModel(this.ctx, extra, undefined, () => this.update({ busy: 'Exporting the patched model…' }));
     this.update({ busy: null, exportedTo: out ?? this.state.exportedTo });
   }
 

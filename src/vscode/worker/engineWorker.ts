@@ -38,7 +38,8 @@ async function serve(call: Call, signal: AbortSignal, id: number): Promise<unkno
       if (model) await model.dispose();
       model = undefined;
       prefix.clear();
-      model = await loadModel(call.folder, { ...call.options, log: (line) => post({ log: line }) });
+      // Beside the extension host: onnxruntime's idle threads sleep rather than spin on the cores the host needs.
+      model = await loadModel(call.folder, { spinning: false, ...call.options, log: (line) => post({ log: line }) });
       return { info: model.info, onnxPath: model.loaded.onnxPath, graph: model.loaded.graph };
     }
     case 'generate': {
