@@ -3,7 +3,7 @@
 // is repaired with the keyed method, and at every variant position that fails before the patch the bench reads the
 // added neurons' response there against their thresholds (relative pre-activation: 1 at the neuron's own context,
 // 0 at its threshold, < 0 silent), and whether the variant is fixed.
-//   node bench/run.mjs repair-variants [--cases 6] [--key-margins 0.5] [--regression-limit 30] [--variants N] [--margin 2] [--json]
+//   node bench/run.mjs repair-variants [--cases 6] [--key-margins 0.5] [--regression-limit 30] [--variants N] [--margin 2] [--layer L] [--json]
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { loadModel } from '../src/engine/model/load';
@@ -18,7 +18,7 @@ import { options, ROOT } from './common';
 
 const opt = options({
   cases: { type: 'string', default: '6' }, 'key-margins': { type: 'string', default: '0.5' }, 'regression-limit': { type: 'string', default: '30' },
-  variants: { type: 'string', default: '' }, margin: { type: 'string', default: '2' }, from: { type: 'string', default: '0' },
+  variants: { type: 'string', default: '' }, margin: { type: 'string', default: '2' }, layer: { type: 'string', default: '' }, from: { type: 'string', default: '0' },
   file: { type: 'string', default: path.join(ROOT, 'bench', 'cases', 'dev.jsonl') },
   regression: { type: 'string', default: path.join(ROOT, 'bench', 'cases', 'regression.jsonl') },
 });
@@ -48,8 +48,11 @@ async function main(): Promise<void> {
     let fixed = 0;
     let total = 0;
     let casesFixed = 0;
+    let allFire = 0;
+    let lineStartMiss = 0;
+    const perCase: number[] = [];
     for (const c of cases) {
-      const r = await repair(model, c, { method: 'keyed', reference, guard, analyse: false, keyMargin, margin: Number(opt.margin), ...(opt.variants ? { keyVariants: Number(opt.variants) } : {}) });
+      const r = await repair(model, c, { method: 'keyed', reference, guard, analyse: false, keyMargin, margin: Number(opt.margin), ...(opt.layer ? { keyedLayer: Number(opt.layer) } : {}), ...(opt.variants ? { keyVariants: Number(opt.variants) } : {}) });
       if (!r.success) {
         log(`${c.id}: not fixed`);
         continue;
@@ -69,6 +72,7 @@ async function main(): Promise<void> {
         own.set(a, best);
       }
       const got = await completions(model, c.variants!.map((v) => v.prompt), patched);
+      perCase.push(got.filter((g, i) => g === c.variants![i].desired.replace(/\n$/, '')).length / c.variants!.length);
       for (const [vi, v] of c.variants!.entries()) {
         total++;
         const ok = got[vi] === v.desired.replace(/\n$/, '');
@@ -82,13 +86,18 @@ async function main(): Promise<void> {
           const resp = added.map((a) => relative(a, vx.get(a.layer)!, pos, own.get(a)!, d));
           return { index: s.index, token: model.tokenizer.tokenText(s.desired), best: Math.max(...resp) };
         });
+        if (detail.every((x) => x.best > 0)) allFire++;
+        // The line's first token: the indentation-carrying newline (#0) or the first word after it (#1).
+        if (detail.some((x) => x.index <= 1 && x.best <= 0)) lineStartMiss++;
         log(`${c.id} ρ=${keyMargin} variant ${vi}: ${ok ? 'FIXED' : 'not fixed'}; ${failing.length} failing of ${vt.targets.length}: `
           + detail.map((x) => `#${x.index} ${JSON.stringify(x.token)} ${x.best.toFixed(2)}`).join(', '));
         rows.push({ id: c.id, keyMargin, variant: vi, fixed: ok, failing: detail, neurons: added.length, got: got[vi].slice(0, 60), desired: v.desired });
       }
     }
-    log(`ρ=${keyMargin}: ${casesFixed}/${cases.length} cases fixed; variants fixed ${fixed}/${total}`);
-    rows.push({ keyMargin, casesFixed, variantsFixed: fixed, variants: total });
+    const meanPerCase = perCase.length ? perCase.reduce((a, b) => a + b, 0) / perCase.length : null;
+    log(`ρ=${keyMargin}: ${casesFixed}/${cases.length} cases fixed; variants fixed ${fixed}/${total} (mean per fixed case ${meanPerCase === null ? 'n/a' : (100 * meanPerCase).toFixed(1)} %); `
+      + `variants where some added neuron fires at every failing position ${allFire}/${total}; variants with a line-start position (#0/#1) no neuron fires at ${lineStartMiss}/${total}`);
+    rows.push({ keyMargin, casesFixed, variantsFixed: fixed, variants: total, meanPerCase, allFire, lineStartMiss });
   }
   await model.release();
   if (opt.json) process.stdout.write(`${JSON.stringify(rows)}\n`);
