@@ -51,7 +51,7 @@ export const demo: Command = async (args) => {
       say(`desired:             ${JSON.stringify(c.desired)}`);
       const r = await repair(model, c, {
         method, regression, regressionBefore: before, ...side,
-        onProgress: repairProgress(phases, !!values.verbose, warn),
+        onProgress: repairProgress(phases, !!values.verbose, warn), onSideEffectProgress: (done, total) => phases.tick(done, total),
       });
       phases.end();
       // The trace is the one the repair made (top neurons at the first failing position), not a second run.

@@ -66,7 +66,7 @@ export const repairCommand: Command = async (args) => {
     const before = await regressionBefore(model, regression, phases, store?.active());
     const r = await repair(model, { prompt, desired }, {
       method: method(values.method), regression, regressionBefore: before, active: store?.active(), margin: marginOption(values.margin),
-      onProgress: repairProgress(phases, !!values.verbose, warn), ...side, ...keyedOptions(values),
+      onProgress: repairProgress(phases, !!values.verbose, warn), onSideEffectProgress: (done, total) => phases.tick(done, total), ...side, ...keyedOptions(values),
     });
     phases.end();
     if (r.notice) warn(r.notice);

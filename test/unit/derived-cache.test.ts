@@ -183,8 +183,10 @@ describe('next-token measures of an unpatched base (demo model)', () => {
     assert.equal(measured.nextToken, direct.sameNext);
     assert.ok(Math.abs(measured.meanKl! - direct.meanKl) <= 1e-4 * direct.meanKl + 1e-7, `KL ${measured.meanKl} vs ${direct.meanKl}`);
     // The second time the logits before come from the cache: the same figures.
-    const again = await measureSideEffects(m, { prompts: texts }, undefined, patched);
+    const ticks: [number, number][] = [];
+    const again = await measureSideEffects(m, { prompts: texts, onProgress: (done, total) => ticks.push([done, total]) }, undefined, patched);
     assert.equal(again.meanKl, measured.meanKl);
+    assert.deepEqual(ticks, [[0, 12], [8, 12], [12, 12]], 'progress per batch of 8 regression prompts');
     assert.equal((await baselineNextToken(m, texts)).cache.hit, true);
   });
 });

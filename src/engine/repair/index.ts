@@ -73,6 +73,8 @@ export interface RepairOptions {
   analyse?: boolean;
   signal?: AbortSignal;
   onProgress?: (line: string) => void;
+  /** The side-effect check's items checked of all (regression prompts, guard lines, held-out texts), per batch. */
+  onSideEffectProgress?: (done: number, total: number) => void;
 }
 
 export { Cancelled };
@@ -260,7 +262,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     progress(`measuring side effects on ${opts.regression?.length ?? 0} regression prompts and ${opts.guard?.length ?? 0} guard lines`);
     measures = await measureSideEffects(model, {
       prompts: opts.regression ?? [], before: opts.regressionBefore, guard: opts.guard, heldOut: opts.heldOut ?? opts.regression ?? [],
-      unseenGuard: opts.unseenGuard,
+      unseenGuard: opts.unseenGuard, onProgress: opts.onSideEffectProgress,
     }, base, patched, opts.signal);
     ({ linesUnchanged: specificity, nextToken: nextTokenSpecificity, meanKl, changed } = measures);
   }

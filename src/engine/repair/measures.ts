@@ -58,11 +58,20 @@ export interface MeasureInputs {
   heldOut?: string[];
   /** Lines the model completes right that no method was given (measured only: correct lines kept, unseen). */
   unseenGuard?: GuardLine[];
+  /**
+   * Items checked under the patch so far, of all: the regression prompts (token locality), the guard lines, the
+   * unseen guard lines and the held-out texts (their loss), in that order, reported after each batch.
+   */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** Every measure of the module comment for `patched` against `base` (both may carry added neurons). */
 export async function measureSideEffects(model: LoadedModel, inputs: MeasureInputs, base: LayerEdits | undefined, patched: LayerEdits, signal?: AbortSignal): Promise<SideEffectMeasures> {
   const { prompts } = inputs;
+  const total = prompts.length + (inputs.guard?.length ?? 0) + (inputs.unseenGuard?.length ?? 0) + (inputs.heldOut?.length ?? 0);
+  let done = 0;
+  const tick = inputs.onProgress ? (n: number) => inputs.onProgress!((done += n), total) : undefined;
+  inputs.onProgress?.(0, total);
   let tokenLocality: number | null = null;
   let tokens = 0;
   let linesUnchanged: number | null = null;
@@ -77,7 +86,7 @@ export async function measureSideEffects(model: LoadedModel, inputs: MeasureInpu
     // 151,936 a row do not): the logits before are cached, and those after are the locality forward's own at each
     // prompt's last position (fed as the next-token measure feeds it), so no forward is added for them.
     const keepNext = isEmpty(base) && prompts.length * model.info.vocab * 4 <= NEXT_ROWS_BYTES;
-    const loc = await continuationLocality(model, prompts, before, patched, signal, keepNext);
+    const loc = await continuationLocality(model, prompts, before, patched, signal, keepNext, tick);
     tokenLocality = loc.tokens ? loc.same / loc.tokens : 1;
     tokens = loc.tokens;
     changed = prompts.flatMap((prompt, i) => (before[i].completion === loc.lines[i] ? [] : [{ prompt, before: before[i].completion, after: loc.lines[i] }]));
@@ -91,19 +100,19 @@ export async function measureSideEffects(model: LoadedModel, inputs: MeasureInpu
   let kept: SideEffectMeasures['kept'] = null;
   let broken: SideEffectMeasures['broken'] = [];
   if (inputs.guard?.length) {
-    const g = await guardKept(model, inputs.guard, patched, signal);
+    const g = await guardKept(model, inputs.guard, patched, signal, tick);
     kept = { kept: g.kept, of: inputs.guard.length };
     broken = g.broken;
   }
   let keptUnseen: SideEffectSummary['keptUnseen'] = null;
   if (inputs.unseenGuard?.length) {
-    const g = await guardKept(model, inputs.unseenGuard, patched, signal);
+    const g = await guardKept(model, inputs.unseenGuard, patched, signal, tick);
     keptUnseen = { kept: g.kept, of: inputs.unseenGuard.length };
   }
   let heldOutLoss: SideEffectSummary['heldOutLoss'] = null;
   if (inputs.heldOut?.length) {
     const b = await heldOutLossOf(model, inputs.heldOut, base);
-    const a = await heldOutLossOf(model, inputs.heldOut, patched);
+    const a = await heldOutLossOf(model, inputs.heldOut, patched, tick);
     heldOutLoss = { before: b.loss, after: a.loss, change: (a.loss - b.loss) / b.loss, tokens: b.tokens };
   }
   const summary: SideEffectSummary = {
@@ -120,6 +129,7 @@ export async function measureSideEffects(model: LoadedModel, inputs: MeasureInpu
  */
 export async function continuationLocality(
   model: LoadedModel, prompts: string[], before: GreedyLine[], edits: LayerEdits, signal?: AbortSignal, keepNext = false,
+  tick?: (items: number) => void,
 ): Promise<{ same: number; tokens: number; lines: string[]; next: (Float32Array | undefined)[] }> {
   const lines = before.map((b) => b.completion);
   const V = model.info.vocab;
@@ -135,6 +145,7 @@ export async function continuationLocality(
       const targets = before[i + k].tokens;
       return { at: i + k, prepared, targets, input: [...prepared.ids, ...targets.slice(0, -1)] };
     });
+    tick?.(rows.length);
     const live = rows.filter((r) => r.targets.length > 0);
     if (!live.length) continue;
     const { ids, mask, start } = padRows(model.graph, live.map((r) => r.input));
@@ -171,7 +182,7 @@ async function fillNext(model: LoadedModel, prompts: string[], given: (Float32Ar
 }
 
 /** Guard lines still exactly right under `edits`: teacher-forced first, decoded where a position is in doubt. */
-export async function guardKept(model: LoadedModel, guard: GuardLine[], edits: LayerEdits | undefined, signal?: AbortSignal): Promise<{ kept: number; broken: { prompt: string; desired: string; after: string }[]; keptFlags: boolean[] }> {
+export async function guardKept(model: LoadedModel, guard: GuardLine[], edits: LayerEdits | undefined, signal?: AbortSignal, tick?: (items: number) => void): Promise<{ kept: number; broken: { prompt: string; desired: string; after: string }[]; keptFlags: boolean[] }> {
   const flags = new Array<boolean>(guard.length).fill(true);
   const doubt: number[] = [];
   // A line that cannot be teacher-forced (longer than the context leaves room for) is decoded instead.
@@ -180,9 +191,11 @@ export async function guardKept(model: LoadedModel, guard: GuardLine[], edits: L
     if (!t) doubt.push(i);
   });
   const usable = all.flatMap((t, i) => (t ? [{ t, i }] : []));
+  if (usable.length < guard.length) tick?.(guard.length - usable.length);
   for (let k = 0; k < usable.length; k += CHECK_BATCH) {
     if (signal?.aborted) throw new NeuronpatchError('Measuring side effects was cancelled.');
     const part = usable.slice(k, k + CHECK_BATCH);
+    tick?.(part.length);
     const targets = part.map((u) => u.t);
     const { ids, mask, start: shift } = padRows(model.graph, targets.map((t) => t.input));
     const res = await model.session.forward({ ids, mask, edits, logitsFrom: Math.min(...targets.map((t, b) => t.first + shift[b])) });
@@ -227,8 +240,8 @@ const isEmpty = (edits?: LayerEdits): boolean => !edits || (edits.size === 0 && 
  * Mean next-token loss (nats per token) over every token of the texts but the first, under `edits`. The
  * unpatched model's is cached per model and texts, in memory and in the model's cache folder (verified).
  */
-export async function heldOutLossOf(model: LoadedModel, texts: string[], edits?: LayerEdits): Promise<{ loss: number; tokens: number }> {
-  if (!isEmpty(edits)) return lossOf(model, texts, edits);
+export async function heldOutLossOf(model: LoadedModel, texts: string[], edits?: LayerEdits, tick?: (items: number) => void): Promise<{ loss: number; tokens: number }> {
+  if (!isEmpty(edits)) return lossOf(model, texts, edits, tick);
   const key = inputsHash(texts);
   const memo = lossCache.get(model) ?? new Map<string, { loss: number; tokens: number }>();
   lossCache.set(model, memo);
@@ -243,17 +256,20 @@ export async function heldOutLossOf(model: LoadedModel, texts: string[], edits?:
   return value;
 }
 
-async function lossOf(model: LoadedModel, texts: string[], edits?: LayerEdits): Promise<{ loss: number; tokens: number }> {
+/** The loss of `heldOutLossOf`, computed; `tick(n)` after each batch of n texts. */
+async function lossOf(model: LoadedModel, texts: string[], edits?: LayerEdits, tick?: (items: number) => void): Promise<{ loss: number; tokens: number }> {
   const V = model.info.vocab;
   let total = 0;
   let count = 0;
   const encoded = texts.map((t) => preparePrompt(model, t, 1, false).ids).filter((r) => r.length > 1);
+  if (encoded.length < texts.length) tick?.(texts.length - encoded.length);
   for (let i = 0; i < encoded.length;) {
     // Every position's logits come back ([rows, width, V]): as many rows as keep them within LOSS_LOGIT_BYTES.
     let n = 1;
     while (i + n < encoded.length && n < CHECK_BATCH && (n + 1) * Math.max(...encoded.slice(i, i + n + 1).map((r) => r.length)) * V * 4 <= LOSS_LOGIT_BYTES) n++;
     const rows = encoded.slice(i, i + n);
     i += n;
+    tick?.(n);
     const { ids, mask, width, start } = padRows(model.graph, rows);
     const res = await model.session.forward({ ids, mask, edits });
     rows.forEach((r, b) => {
