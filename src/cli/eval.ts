@@ -123,7 +123,7 @@ export const evaluate: Command = async (args) => {
       + `(next token: ${f(summary.nextTokenSpecificity === null ? null : summary.nextTokenSpecificity * 100, 2)} %), mean KL ${summary.meanKl?.toExponential(2) ?? 'n/a'}`,
     `token locality ${f(summary.tokenLocality === null ? null : summary.tokenLocality * 100, 2)} %, correct lines kept ${f(summary.keptLines === null ? null : summary.keptLines * 100, 1)} % of ${summary.guardLines}, `
       + `held-out loss ${summary.heldOutLossChange === null ? 'n/a' : `${summary.heldOutLossChange >= 0 ? '+' : ''}${(summary.heldOutLossChange * 100).toFixed(3)} %`}`,
-    `generalization ${f(summary.generalization === null ? null : summary.generalization * 100)} %`,
+    `generalization ${summary.generalization === null ? 'n/a (no variants)' : `${f(summary.generalization * 100)} %`}`,
     `median repair ${f(summary.medianMs, 0)} ms = ${f(summary.medianRepairToGeneration, 2)}× one generation (${f(summary.medianGenerationMs, 0)} ms), side-effect check apart`,
     phases.text(),
   ].join('\n'));
