@@ -21,6 +21,7 @@ import { trace } from '../src/engine/trace/index';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { EngineWorker } from '../src/vscode/worker/client';
 import { fmt, median, options, PlainModel, ROOT, sessionOptions } from './common';
+import { decodeComparison } from './scale-decode';
 
 const FILES: Record<string, string> = { fp32: 'model.onnx', fp16: 'model_fp16.onnx', q4: 'model_q4.onnx' };
 type Runner = 'plain' | 'engine' | 'transformers';
@@ -379,6 +380,7 @@ async function main(): Promise<void> {
     if (opt.child === 'open') out = await childOpen(size, dtype, threads);
     else if (opt.child === 'editor') out = await childEditor(size, dtype, promptTokens, newTokens, Number(opt.keystrokes), Number(opt.regression), threads);
     else if (opt.child === 'repair') out = await childRepair(size, dtype, Number(opt.regression), threads);
+    else if (opt.child === 'decode') out = await decodeComparison(size, dtype, promptTokens, 8);
     else out = await childGenerate(opt.child as Runner, size, dtype, promptTokens, newTokens, threads);
     process.stdout.write(`${JSON.stringify(out)}\n`);
     return;
@@ -414,6 +416,10 @@ async function main(): Promise<void> {
           runs[runner].push(runChild<GenResult>(['--child', runner, ...args]));
         }
       }
+      // Decoding steps of the engine and of the plain graph interleaved in one process (the separate processes above
+      // run minutes apart, under whatever load the machine has then).
+      process.stderr.write(`${size} ${dtype}: decode steps, interleaved\n`);
+      const dec = runChild<{ plain: number[]; instrumented: number[]; forward: number[] }>(['--child', 'decode', ...args]);
       const rep = opt['skip-repair'] ? { error: 'skipped (--skip-repair)' } : (process.stderr.write(`${size} ${dtype}: trace + repair\n`), runChild<RepairBench>(['--child', 'repair', ...args]));
       const ok = (xs: (GenResult | { error: string })[]) => xs.filter((x): x is GenResult => !('error' in x) || !x.error);
       const col = (runner: Runner, f: (g: GenResult) => number) => ok(runs[runner]).map(f);
@@ -445,6 +451,12 @@ async function main(): Promise<void> {
         '',
         `speed ratios are engine-relative (> 1: the engine is faster); same greedy ids as the engine: plain ${same('plain')}, transformers.js ${same('transformers')}`,
       );
+      if ('error' in dec) lines.push('', `decode steps: ${dec.error}`);
+      else {
+        const ratios = dec.plain.map((p, i) => p / dec.forward[i]);
+        lines.push('', `one decoding step after ${promptTokens} cached positions, ${dec.plain.length} steps interleaved in one process: plain graph ${spread(dec.plain, 0)} ms, ` +
+          `engine forward() ${spread(dec.forward, 0)} ms (its graph alone ${spread(dec.instrumented, 0)} ms): engine vs plain **${spread(ratios, 2)}×** tokens/s`);
+      }
       if (errors.length) lines.push('', ...errors.map((e) => `- ${e}`));
       if ('error' in rep) lines.push('', `trace/repair: ${rep.error}`);
       else {
@@ -469,7 +481,7 @@ async function main(): Promise<void> {
           `p95 ${fmt(pct(e.keystroke.reuse, 0.95) / 1000, 2)} s; without p50 ${fmt(median(e.keystroke.fresh) / 1000, 2)} s, p95 ${fmt(pct(e.keystroke.fresh, 0.95) / 1000, 2)} s`);
       }
       lines.push('');
-      json[`${size}-${dtype}`] = { open, runs, repair: rep, editor: ed };
+      json[`${size}-${dtype}`] = { open, runs, decode: dec, repair: rep, editor: ed };
       process.stderr.write(lines.slice(-12).join('\n') + '\n');
     }
   }
