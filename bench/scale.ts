@@ -21,6 +21,7 @@ import { trace } from '../src/engine/trace/index';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { EngineWorker } from '../src/vscode/worker/client';
 import { fmt, median, options, PlainModel, ROOT, sessionOptions } from './common';
+import { decodeComparison } from './scale-decode';
 
 const FILES: Record<string, string> = { fp32: 'model.onnx', fp16: 'model_fp16.onnx', q4: 'model_q4.onnx' };
 type Runner = 'plain' | 'engine' | 'transformers';
@@ -244,7 +245,7 @@ async function childRepair(size: string, dtype: string, regression: number, thre
 }
 
 interface EditorBench {
-  repairStallMs: number; repairTickGapMs: number; idleStallMs: number; repairMs: number;
+  repairStallMs: number; repairTickGapMs: number; gapPhase: string; idleStallMs: number; repairMs: number;
   cancelRepair: { hostMs: number; workerMs: number }; cancelPhases: Record<string, { hostMs: number; workerMs: number }>; cancelGeneration: { hostMs: number; workerMs: number };
   keystroke: { reuse: number[]; fresh: number[] }; keystrokes: number; error?: string;
 }
@@ -265,10 +266,17 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
     const h = monitorEventLoopDelay({ resolution: 10 });
     let last = performance.now();
     let gap = 0;
-    const ticker = setInterval(() => { const now = performance.now(); gap = Math.max(gap, now - last); last = now; }, 10);
+    // The phase of the repair (its last progress line) in which the ticker's largest gap ended.
+    let phase = 'start';
+    let gapPhase = '';
+    const ticker = setInterval(() => {
+      const now = performance.now();
+      if (now - last > gap) [gap, gapPhase] = [now - last, phase];
+      last = now;
+    }, 10);
     h.enable();
     let t = performance.now();
-    await worker.repair(c, { regression: prompts });
+    await worker.repair(c, { regression: prompts, onProgress: (line) => (phase = line.split(' ').slice(0, 2).join(' ')) });
     const repairMs = performance.now() - t;
     h.disable();
     clearInterval(ticker);
@@ -318,7 +326,8 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
     };
     const cancelPhases: Record<string, { hostMs: number; workerMs: number }> = {};
     for (const phase of ['generating', 'tracing', 'solving']) cancelPhases[phase] = await cancelInPhase(phase);
-    const cancelRepair = Object.values(cancelPhases).filter((x) => Number.isFinite(x.workerMs)).reduce((a, b) => (b.workerMs > a.workerMs ? b : a), { hostMs: NaN, workerMs: NaN });
+    const cancelled = Object.values(cancelPhases).filter((x) => Number.isFinite(x.workerMs));
+    const cancelRepair = cancelled.length ? cancelled.reduce((a, b) => (b.workerMs > a.workerMs ? b : a)) : { hostMs: NaN, workerMs: NaN };
     const folder = folderOf(size);
     const tok = CodeTokenizer.fromFiles(path.join(folder, 'tokenizer.json'), path.join(folder, 'tokenizer_config.json'), 151936);
     const doc = longPrompt(tok, promptTokens);
@@ -335,7 +344,7 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
       }
     }
     return {
-      repairStallMs: h.max / 1e6, repairTickGapMs: gap, idleStallMs: idle.max / 1e6, repairMs, cancelRepair, cancelPhases, cancelGeneration, keystroke, keystrokes,
+      repairStallMs: h.max / 1e6, repairTickGapMs: gap, gapPhase, idleStallMs: idle.max / 1e6, repairMs, cancelRepair, cancelPhases, cancelGeneration, keystroke, keystrokes,
     };
   } finally {
     await worker.dispose();
@@ -379,6 +388,7 @@ async function main(): Promise<void> {
     if (opt.child === 'open') out = await childOpen(size, dtype, threads);
     else if (opt.child === 'editor') out = await childEditor(size, dtype, promptTokens, newTokens, Number(opt.keystrokes), Number(opt.regression), threads);
     else if (opt.child === 'repair') out = await childRepair(size, dtype, Number(opt.regression), threads);
+    else if (opt.child === 'decode') out = await decodeComparison(size, dtype, promptTokens, 8);
     else out = await childGenerate(opt.child as Runner, size, dtype, promptTokens, newTokens, threads);
     process.stdout.write(`${JSON.stringify(out)}\n`);
     return;
@@ -414,6 +424,10 @@ async function main(): Promise<void> {
           runs[runner].push(runChild<GenResult>(['--child', runner, ...args]));
         }
       }
+      // Decoding steps of the engine and of the plain graph interleaved in one process (the separate processes above
+      // run minutes apart, under whatever load the machine has then).
+      process.stderr.write(`${size} ${dtype}: decode steps, interleaved\n`);
+      const dec = runChild<{ plain: number[]; instrumented: number[]; forward: number[] }>(['--child', 'decode', ...args]);
       const rep = opt['skip-repair'] ? { error: 'skipped (--skip-repair)' } : (process.stderr.write(`${size} ${dtype}: trace + repair\n`), runChild<RepairBench>(['--child', 'repair', ...args]));
       const ok = (xs: (GenResult | { error: string })[]) => xs.filter((x): x is GenResult => !('error' in x) || !x.error);
       const col = (runner: Runner, f: (g: GenResult) => number) => ok(runs[runner]).map(f);
@@ -445,6 +459,12 @@ async function main(): Promise<void> {
         '',
         `speed ratios are engine-relative (> 1: the engine is faster); same greedy ids as the engine: plain ${same('plain')}, transformers.js ${same('transformers')}`,
       );
+      if ('error' in dec) lines.push('', `decode steps: ${dec.error}`);
+      else {
+        const ratios = dec.plain.map((p, i) => p / dec.forward[i]);
+        lines.push('', `one decoding step after ${promptTokens} cached positions, ${dec.plain.length} steps interleaved in one process: plain graph ${spread(dec.plain, 0)} ms, ` +
+          `engine forward() ${spread(dec.forward, 0)} ms (its graph alone ${spread(dec.instrumented, 0)} ms): engine vs plain **${spread(ratios, 2)}×** tokens/s`);
+      }
       if (errors.length) lines.push('', ...errors.map((e) => `- ${e}`));
       if ('error' in rep) lines.push('', `trace/repair: ${rep.error}`);
       else {
@@ -461,7 +481,7 @@ async function main(): Promise<void> {
         const e = ed as EditorBench;
         const pct = (xs: number[], q: number) => { const s2 = [...xs].sort((a2, b2) => a2 - b2); return s2[Math.min(s2.length - 1, Math.floor(q * s2.length))]; };
         lines.push('', `editor, engine in a worker thread: longest host event-loop stall during a repair ${fmt(e.repairStallMs, 1)} ms ` +
-          `(largest 10 ms-ticker gap ${fmt(e.repairTickGapMs, 1)} ms; the same monitor with the worker idle: ${fmt(e.idleStallMs, 1)} ms; target ≤ 50 ms; repair ${fmt(e.repairMs / 1000, 1)} s); ` +
+          `(largest 10 ms-ticker gap ${fmt(e.repairTickGapMs, 1)} ms, in the repair's phase "${e.gapPhase}"; the same monitor with the worker idle: ${fmt(e.idleStallMs, 1)} ms; target ≤ 50 ms; repair ${fmt(e.repairMs / 1000, 1)} s); ` +
           `cancel: repair settles on the host in ${fmt(e.cancelRepair.hostMs, 1)} ms and stops in the worker after ${fmt(e.cancelRepair.workerMs, 0)} ms at worst ` +
           `(${Object.entries(e.cancelPhases).map(([k, v]) => `${k} ${fmt(v.workerMs, 0)} ms`).join(', ')}), ` +
           `a ${promptTokens}-token generation ${fmt(e.cancelGeneration.hostMs, 1)} ms / ${fmt(e.cancelGeneration.workerMs, 0)} ms (target ≤ 1000 ms)`,
@@ -469,7 +489,7 @@ async function main(): Promise<void> {
           `p95 ${fmt(pct(e.keystroke.reuse, 0.95) / 1000, 2)} s; without p50 ${fmt(median(e.keystroke.fresh) / 1000, 2)} s, p95 ${fmt(pct(e.keystroke.fresh, 0.95) / 1000, 2)} s`);
       }
       lines.push('');
-      json[`${size}-${dtype}`] = { open, runs, repair: rep, editor: ed };
+      json[`${size}-${dtype}`] = { open, runs, decode: dec, repair: rep, editor: ed };
       process.stderr.write(lines.slice(-12).join('\n') + '\n');
     }
   }

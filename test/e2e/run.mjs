@@ -979,8 +979,10 @@ async function uiPhase() {
     }))) return;
 
     await step('ui: the repair from the edit shows in the panel', async () => {
-      await webview(page).locator('[data-test="after"]').waitFor({ timeout: 10 * 60_000 });
-      const a = await webview(page).locator('[data-test="after"]').getAttribute('data-text');
+      // The panel showed the saved patch (item 10), which has an After line too: wait for this repair's result.
+      const result = webview(page).locator('#app[data-status="pending"] [data-test="after"]');
+      await result.waitFor({ timeout: 10 * 60_000 });
+      const a = await result.getAttribute('data-text');
       if (!same(a, kase.desired)) throw new Error(`panel after ${JSON.stringify(a)}, desired ${JSON.stringify(kase.desired)}`);
       await screenshot(page, 'panel-from-edit.png');
     });

@@ -515,12 +515,13 @@ def main():
              "train_seconds": secs, "trained_on": trained_on, "lr": lr}
     if args.init_from:
         card = os.path.join(args.init_from, "MODEL_CARD.md")
-        said = [ln[len("- Training: "):] for ln in open(card).read().split("\n")
-                if ln.startswith("- Training: ") and " steps " in ln] if os.path.exists(card) else []
+        lines = open(card).read().split("\n") if os.path.exists(card) else []
+        said = [ln[len("- Training: "):] for ln in lines if ln.startswith("- Training: ") and " steps " in ln]
+        chained = any(ln.startswith("- Initialised from ") for ln in lines)
         commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "models/demo/model.onnx"], cwd=os.path.dirname(
             os.path.dirname(HERE)), capture_output=True, text=True).stdout.strip()
         stats["init_note"] = (f"`models/demo` of commit {commit}" if commit else f"`{args.init_from}`") + (
-            f" (stdlib only, context 256; its card: {said[0].rstrip('.')})" if said else "")
+            f" (its card: {said[0].rstrip('.')}{'; itself continued from an earlier model' if chained else ''})" if said else "")
     _root, train_files, _held, stats["packages"] = corpus.load_training(root)
     stats["train_files"] = len(train_files)
     stats["held_out"] = evaluate(model, eval_windows(enc, held_files, 24, seed=1))
