@@ -99,7 +99,8 @@ describe('neuronpatch repair: wall time, phases, caches, names', () => {
     if (!needsCli(t)) return;
     const io = inputs(6);
     const r = await run(['repair', '--model', demo.dir, '--prompt-file', io.prompt, '--desired', io.desired, '--method', 'minimal', '--regression', io.regression], path.join(io.dir, 'cache'));
-    assert.equal(r.code, 0, r.stderr);
+    // Fixed (0) or not within the minimal budget (3): either way the neurons it edited are named.
+    assert.ok(r.code === 0 || r.code === 3, r.stderr);
     assert.match(r.stdout, /^neurons (L\d+\.N\d+)(, L\d+\.N\d+)* for \d+ failing token/m);
     assert.match(r.stdout, /^wall time \d+\.\d+ s:$/m);
     assert.match(r.stdout, /^ +\d+\.\d+ s {2}side-effect check: 6 prompts, \d+ guard lines$/m);
