@@ -168,7 +168,8 @@ describe('crlf-prompt: CRLF documents get the LF completions, in CRLF', () => {
     assert.ok(crlf.includes('\r\n'));
     const a = await m.generate(lf);
     assert.equal((await m.generate(crlf)).completion, a.completion);
-    assert.equal(a.completion, '        return 1');
+    // The fixture's failure was an empty CRLF completion where LF gave a line (`return 1` on the demo model of its day).
+    assert.match(a.completion, /^ {8}\S/, 'the LF prompt completes the indented line');
     const multi = await m.generate(lf, { multiline: true, maxNewTokens: 24 });
     const multiCrlf = await m.generate(crlf, { multiline: true, maxNewTokens: 24 });
     assert.equal(multiCrlf.completion, multi.completion.replace(/\n/g, '\r\n'), 'a multi-line completion comes back in CRLF');
