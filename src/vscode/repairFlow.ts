@@ -4,6 +4,7 @@
 // presses Apply, so a cancelled repair leaves nothing behind.
 import * as vscode from 'vscode';
 import { repair } from './worker/client';
+import { SIDE_EFFECT_COUNT } from './worker/protocol';
 import type { RepairMethod, RepairResult } from '../engine/types';
 import type { Ctx } from './ctx';
 import { errorMessage } from './model';
@@ -40,8 +41,11 @@ export interface RunOptions {
 export function phaseOf(line: string): string | undefined {
   if (/^generating the current completion/.test(line)) return 'completing at the cursor';
   if (/^tracing the neurons/.test(line)) return 'tracing the neurons behind the completion';
+  if (/^reading the model's statistics on reference code/.test(line)) return 'reading how the model responds to your code';
   if (/^solving/.test(line)) return 'choosing and editing neurons';
   if (/^confirming/.test(line)) return 'confirming the new completion';
+  if (/^analysing the patch/.test(line)) return 'summarising the edited neurons';
+  if (/^keeping earlier fixes/.test(line)) return 'keeping your earlier fixes working';
   const fx = /^measuring side effects on (\d+)/.exec(line);
   if (fx) return `checking that ${fx[1]} completions from your workspace stay the same`;
   return undefined;
@@ -74,6 +78,8 @@ export async function runRepair(ctx: Ctx, req: RepairRequest, opts: RunOptions =
     opts.report?.({ phase: name, done, total, startedAt });
   };
   const say = (message: string): void => {
+    const count = SIDE_EFFECT_COUNT.exec(message);
+    if (count) return enter(phase, Number(count[1]), Number(count[2]));
     ctx.log.info(`repair: ${message}`);
     opts.onProgress?.(message);
     const p = phaseOf(message);

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Cancelled, loadModel, type Model, repair } from '../../src/engine';
 import { EngineWorker, WORKER_FILE } from '../../src/vscode/worker/client';
+import { SIDE_EFFECT_COUNT } from '../../src/vscode/worker/protocol';
 import { entry, present, root, testCacheDir } from '../helpers/models';
 
 const demo = entry('demo');
@@ -79,6 +80,17 @@ describe('engine worker', { skip }, () => {
     assert.equal(r.success, mine.success);
     assert.equal(r.after, mine.after);
     assert.deepEqual(r.neurons.map((n) => [n.layer, n.neuron]), mine.neurons.map((n) => [n.layer, n.neuron]));
+  });
+
+  test('the side-effect check\'s counts cross the boundary as progress lines the panel reads', async () => {
+    const [c, ...others] = cases();
+    const regression = others.slice(0, 3).map((o) => o.prompt);
+    const counts: [number, number][] = [];
+    await worker.repair(c, { onProgress: (l) => { const m = SIDE_EFFECT_COUNT.exec(l); if (m) counts.push([Number(m[1]), Number(m[2])]); }, regression });
+    assert.ok(counts.length >= 2, `counts arrived: ${JSON.stringify(counts)}`);
+    const [done, total] = counts[counts.length - 1];
+    assert.equal(done, total, 'the last count is the whole check');
+    assert.ok(counts.every(([d], i) => i === 0 || d >= counts[i - 1][0]), 'counts only grow');
   });
 });
 

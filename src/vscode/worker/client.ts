@@ -131,7 +131,8 @@ export class EngineWorker {
     return this.call({ kind: 'greedyLines', prompts, patches: [...patches] }, signal);
   }
 
-  repair(c: RepairCase, opts: RepairOptions = {}): Promise<RepairResult> {
+  /** The side-effect check's counts come back as progress lines (repairFlow's SIDE_EFFECT_COUNT), not a callback. */
+  repair(c: RepairCase, opts: Omit<RepairOptions, 'onSideEffectProgress'> = {}): Promise<RepairResult> {
     const { signal, onProgress, ...options } = opts;
     return this.call({ kind: 'repair', case: c, options }, signal, onProgress);
   }

@@ -6,7 +6,7 @@ import { Cancelled, loadModel, type Model, NeuronpatchError, PrefixCache, repair
 import { patchSet } from '../../engine/patches/patchset';
 import { harvestGuard } from '../../engine/repair/guard';
 import { greedyLines } from '../../engine/repair/verify';
-import type { Call, FromWorker, ToWorker, WireError } from './protocol';
+import { type Call, type FromWorker, sideEffectCount, type ToWorker, type WireError } from './protocol';
 
 if (!parentPort) throw new Error('engineWorker.js runs as a worker thread only.');
 const port = parentPort;
@@ -54,7 +54,10 @@ async function serve(call: Call, signal: AbortSignal, id: number): Promise<unkno
       return greedyLines(m.loaded, call.prompts, call.patches.length ? patchSet(call.patches, m.info.width) : undefined, signal);
     }
     case 'repair':
-      return repair(need(), call.case, { ...call.options, signal, onProgress: (line) => post({ id, progress: line }) });
+      return repair(need(), call.case, {
+        ...call.options, signal, onProgress: (line) => post({ id, progress: line }),
+        onSideEffectProgress: (done, total) => post({ id, progress: sideEffectCount(done, total) }),
+      });
     case 'harvestGuard':
       return harvestGuard(need().loaded, call.texts, { max: call.max, signal });
     case 'trace':

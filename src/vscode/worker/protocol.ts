@@ -35,7 +35,7 @@ export interface GreedyLinesCall {
 export interface RepairCall {
   kind: 'repair';
   case: RepairCase;
-  options: Omit<RepairOptions, 'signal' | 'onProgress'>;
+  options: Omit<RepairOptions, 'signal' | 'onProgress' | 'onSideEffectProgress'>;
 }
 
 export interface HarvestGuardCall {
@@ -87,3 +87,9 @@ export type FromWorker =
   | { id: number; ok: false; error: WireError; stoppedAt?: number }
   | { id: number; progress: string }
   | { log: string };
+
+/** The worker's progress line for one more item of the side-effect check done (repairFlow reads it; not logged). */
+export const SIDE_EFFECT_COUNT = /^side effects checked: (\d+)\/(\d+)$/;
+
+/** That line for `done` of `total` items. */
+export const sideEffectCount = (done: number, total: number): string => `side effects checked: ${done}/${total}`;
