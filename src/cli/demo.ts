@@ -44,7 +44,7 @@ export const demo: Command = async (args) => {
     const side = await sideInputs(model, {}, regression, phases);
     const before = await regressionBefore(model, regression, phases);
     for (const c of pick.slice(0, 5)) {
-      const now = await phases.run(`current completion of case ${c.id ?? ''}`, () => model.generate(c.prompt));
+      const now = await phases.run(`checking that case ${c.id ?? ''} still fails`, () => model.generate(c.prompt));
       if (now.completion === c.desired) continue;
       say(`\n── case ${c.id ?? ''}: the prompt ends with\n${c.prompt.split('\n').slice(-6).join('\n')}▮`);
       say(`\nthe model completes: ${JSON.stringify(now.completion)}  (${now.ms.toFixed(0)} ms)`);
