@@ -10,6 +10,7 @@ import { loadModelProto } from '../onnx/proto';
 import { externalRef } from '../onnx/tensor';
 import { CodeTokenizer } from '../tokenizer';
 import { type ModelInfo, NeuronpatchError } from '../types';
+import { quote } from '../untrusted';
 import { extent, type ModelGraph } from './graph';
 import { checkDtype } from './dtype';
 import { hashFiles, openFolder } from './folder';
@@ -131,7 +132,7 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
   }
   if (c.tied === false && recognised.tied)
     throw new NeuronpatchError(
-      `${path.join(mf.folder, 'config.json')} says tie_word_embeddings is false, but the graph's lm_head reads the token embedding itself (${u.name}).`,
+      `${path.join(mf.folder, 'config.json')} says tie_word_embeddings is false, but the graph's lm_head reads the token embedding itself (${quote(u.name)}).`,
       'The config does not belong to this model: restore it from the model\'s source.',
     );
   checkTiedConfig(c.tied, new Weights(proto, recognised, baseDir), recognised, mf.folder);

@@ -3,6 +3,7 @@
 // rows point elsewhere than the embedding's is: the config then belongs to another model.
 import path from 'node:path';
 import { NeuronpatchError } from '../types';
+import { quote } from '../untrusted';
 import { extent, type ModelGraph } from './graph';
 import type { Weights } from './weights';
 
@@ -39,14 +40,15 @@ export function embeddingAgreement(weights: Weights, graph: ModelGraph, rows = S
 
 /**
  * Refuses a config that says the embeddings are tied when the graph's lm_head is a different matrix.
- * @throws NeuronpatchError naming the config file and the measured agreement.
+ * @throws NeuronpatchError naming the config file, both initializers (quoted: names come from the file) and the
+ *   measured agreement.
  */
 export function checkTiedConfig(tiedInConfig: boolean | undefined, weights: Weights, graph: ModelGraph, folder: string): void {
   if (tiedInConfig !== true) return;
   const agreement = embeddingAgreement(weights, graph);
   if (agreement === undefined || agreement >= SAME_TABLE_COSINE) return;
   throw new NeuronpatchError(
-    `${path.join(folder, 'config.json')} says tie_word_embeddings is true, but the graph's lm_head (${graph.unembedding.name}) is not the token embedding (${graph.embedding?.name}): ` +
+    `${path.join(folder, 'config.json')} says tie_word_embeddings is true, but the graph's lm_head (${quote(graph.unembedding.name)}) is not the token embedding (${quote(graph.embedding?.name)}): ` +
       `their rows agree with a mean cosine of ${agreement.toFixed(2)} on ${Math.min(SAMPLED_ROWS, extent(graph.unembedding)[0])} sampled tokens.`,
     'The config does not belong to this model: restore it from the model\'s source.',
   );
