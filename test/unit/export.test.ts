@@ -151,7 +151,7 @@ for (const fx of FP16_EXTERNAL) {
       for (const f of result.files.filter((f) => f.endsWith('.json'))) assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(dir, f))), f);
       const md = fs.readFileSync(path.join(out, 'PATCHES.md'), 'utf8');
       assert.match(md, /^# Patches baked into this model/);
-      assert.match(md, /1 neuronpatch patch written into/);
+      assert.match(md, /1 neuronpatch patch baked into/);
       assert.match(md, new RegExp(`Neurons edited: layer 0: ${neuron}\\.`));
       assert.doesNotMatch(md, /L1\.N3/, 'the disabled patch is not baked in');
       assert.doesNotMatch(md, /MODEL_CARD/, 'the source has no model card');
@@ -376,7 +376,8 @@ describe('exportPatched on a model with typed-field weights', () => {
       const md = fs.readFileSync(path.join(out, 'PATCHES.md'), 'utf8');
       assert.match(md, /its PATCHES\.md follows\.\n\n# Patches baked into this model\n\nan earlier export\n$/);
       assert.match(md, /The source MODEL_CARD\.md was not copied/);
-      assert.match(md, /FFN output weights of `onnx\/model\.onnx` \(fp(16|32)\)/);
+      assert.match(md, /baked into `onnx\/model\.onnx`/);
+      assert.match(md, /Edited neurons \(fp(16|32) FFN output weights\)/);
 
       const exported = await loadModelProto(path.join(out, 'onnx', 'model.onnx'));
       const t = findInitializer(exported, 'W')!;

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { type Model, repair } from '../../src/engine';
+import { loadModel, type Model, repair } from '../../src/engine';
 import { trace as traceCase } from '../../src/engine/trace/index';
 import { repairTarget, teacherForce } from '../../src/engine/trace/teacher';
 import { exportPatched } from '../../src/engine/export/export';
@@ -155,6 +155,18 @@ for (const e of [...MODELS, ...QUANTIZED]) {
       const tol = (m.info.weightType === 'float16' ? 2e-2 : 1e-4) * Math.max(1, maxAbs(live.logits));
       assert.ok(maxAbsDiff(baked, live.logits) <= tol, `exported vs live: max |Δlogit| ${maxAbsDiff(baked, live.logits)} (tolerance ${tol})`);
       assert.ok(maxAbsDiff(baked, plain) > 10 * tol, 'the baked neuron changes the logits');
+      const md = fs.readFileSync(path.join(out, 'PATCHES.md'), 'utf8');
+      assert.match(md, new RegExp(`Neurons added: layer ${layer}: 1\\.`), 'PATCHES.md says which layer got the added neuron');
+      assert.doesNotMatch(md, /Neurons edited/, 'a keyed patch edits no value vector');
+      // neuronpatch opens its own export: the side branch is part of its layer, and the engine's logits are the baked ones.
+      const reopened = await loadModel(out, { cacheDir: tempDir('keyed-export-cache') });
+      try {
+        assert.equal(reopened.info.layers, m.info.layers);
+        const again = await reopened.loaded.session.forward({ ids: b.ids, mask: b.mask });
+        assert.ok(maxAbsDiff(again.logits, baked) <= tol, `the engine on the export vs a plain session: ${maxAbsDiff(again.logits, baked)}`);
+      } finally {
+        await reopened.dispose();
+      }
       fs.rmSync(path.dirname(out), { recursive: true, force: true });
     });
   });

@@ -48,7 +48,7 @@ export function bakeAddedNeurons(model: onnx.IModelProto, sites: FfnSite[], patc
     g.initializer = [...(g.initializer ?? []),
       tensor(names.key, [width, n], key, fp16), tensor(names.threshold, [n], threshold, fp16), tensor(names.value, [n, width], value, fp16)];
     const out = `${site.output}/neuronpatch_added`;
-    const branch = addedNeuronNodes(layer, ffnIn, site.output, out, names);
+    const branch = addedNeuronNodes(layer, ffnIn, site.output, out, names, 'baked');
     const nodes = g.node ?? [];
     for (const node of nodes) node.input = (node.input ?? []).map((i) => (i === site.output ? out : i));
     for (const o of g.output ?? []) if (o.name === site.output) o.name = out;

@@ -1,6 +1,6 @@
 // PATCHES.md of an exported folder: which patches its weights carry, in words a reviewer can check.
 import { patchNeuronNames } from '../neuronName';
-import { editsOf } from '../patches/patchset';
+import { addedOf, editsOf } from '../patches/patchset';
 import type { Patch } from '../types';
 
 /** A fenced block that no backtick run inside the text can close early. */
@@ -38,20 +38,37 @@ export function patchesMarkdown(r: ReportInput): string {
   const summed = editsOf(r.patches);
   const byLayer = new Map<number, number[]>();
   for (const e of summed) byLayer.set(e.layer, [...(byLayer.get(e.layer) ?? []), e.neuron]);
+  const added = addedOf(r.patches);
+  const addedByLayer = new Map<number, number>();
+  for (const a of added) addedByLayer.set(a.layer, (addedByLayer.get(a.layer) ?? 0) + 1);
   const lines = [
     '# Patches baked into this model',
     '',
-    `This folder is \`${r.sourceName}\` with ${r.patches.length} neuronpatch patch${r.patches.length === 1 ? '' : 'es'} written into the`,
-    `FFN output weights of \`${r.onnxFile}\` (${r.weightType}), exported ${r.exportedAt}. For each edited neuron j of`,
-    'layer l, the value vector v_j (the row or column of that layer\'s output projection) became v_j + Δv_j, with',
-    'the deltas of patches that share a neuron summed.',
-    '',
-    'The patches are part of the weights now: do not apply their patch file to this model again (neuronpatch',
-    'refuses it anyway, since these weights have another hash).' +
-      (r.hadModelCard ? ' The source MODEL_CARD.md was not copied: it describes the unpatched weights.' : ''),
-    '',
-    `Neurons edited: ${[...byLayer].map(([l, ns]) => `layer ${l}: ${ns.join(', ')}`).join('; ')}.`,
+    `This folder is \`${r.sourceName}\` with ${r.patches.length} neuronpatch patch${r.patches.length === 1 ? '' : 'es'} baked into \`${r.onnxFile}\`, exported ${r.exportedAt}.`,
   ];
+  if (summed.length) {
+    lines.push(
+      '',
+      `Edited neurons (${r.weightType || 'float'} FFN output weights): for each edited neuron j of layer l, the value vector v_j (the row or`,
+      'column of that layer\'s output projection) became v_j + Δv_j, with the deltas of patches that share a neuron summed.',
+      `Neurons edited: ${[...byLayer].map(([l, ns]) => `layer ${l}: ${ns.join(', ')}`).join('; ')}.`,
+    );
+  }
+  if (added.length) {
+    lines.push(
+      '',
+      'Added (keyed) neurons: each layer below has a side branch after its FFN output projection,',
+      'out\' = out + ReLU(x̂ · K − τ) · V, reading the layer\'s FFN input x̂, with the neurons\' keys K, thresholds τ and',
+      'values V as initializers `neuronpatch.blocks.L.added_key`, `_threshold`, `_value`; no existing weight changed.',
+      `Neurons added: ${[...addedByLayer].map(([l, n]) => `layer ${l}: ${n}`).join('; ')}.`,
+    );
+  }
+  lines.push(
+    '',
+    'The patches are part of the model now: do not apply their patch file to this model again (neuronpatch',
+    'refuses it anyway, since this model has another hash).' +
+      (r.hadModelCard ? ' The source MODEL_CARD.md was not copied: it describes the unpatched weights.' : ''),
+  );
   r.patches.forEach((p, i) => {
     const m = p.metrics;
     lines.push(

@@ -113,10 +113,13 @@ export function addedInputInfos(floatEnum: number, d: number): onnx.IValueInfoPr
 /**
  * Nodes that add layer L's neurons to `ffnOut` (the FFN output, [.., d]) reading `ffnIn`, producing `out`;
  * `key`, `threshold` and `value` name the layer's [d, n], [n] and [rows, n, d] tensors. Used by the instrumented
- * graph (inputs) and by export (initializers).
+ * graph (inputs, `kind` 'added') and by export (initializers, `kind` 'baked': node and tensor names apart).
  */
-export function addedNeuronNodes(layer: number, ffnIn: string, ffnOut: string, out: string, w: { key: string; threshold: string; value: string }): onnx.INodeProto[] {
-  const p = `neuronpatch/blocks.${layer}/mlp/added`;
+export function addedNeuronNodes(
+  layer: number, ffnIn: string, ffnOut: string, out: string, w: { key: string; threshold: string; value: string }, kind: 'added' | 'baked' = 'added',
+): onnx.INodeProto[] {
+  // Export bakes its branch as 'baked', so an exported model can be instrumented again without two nodes of one name.
+  const p = `neuronpatch/blocks.${layer}/mlp/${kind}`;
   const node = (opType: string, input: string[], output: string[], name: string, attribute: onnx.IAttributeProto[] = []): onnx.INodeProto => ({ opType, input, output, name, attribute });
   return [
     node('MatMul', [ffnIn, w.key], [`${p}/response`], `${p}/response`),

@@ -14,6 +14,8 @@ export const KNOWN_ARCHITECTURES =
   '(dense_h_to_4h/dense_4h_to_h), CodeGen/GPT-J (fc_in/fc_out), in Optimum, transformers.js, onnxruntime-genai ' +
   'or onnxruntime optimizer exports';
 
+/** Nodes and initializers of neuronpatch's own added-neuron side branch (export/added.ts, model/added.ts). */
+const BAKED_BRANCH = /^neuronpatch[./]blocks\.\d+[./]/;
 const FFN_OUT_NAME = /(down_proj|dense_4h_to_h|fc_out|fc2|mlp[./_]c_proj|mlp[./_]w2|FullyConnect_MatMul)/;
 const LAYER_NUMBER = /(?:layers|h|blocks|layer)[./_](\d+)[./_]/;
 const ACTIVATION_OPS = new Set(['Mul', 'Gelu', 'FastGelu', 'BiasGelu', 'QuickGelu', 'Relu', 'Sigmoid', 'Tanh', 'Erf', 'Silu', 'Swish']);
@@ -466,6 +468,8 @@ export function recognise(model: onnx.IModelProto, opts: RecogniseOptions = {}):
   for (const proj of all.values()) {
     const n = proj.node;
     if (proj.outDim !== d || proj.inDim === d || n === unembed.node) continue;
+    // A keyed patch baked in by export (export/added.ts): its side branch's value MatMul is part of the layer, not a layer.
+    if (BAKED_BRANCH.test(n.name ?? '') || BAKED_BRANCH.test(proj.ref.name)) continue;
     const z = proj.activation;
     const act = ix.producer.get(z);
     const named = FFN_OUT_NAME.test(n.name ?? '') || FFN_OUT_NAME.test(proj.ref.name);
