@@ -158,6 +158,7 @@ for (const e of [...MODELS, ...QUANTIZED]) {
       const md = fs.readFileSync(path.join(out, 'PATCHES.md'), 'utf8');
       assert.match(md, new RegExp(`Neurons added: layer ${layer}: 1\\.`), 'PATCHES.md says which layer got the added neuron');
       assert.doesNotMatch(md, /Neurons edited/, 'a keyed patch edits no value vector');
+      assert.ok(!fs.existsSync(path.join(out, 'reference_logits.json')), 'the unpatched model\'s reference logits are not copied');
       // neuronpatch opens its own export: the side branch is part of its layer, and the engine's logits are the baked ones.
       const reopened = await loadModel(out, { cacheDir: tempDir('keyed-export-cache') });
       try {

@@ -1,11 +1,12 @@
 // Which files of a model folder go into an exported copy. Not copied: hidden entries (.git, caches), every
 // .onnx file (the exported one is written separately) and data files named after one (`X.onnx.data`,
 // `X.onnx_data`: weights of other graphs, or stale), the external data of the exported model (written
-// separately), MODEL_CARD.md (it describes the unpatched weights) and PATCHES.md (replaced).
+// separately), MODEL_CARD.md and reference_logits.json (they describe the unpatched weights) and PATCHES.md
+// (replaced).
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 
-const replaced = new Set(['model_card.md', 'patches.md']);
+const replaced = new Set(['model_card.md', 'patches.md', 'reference_logits.json']);
 
 /**
  * Relative paths (from `root`) of the files to copy. `skip` holds relative paths handled by the caller.
