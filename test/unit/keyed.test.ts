@@ -252,6 +252,11 @@ describe('keyed repair on the demo model', () => {
     if (!m) return;
     await assert.rejects(repair(m, { prompt: 'def add(a, b):\n    return', desired: ' a + b' }, { method: 'keyed', reference: [], analyse: false }),
       (e: Error) => e instanceof NeuronpatchError && /needs reference code/.test(e.message));
+    // An earlier patch's case is not ordinary code (a fresh user's second repair into the same patch file went ahead
+    // with 15 protected positions): still refused.
+    const earlier = await repair(m, { prompt: 'def add(a, b):\n    return', desired: ' a + b' }, { method: 'minimal', analyse: false });
+    await assert.rejects(repair(m, { prompt: 'def sub(a, b):\n    return', desired: ' a - b' }, { method: 'keyed', reference: [], analyse: false, active: [earlier.patch] }),
+      (e: Error) => e instanceof NeuronpatchError && /needs reference code/.test(e.message));
   });
 });
 

@@ -19,7 +19,7 @@ import { solveJoint } from './joint';
 import { earlierInputs, silentOn, silentPrefix } from './earlier';
 import { PrefixCache } from '../prefix';
 import { promptVariants } from './augment';
-import { DEFAULT_KEY_MARGIN, keyedCandidates, prepareWhitening, protectedInputs, solveKeyed } from './keyed';
+import { DEFAULT_KEY_MARGIN, keyedCandidates, needsReferenceCode, prepareWhitening, protectedInputs, solveKeyed } from './keyed';
 import { type GuardLine, guardTarget, measureSideEffects, type SideEffectMeasures } from './measures';
 import { Cancelled, type SolveContext, solveMinimal } from './minimal';
 import { referenceStats } from './reference';
@@ -303,6 +303,8 @@ async function keyedProtection(model: LoadedModel, active: readonly Patch[], bas
     ...reference.map((p) => preparePrompt(model, p, 1, false).ids),
     ...(opts.guard ?? []).flatMap((g) => { const t = guardTarget(model, g); return t ? [t.input] : []; }),
   ];
+  // Earlier patches' cases alone are a handful of positions, not ordinary code: the key would fire on most code.
+  if (!sequences.length) throw needsReferenceCode();
   const protect = await protectedInputs(model, sequences, layers);
   await prepareWhitening(protect, layers, model.info.width);
   const earlier = active.map((p) => repairTarget(model, p.case.prompt, p.case.desired).input);

@@ -284,6 +284,14 @@ async function caseInputs(ctx: SolveContext, layers: number[]): Promise<Map<numb
   return res.ffnInputs;
 }
 
+/** The error of a keyed repair given no ordinary code to stay silent on (earlier patches' cases are not enough). */
+export function needsReferenceCode(): NeuronpatchError {
+  return new NeuronpatchError(
+    'A keyed repair needs reference code: ordinary code its added neuron must stay silent on, and none was given.',
+    'In the CLI pass --reference FILE or --regression FILE (prompts of code like yours; for the demo model, bench/cases/regression.jsonl); in VS Code, open a workspace that holds code files. Or use --method minimal.',
+  );
+}
+
 /**
  * The keyed solve of `ctx.target` on top of `ctx.base` (see the module comment). Throws NeuronpatchError where the
  * model's graph takes no added neurons.
@@ -298,12 +306,7 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   const failing0 = f0.states.filter((s) => s.failing);
   if (!failing0.length) return { added: [], rounds: 0, failing: 0, layer: keyedLayers[keyedLayers.length - 1], why: 'nothing fails' };
   const extraPositions = (opts.extra ?? []).reduce((n, p) => n + p.positions, 0);
-  if (opts.protect.positions + extraPositions === 0) {
-    throw new NeuronpatchError(
-      'A keyed repair needs reference code: ordinary code its added neuron must stay silent on, and none was given.',
-      'In the CLI pass --reference FILE or --regression FILE (prompts of code like yours; for the demo model, bench/cases/regression.jsonl); in VS Code, open a workspace that holds code files. Or use --method minimal.',
-    );
-  }
+  if (opts.protect.positions + extraPositions === 0) throw needsReferenceCode();
   const candidates = opts.layer !== undefined ? [opts.layer] : keyedCandidates(model).filter((L) => opts.protect.rows.has(L));
   const xs = await caseInputs(ctx, candidates);
   // The prompt's variants (augment.ts) whose desired tokens are the case's: x̂ of all of them in one batched pass.
