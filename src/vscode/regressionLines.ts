@@ -34,7 +34,7 @@ export class RegressionLines {
    * total)` after each batch (done counts the known ones too). Throws the engine's cancellation error when
    * `signal` aborts.
    */
-  async get(
+  get(
     model: LineSource,
     prompts: string[],
     active: readonly Patch[],
@@ -46,13 +46,7 @@ export class RegressionLines {
     return run;
   }
 
-  private async decode(
-    model: LineSource,
-    prompts: string[],
-    active: readonly Patch[],
-    signal?: AbortSignal,
-    onProgress?: (done: number, total: number) => void,
-  ): Promise<GreedyLine[]> {
+  private async decode(...[model, prompts, active, signal, onProgress]: Parameters<RegressionLines['get']>): Promise<GreedyLine[]> {
     const set = setKey(model, active);
     const key = (p: string): string => `${set}:${p}`;
     const missing = [...new Set(prompts.filter((p) => !this.memo.has(key(p))))];
