@@ -303,9 +303,9 @@ async function keyedProtection(model: LoadedModel, active: readonly Patch[], bas
     ...reference.map((p) => preparePrompt(model, p, 1, false).ids),
     ...(opts.guard ?? []).flatMap((g) => { const t = guardTarget(model, g); return t ? [t.input] : []; }),
   ];
-  // Earlier patches' cases alone are a handful of positions, not ordinary code: the key would fire on most code.
-  if (!sequences.length) throw needsReferenceCode();
   const protect = await protectedInputs(model, sequences, layers);
+  // Earlier patches' cases (below) are not counted: a handful of positions, not ordinary code the key must miss.
+  if (!protect.positions) throw needsReferenceCode();
   await prepareWhitening(protect, layers, model.info.width);
   const earlier = active.map((p) => repairTarget(model, p.case.prompt, p.case.desired).input);
   const extra = await earlierInputs(model, active, earlier, layers, base);

@@ -284,7 +284,10 @@ async function caseInputs(ctx: SolveContext, layers: number[]): Promise<Map<numb
   return res.ffnInputs;
 }
 
-/** The error of a keyed repair given no ordinary code to stay silent on (earlier patches' cases are not enough). */
+/**
+ * The error of a keyed repair given no ordinary code to stay silent on (earlier patches' cases are not enough);
+ * repair/index.ts's keyedProtection throws it before any solve.
+ */
 export function needsReferenceCode(): NeuronpatchError {
   return new NeuronpatchError(
     'A keyed repair needs reference code: ordinary code its added neuron must stay silent on, and none was given.',
@@ -306,7 +309,6 @@ export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise
   const failing0 = f0.states.filter((s) => s.failing);
   if (!failing0.length) return { added: [], rounds: 0, failing: 0, layer: keyedLayers[keyedLayers.length - 1], why: 'nothing fails' };
   const extraPositions = (opts.extra ?? []).reduce((n, p) => n + p.positions, 0);
-  if (opts.protect.positions + extraPositions === 0) throw needsReferenceCode();
   const candidates = opts.layer !== undefined ? [opts.layer] : keyedCandidates(model).filter((L) => opts.protect.rows.has(L));
   const xs = await caseInputs(ctx, candidates);
   // The prompt's variants (augment.ts) whose desired tokens are the case's: x̂ of all of them in one batched pass.
