@@ -135,7 +135,8 @@ export async function loadModel(folder: string, opts: LoadOptions = {}): Promise
       `${path.join(mf.folder, 'config.json')} says tie_word_embeddings is false, but the graph's lm_head reads the token embedding itself (${quote(u.name)}).`,
       'The config does not belong to this model: restore it from the model\'s source.',
     );
-  checkTiedConfig(c.tied, new Weights(proto, recognised, baseDir), recognised, mf.folder);
+  // Rows are read only for a config that says tied while the graph keeps a separate lm_head.
+  if (c.tied === true && !recognised.tied && recognised.embedding) checkTiedConfig(new Weights(proto, recognised, baseDir), recognised, mf.folder);
   // The tokenizer is checked before anything is written to the cache.
   const tokenizer = CodeTokenizer.fromFiles(mf.tokenizerPath, mf.tokenizerConfigPath, graphVocab, c.bosTokenId, c.eosTokenIds, mf.specialTokensPath);
   const special = specialTokens(c, tokenizer);

@@ -39,12 +39,12 @@ export function embeddingAgreement(weights: Weights, graph: ModelGraph, rows = S
 }
 
 /**
- * Refuses a config that says the embeddings are tied when the graph's lm_head is a different matrix.
+ * Refuses a config that says the embeddings are tied (the caller's condition) when the graph's lm_head is a
+ * different matrix.
  * @throws NeuronpatchError naming the config file, both initializers (quoted: names come from the file) and the
  *   measured agreement.
  */
-export function checkTiedConfig(tiedInConfig: boolean | undefined, weights: Weights, graph: ModelGraph, folder: string): void {
-  if (tiedInConfig !== true) return;
+export function checkTiedConfig(weights: Weights, graph: ModelGraph, folder: string): void {
   const agreement = embeddingAgreement(weights, graph);
   if (agreement === undefined || agreement >= SAME_TABLE_COSINE) return;
   throw new NeuronpatchError(
