@@ -19,6 +19,7 @@ import { ort } from '../src/engine/onnx/runtime';
 import { CodeTokenizer } from '../src/engine/tokenizer';
 import { trace } from '../src/engine/trace/index';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { RepairMethod } from '../src/engine/types';
 import { EngineWorker } from '../src/vscode/worker/client';
 import { fmt, median, options, PlainModel, ROOT, sessionOptions } from './common';
 import { decodeComparison } from './scale-decode';
@@ -27,6 +28,11 @@ const FILES: Record<string, string> = { fp32: 'model.onnx', fp16: 'model_fp16.on
 type Runner = 'plain' | 'engine' | 'transformers';
 
 interface GenResult { openMs: number; ttftMs: number; tokensPerS: number; ids: number[]; maxRssMb: number; error?: string }
+
+function methodOf(m: string): RepairMethod {
+  if (m !== 'keyed' && m !== 'minimal' && m !== 'joint') throw new Error(`--editor-method ${JSON.stringify(m.slice(0, 40))}: use keyed, minimal or joint`);
+  return m;
+}
 
 const scaleDir = () => path.join(defaultCacheDir(), 'scale');
 const folderOf = (size: string) => path.join(scaleDir(), `qwen2.5-coder-${size}`);
@@ -248,16 +254,18 @@ interface EditorBench {
   repairStallMs: number; repairTickGapMs: number; gapPhase: string; idleStallMs: number; repairMs: number;
   cancelRepair: { hostMs: number; workerMs: number }; cancelPhases: Record<string, { hostMs: number; workerMs: number }>; cancelGeneration: { hostMs: number; workerMs: number };
   keystroke: { reuse: number[]; fresh: number[] }; keystrokes: number; error?: string;
+  /** The repair method (the extension's default: keyed), and how often the engine process was ended to land a cancel. */
+  method: RepairMethod; restarts: { cancel: number; crash: number };
 }
 
 /**
- * The extension's view: the engine in its worker thread (dist/engineWorker.js, as the extension starts it). The
+ * The extension's view: the engine in its own process (dist/engineProcess.js, as the extension starts it). The
  * host's longest event-loop stall while a repair runs in the worker (monitorEventLoopDelay, and the largest gap
  * of a 10 ms ticker); how long a cancelled repair and a cancelled generation take to settle on the host and to
  * stop in the worker; keystroke → completion with and without the prefix's KV cache.
  */
-async function childEditor(size: string, dtype: string, promptTokens: number, newTokens: number, keystrokes: number, regression: number, threads?: number): Promise<EditorBench> {
-  const worker = await EngineWorker.start(viewOf(size, dtype), { threads, workerFile: path.join(ROOT, 'dist', 'engineWorker.js') });
+async function childEditor(size: string, dtype: string, promptTokens: number, newTokens: number, keystrokes: number, regression: number, method: RepairMethod, threads?: number): Promise<EditorBench> {
+  const worker = await EngineWorker.start(viewOf(size, dtype), { threads, workerFile: path.join(ROOT, 'dist', 'engineProcess.js') });
   try {
     const read = (f: string) => readFileSync(path.join(ROOT, 'bench', 'cases', f), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { prompt: string; desired: string });
     const c = benchCase();
@@ -276,7 +284,7 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
     }, 10);
     h.enable();
     let t = performance.now();
-    await worker.repair(c, { regression: prompts, onProgress: (line) => (phase = line.split(' ').slice(0, 2).join(' ')) });
+    await worker.repair(c, { method, regression: prompts, onProgress: (line) => (phase = line.split(' ').slice(0, 2).join(' ')) });
     const repairMs = performance.now() - t;
     h.disable();
     clearInterval(ticker);
@@ -312,7 +320,7 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
       let reached: () => void = () => undefined;
       const inPhase = new Promise<void>((r) => (reached = r));
       let finished = false;
-      const p = worker.repair(c, { regression: prompts, signal: ac.signal, onProgress: (line) => line.startsWith(phase) && reached() })
+      const p = worker.repair(c, { method, regression: prompts, signal: ac.signal, onProgress: (line) => line.startsWith(phase) && reached() })
         .then(() => (finished = true), () => undefined);
       await Promise.race([inPhase, p]);
       await new Promise((r) => setTimeout(r, 1000));
@@ -345,6 +353,7 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
     }
     return {
       repairStallMs: h.max / 1e6, repairTickGapMs: gap, gapPhase, idleStallMs: idle.max / 1e6, repairMs, cancelRepair, cancelPhases, cancelGeneration, keystroke, keystrokes,
+      method, restarts: { ...worker.restarts },
     };
   } finally {
     await worker.dispose();
@@ -376,7 +385,7 @@ async function main(): Promise<void> {
     'prompt-tokens': { type: 'string', default: '1000' }, 'new-tokens': { type: 'string', default: '24' },
     regression: { type: 'string', default: '8' }, child: { type: 'string' }, size: { type: 'string' }, dtype: { type: 'string' },
     'skip-repair': { type: 'boolean', default: false }, 'skip-editor': { type: 'boolean', default: false },
-    keystrokes: { type: 'string', default: '5' },
+    keystrokes: { type: 'string', default: '5' }, 'editor-method': { type: 'string', default: 'keyed' },
   });
   const threads = opt.threads ? Number(opt.threads) : undefined;
   const promptTokens = Number(opt['prompt-tokens']);
@@ -386,7 +395,7 @@ async function main(): Promise<void> {
     const dtype = opt.dtype!;
     let out: unknown;
     if (opt.child === 'open') out = await childOpen(size, dtype, threads);
-    else if (opt.child === 'editor') out = await childEditor(size, dtype, promptTokens, newTokens, Number(opt.keystrokes), Number(opt.regression), threads);
+    else if (opt.child === 'editor') out = await childEditor(size, dtype, promptTokens, newTokens, Number(opt.keystrokes), Number(opt.regression), methodOf(opt['editor-method']!), threads);
     else if (opt.child === 'repair') out = await childRepair(size, dtype, Number(opt.regression), threads);
     else if (opt.child === 'decode') out = await decodeComparison(size, dtype, promptTokens, 8);
     else out = await childGenerate(opt.child as Runner, size, dtype, promptTokens, newTokens, threads);
@@ -394,7 +403,7 @@ async function main(): Promise<void> {
     return;
   }
   const reps = Number(opt.reps);
-  const common = ['--prompt-tokens', String(promptTokens), '--new-tokens', String(newTokens), '--regression', opt.regression!, '--keystrokes', opt.keystrokes!,
+  const common = ['--prompt-tokens', String(promptTokens), '--new-tokens', String(newTokens), '--regression', opt.regression!, '--keystrokes', opt.keystrokes!, '--editor-method', opt['editor-method']!,
     ...(opt.threads ? ['--threads', opt.threads] : [])];
   const lines: string[] = [
     '# bench:scale: random-weight stand-ins of real code models (cost only: random weights say nothing about repair quality)',
@@ -475,16 +484,17 @@ async function main(): Promise<void> {
           `phases: ${Object.entries(rep.phases).map(([k, v]) => `${k} ${fmt(v / 1000, 1)} s`).join(', ')}`,
           `peak RSS by phase (MB; ${fmt(rep.loadedRssMb, 0)} once loaded): ${Object.entries(rep.phaseRss).map(([k, v]) => `${k} ${v}`).join(', ')}`);
       }
-      const ed = opt['skip-editor'] ? { error: 'skipped (--skip-editor)' } : (process.stderr.write(`${size} ${dtype}: editor (worker)\n`), runChild<EditorBench>(['--child', 'editor', ...args]));
-      if ('error' in ed && ed.error) lines.push('', `editor (worker): ${ed.error}`);
+      const ed = opt['skip-editor'] ? { error: 'skipped (--skip-editor)' } : (process.stderr.write(`${size} ${dtype}: editor (engine process)\n`), runChild<EditorBench>(['--child', 'editor', ...args]));
+      if ('error' in ed && ed.error) lines.push('', `editor (engine process): ${ed.error}`);
       else {
         const e = ed as EditorBench;
         const pct = (xs: number[], q: number) => { const s2 = [...xs].sort((a2, b2) => a2 - b2); return s2[Math.min(s2.length - 1, Math.floor(q * s2.length))]; };
-        lines.push('', `editor, engine in a worker thread: longest host event-loop stall during a repair ${fmt(e.repairStallMs, 1)} ms ` +
+        lines.push('', `editor, engine in its own process, ${e.method} repair: longest host event-loop stall during a repair ${fmt(e.repairStallMs, 1)} ms ` +
           `(largest 10 ms-ticker gap ${fmt(e.repairTickGapMs, 1)} ms, in the repair's phase "${e.gapPhase}"; the same monitor with the worker idle: ${fmt(e.idleStallMs, 1)} ms; target ≤ 50 ms; repair ${fmt(e.repairMs / 1000, 1)} s); ` +
           `cancel: repair settles on the host in ${fmt(e.cancelRepair.hostMs, 1)} ms and stops in the worker after ${fmt(e.cancelRepair.workerMs, 0)} ms at worst ` +
           `(${Object.entries(e.cancelPhases).map(([k, v]) => `${k} ${fmt(v.workerMs, 0)} ms`).join(', ')}), ` +
-          `a ${promptTokens}-token generation ${fmt(e.cancelGeneration.hostMs, 1)} ms / ${fmt(e.cancelGeneration.workerMs, 0)} ms (target ≤ 1000 ms)`,
+          `a ${promptTokens}-token generation ${fmt(e.cancelGeneration.hostMs, 1)} ms / ${fmt(e.cancelGeneration.workerMs, 0)} ms (target ≤ 1000 ms; ` +
+          `${e.restarts.cancel} of these cancels ended the engine process, which then loaded the model again)`,
         `keystroke → completion (${newTokens} tokens) after a ${promptTokens}-token prefix, ${e.keystrokes} keystrokes: with prefix reuse p50 ${fmt(median(e.keystroke.reuse) / 1000, 2)} s, ` +
           `p95 ${fmt(pct(e.keystroke.reuse, 0.95) / 1000, 2)} s; without p50 ${fmt(median(e.keystroke.fresh) / 1000, 2)} s, p95 ${fmt(pct(e.keystroke.fresh, 0.95) / 1000, 2)} s`);
       }

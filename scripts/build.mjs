@@ -13,9 +13,9 @@ const targets = [
 if (existsSync('src/vscode/extension.ts')) {
   targets.push({ ...node, entryPoints: ['src/vscode/extension.ts'], outfile: 'dist/extension.js' });
 }
-if (existsSync('src/vscode/worker/engineWorker.ts')) {
-  // The engine's worker thread, beside dist/extension.js (src/vscode/worker/client.ts starts it from there).
-  targets.push({ ...node, entryPoints: ['src/vscode/worker/engineWorker.ts'], outfile: 'dist/engineWorker.js' });
+if (existsSync('src/vscode/worker/engineProcess.ts')) {
+  // The engine's process, beside dist/extension.js (src/vscode/worker/client.ts forks it from there).
+  targets.push({ ...node, entryPoints: ['src/vscode/worker/engineProcess.ts'], outfile: 'dist/engineProcess.js' });
 }
 if (existsSync('webview/main.ts')) {
   targets.push({ ...common, platform: 'browser', target: 'es2022', format: 'esm', entryPoints: ['webview/main.ts'],

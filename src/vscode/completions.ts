@@ -6,6 +6,7 @@ import type { Ctx } from './ctx';
 import { errorMessage } from './model';
 import { cutAtDedent, openBlock } from './multiline';
 import { abortSignal, atLineEnd, inDocumentEol, promptAt, sleep } from './prompt';
+import { COMPLETION_LANE } from './worker/protocol';
 
 export interface AcceptedCompletion {
   uri: string;
@@ -52,7 +53,7 @@ export class CompletionProvider implements vscode.InlineCompletionItemProvider {
           signal: mine.signal,
           // Only the tokens typed since the last request run; a newer request cancels this one in the worker.
           reusePrefix: true,
-          lane: 'completion',
+          lane: COMPLETION_LANE,
         });
         text = inDocumentEol(doc, block ? cutAtDedent(block, out.completion) : out.completion);
         log.info(

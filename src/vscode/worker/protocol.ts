@@ -1,7 +1,7 @@
-// The messages between the extension host and the engine worker (worker_threads). The engine runs in the worker
-// so that nothing it computes (decoding loops, attribution over every neuron, solves) stalls the extension host;
-// the host only posts requests and receives results. Everything here is structured-clone data: no functions, no
-// AbortSignals (a cancel is its own message).
+// The messages between the extension host and the engine process (child_process.fork, 'advanced' serialization).
+// The engine runs in its own process so that nothing it computes (decoding loops, attribution over every neuron,
+// solves) stalls the extension host; the host only sends requests and receives results. Everything here is
+// structured-clone data: no functions, no AbortSignals (a cancel is its own message).
 import type { ModelGraph } from '../../engine/model/graph';
 import type { ExecutionProvider } from '../../engine/model/session';
 import type { GuardLine } from '../../engine/repair/measures';
@@ -14,6 +14,9 @@ export interface LoadCall {
   folder: string;
   options: { executionProvider?: ExecutionProvider; threads?: number; cacheDir?: string; dtype?: string };
 }
+
+/** The lane of inline completions: a newer keystroke's request supersedes the one in flight. */
+export const COMPLETION_LANE = 'completion';
 
 export interface GenerateCall {
   kind: 'generate';

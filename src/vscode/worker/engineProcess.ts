@@ -1,22 +1,28 @@
-// Entry of the engine worker thread (bundled as dist/engineWorker.js): loads one model and serves the calls of
-// ./protocol.ts. Each call gets its own AbortController; a cancel message, or a newer call in the same lane,
-// aborts it, and the engine stops at its next checkpoint (between forwards). Never imports vscode.
-import { parentPort } from 'node:worker_threads';
+// Entry of the engine process (bundled as dist/engineProcess.js, started by ./client.ts with child_process.fork):
+// loads one model and serves the calls of ./protocol.ts over the IPC channel. Each call gets its own
+// AbortController; a cancel message, or a newer call in the same lane, aborts it, and the engine stops at its next
+// checkpoint (between forwards). When the extension host goes away (the channel closes) the process ends with
+// it, so no model is left holding memory. Never imports vscode.
 import { Cancelled, loadModel, type Model, NeuronpatchError, PrefixCache, repair, trace } from '../../engine';
 import { patchSet } from '../../engine/patches/patchset';
 import { harvestGuard } from '../../engine/repair/guard';
 import { greedyLines } from '../../engine/repair/verify';
-import { type Call, type FromWorker, sideEffectCount, type ToWorker, type WireError } from './protocol';
+import { type Call, COMPLETION_LANE, type FromWorker, sideEffectCount, type ToWorker, type WireError } from './protocol';
 
-if (!parentPort) throw new Error('engineWorker.js runs as a worker thread only.');
-const port = parentPort;
+if (!process.send) throw new Error('engineProcess.js runs as a child process with an IPC channel only (child_process.fork).');
+const send = process.send.bind(process);
 
 let model: Model | undefined;
 const prefix = new PrefixCache();
 const running = new Map<number, AbortController>();
 const lanes = new Map<string, number>();
 
-const post = (m: FromWorker) => port.postMessage(m);
+// A host that has gone away cannot be told anything: the 'disconnect' handler below ends the process.
+const post = (m: FromWorker) => {
+  if (process.connected) send(m, undefined, undefined, () => undefined);
+};
+
+process.on('disconnect', () => process.exit(0));
 
 function wire(e: unknown, signal: AbortSignal): WireError {
   const err = e instanceof Error ? e : new Error(String(e));
@@ -28,7 +34,7 @@ function wire(e: unknown, signal: AbortSignal): WireError {
 }
 
 function need(): Model {
-  if (!model) throw new NeuronpatchError('No model is loaded in the engine worker.');
+  if (!model) throw new NeuronpatchError('No model is loaded in the engine process.');
   return model;
 }
 
@@ -46,7 +52,7 @@ async function serve(call: Call, signal: AbortSignal, id: number): Promise<unkno
       const m = need();
       // A completion goes ahead of a repair running on the same model: the repair's forwards pause while it decodes.
       return m.generate(call.prompt, {
-        ...call.options, patches: call.patches, signal, prefix: call.reusePrefix ? prefix : undefined, interactive: call.lane === 'completion',
+        ...call.options, patches: call.patches, signal, prefix: call.reusePrefix ? prefix : undefined, interactive: call.lane === COMPLETION_LANE,
       });
     }
     case 'greedyLines': {
@@ -65,10 +71,10 @@ async function serve(call: Call, signal: AbortSignal, id: number): Promise<unkno
   }
 }
 
-port.on('message', (msg: ToWorker) => {
+process.on('message', (msg: ToWorker) => {
   if ('dispose' in msg) {
     for (const ac of running.values()) ac.abort();
-    void (model?.dispose() ?? Promise.resolve()).finally(() => port.close());
+    void (model?.dispose() ?? Promise.resolve()).finally(() => process.exit(0));
     return;
   }
   if ('cancel' in msg) {
