@@ -51,7 +51,7 @@ export class CompletionProvider implements vscode.InlineCompletionItemProvider {
           multiline: !!block,
           patches: patches.active(),
           signal: mine.signal,
-          // Only the tokens typed since the last request run; a newer request cancels this one in the worker.
+          // Only the tokens typed since the last request run; a newer request cancels this one in the engine.
           reusePrefix: true,
           lane: COMPLETION_LANE,
         });

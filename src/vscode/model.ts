@@ -1,13 +1,13 @@
 // The model, loaded lazily on first use with a progress notification, reloaded when the setting changes. It runs
-// in a worker thread (./worker): the extension host only posts requests to it, so decoding, tracing and solving
-// never stall the editor.
+// in its own process (./worker): the extension host only sends requests to it, so decoding, tracing and solving
+// never stall the editor, and a model too big for memory ends that process, not the editor.
 // A folder that does not load leaves the extension up: the error is remembered (no retry on every keystroke),
 // shown once with the way out (pick another folder, use the demo model, show the log).
 import * as vscode from 'vscode';
 import type { Config } from './config';
 import { EngineWorker } from './worker/client';
 
-/** The model as the extension sees it: the engine in its worker thread. */
+/** The model as the extension sees it: the engine in its own process. */
 export type Model = EngineWorker;
 
 export type ModelState =

@@ -95,7 +95,7 @@ export interface SessionOptions {
   log?: (line: string) => void;
   /**
    * false: onnxruntime's intra-op threads sleep between parallel sections instead of spinning (default true, as
-   * onnxruntime does). A worker thread beside an editor's UI thread sets it, so that idle spinning does not take
+   * onnxruntime does). The engine process beside an editor sets it, so that idle spinning does not take
    * the cores the UI thread needs.
    */
   spinning?: boolean;

@@ -223,7 +223,7 @@ export class EngineWorker {
     this.log(`engine: a cancelled ${kind} was still running ${this.hardCancelMs} ms after the cancel; the engine process was ended and loads the model again`);
     const survivors = [...this.pending.keys()].filter((pid) => this.pending.get(pid)?.sentTo === engine);
     // Nothing waits: load again now all the same, so that the next call does not wait for it.
-    if (!survivors.length) void this.ready().catch((e: unknown) => this.log(`engine: loading the model again failed: ${(e as Error).message}`));
+    if (!survivors.length) void this.ready().catch((e: unknown) => this.ended || this.log(`engine: loading the model again failed: ${(e as Error).message}`));
     for (const pid of survivors) this.dispatch(pid);
   }
 
@@ -302,6 +302,14 @@ export class EngineWorker {
 
   trace(c: RepairCase, opts: { active?: Patch[]; top?: number; signal?: AbortSignal } = {}): Promise<TraceResult> {
     return this.call({ kind: 'trace', case: c, patches: opts.active ?? [], top: opts.top }, opts.signal);
+  }
+
+  /**
+   * Resolves once an engine process has the model loaded, starting one if none runs (after a cancel ended the
+   * last one, it is loading again). Throws what loading throws.
+   */
+  async whenReady(): Promise<void> {
+    await this.ready();
   }
 
   /** The engine process's id (undefined while none runs), for tests and the bench. */

@@ -91,7 +91,7 @@ export type FromWorker =
   | { id: number; progress: string }
   | { log: string };
 
-/** The worker's progress line for one more item of the side-effect check done (repairFlow reads it; not logged). */
+/** The engine's progress line for one more item of the side-effect check done (repairFlow reads it; not logged). */
 export const SIDE_EFFECT_COUNT = /^side effects checked: (\d+)\/(\d+)$/;
 
 /** That line for `done` of `total` items. */
