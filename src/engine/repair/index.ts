@@ -19,7 +19,8 @@ import { solveJoint } from './joint';
 import { earlierInputs, silentOn, silentPrefix } from './earlier';
 import { PrefixCache } from '../prefix';
 import { promptVariants } from './augment';
-import { DEFAULT_KEY_MARGIN, keyedCandidates, needsReferenceCode, prepareWhitening, protectedInputs, solveKeyed } from './keyed';
+import { DEFAULT_KEY_MARGIN, keyedCandidates, needsReferenceCode, solveKeyed } from './keyed';
+import { protectedCode } from './keyedCache';
 import { type GuardLine, guardTarget, measureSideEffects, type SideEffectMeasures } from './measures';
 import { Cancelled, type SolveContext, solveMinimal } from './minimal';
 import { referenceStats } from './reference';
@@ -138,19 +139,22 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   progress(`reading the model's statistics on reference code${method === 'keyed' ? ' and the protected code' : ''}`);
   const steer = await Steer.load(model);
   const reference = opts.reference ?? opts.regression ?? [c.prompt];
-  const ref = await referenceStats(model, reference.length ? reference : [c.prompt], opts.signal);
+  // The neurons' second moments on reference code weigh the minimal and joint solvers' edits; the keyed method
+  // never reads them (its protected code's x̂ and whitening below are its statistics), and has no fallback to them.
+  const ref = method === 'keyed' ? undefined : await referenceStats(model, reference.length ? reference : [c.prompt], opts.signal);
   // Keyed: x̂ of the protected code (reference, guard lines, earlier patches' cases), like the statistics above.
   const protection = method === 'keyed' ? await keyedProtection(model, active, base, reference, opts) : undefined;
   // The repair's own time: locate and solve, then confirm by generation. The trace above is the report's.
   const started = performance.now();
   progress(`solving (${method}) for ${Math.max(1, failing0.length)} failing token(s)`);
-  const context = (m: RepairMethod): SolveContext => ({
-    model, target, base, active, steer, ref, start: f0, margin,
+  const common = (m: RepairMethod): CommonContext => ({
+    model, target, base, active, steer, start: f0, margin,
     maxNeurons: (m === method ? opts.maxNeurons : undefined) ?? (m === 'keyed' ? target.targets.length : m === 'minimal' ? Math.min(48, 3 * Math.max(1, failing0.length) + 2) : Math.min(256, 8 * Math.max(1, target.targets.length))),
     maxRounds: m === 'minimal' ? 3 * Math.max(1, failing0.length) + 6 : 10,
     signal: opts.signal, log: progress,
   });
-  let ctx = context(method);
+  const context = (m: RepairMethod): SolveContext => ({ ...common(m), ref: ref ?? missingStats() });
+  let ctx: CommonContext = common(method);
   let keyed: { added: AddedNeuron[]; why: string; layer: number; inputs?: Float32Array } | undefined;
   if (method === 'keyed') {
     const variants = promptVariants(c.prompt, desired, opts.keyVariants ?? DEFAULT_KEY_VARIANTS).flatMap((p) => {
@@ -165,7 +169,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     progress(k.why);
   }
   let solved = method === 'keyed' ? { edits: [] as Edit[], rounds: 0, failing: 0 }
-    : await diverges(method, () => (method === 'minimal' ? solveMinimal(ctx) : solveJoint(ctx)));
+    : await diverges(method, () => (method === 'minimal' ? solveMinimal(context(method)) : solveJoint(context(method))));
   let solvedBy = method;
   let fallback: string | undefined;
   // Long completions can leave the greedy search trading positions until its budget is spent; the joint solve,
@@ -174,12 +178,13 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     fallback = `The minimal solver left ${solved.failing} of ${failing0.length} failing tokens unfixed within its budget `
       + `(${plural(solved.edits.length, 'neuron')}, ${plural(solved.rounds, 'round')}); the patch comes from the joint solver.`;
     progress(fallback);
-    ctx = context('joint');
-    solved = await diverges('joint', () => solveJoint(ctx));
+    const joint = context('joint');
+    ctx = joint;
+    solved = await diverges('joint', () => solveJoint(joint));
     solvedBy = 'joint';
   }
   // Added neurons are silent on earlier cases by construction (their sequences are protected code).
-  const held = keyed ? { edits: solved.edits } : await holdEarlierFixes(ctx, solved.edits, { prompt: c.prompt, desired }, produces, progress);
+  const held = keyed ? { edits: solved.edits } : await holdEarlierFixes({ ...ctx, ref: ref ?? missingStats() }, solved.edits, { prompt: c.prompt, desired }, produces, progress);
   // Confirmed exactly as the patch file will store it (deltas rounded to its precision).
   const edits = prune(held.edits, solvedBy, solved.rounds).map((e) => ({ ...e, delta: Float64Array.from(e.delta, roundValue) }));
   const added = (keyed?.added ?? []).map((a) => ({ layer: a.layer, key: Array.from(a.key, roundValue), threshold: roundValue(a.threshold), value: Array.from(a.value, roundValue) }));
@@ -292,7 +297,8 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
 
 /**
  * The keyed method's protected code: reference prompts and guard lines (cached per model), and the active
- * patches' cases under those patches (their own neurons fire there), with the whitening of the candidate layers.
+ * patches' cases under those patches (their own neurons fire there), with the whitening of the candidate layers
+ * (the first two per model and reference set, cached: keyedCache.ts).
  */
 async function keyedProtection(model: LoadedModel, active: readonly Patch[], base: LayerEdits | undefined, reference: string[], opts: RepairOptions) {
   const layers = opts.keyedLayer !== undefined ? [opts.keyedLayer] : keyedCandidates(model);
@@ -303,10 +309,10 @@ async function keyedProtection(model: LoadedModel, active: readonly Patch[], bas
     ...reference.map((p) => preparePrompt(model, p, 1, false).ids),
     ...(opts.guard ?? []).flatMap((g) => { const t = guardTarget(model, g); return t ? [t.input] : []; }),
   ];
-  const protect = await protectedInputs(model, sequences, layers);
   // Earlier patches' cases (below) are not counted: a handful of positions, not ordinary code the key must miss.
-  if (!protect.positions) throw needsReferenceCode();
-  await prepareWhitening(protect, layers, model.info.width);
+  if (!sequences.some((r) => r.length)) throw needsReferenceCode();
+  // Per model and reference set: from memory, the verified derived cache, or computed (keyedCache.ts).
+  const { protect } = await protectedCode(model, sequences, layers);
   const earlier = active.map((p) => repairTarget(model, p.case.prompt, p.case.desired).input);
   const extra = await earlierInputs(model, active, earlier, layers, base);
   return { protect, extra };
@@ -350,12 +356,12 @@ async function holdEarlierFixes(
   return { edits: out };
 }
 
-function earlierCases(ctx: SolveContext): { prompt: string; desired: string }[] {
+function earlierCases(ctx: CommonContext): { prompt: string; desired: string }[] {
   return ctx.active.map((p) => ({ prompt: p.case.prompt, desired: p.case.desired }));
 }
 
 /** The active patches whose case no longer decodes to its desired text with the final edits (none: all hold). */
-async function brokenEarlierFixes(ctx: SolveContext, patched: LayerEdits, reach?: boolean[]): Promise<RepairConflict[]> {
+async function brokenEarlierFixes(ctx: CommonContext, patched: LayerEdits, reach?: boolean[]): Promise<RepairConflict[]> {
   const earlier = earlierCases(ctx);
   const check = earlier.flatMap((_, i) => (reach && !reach[i] ? [] : [i]));
   if (!check.length) return [];
@@ -363,7 +369,14 @@ async function brokenEarlierFixes(ctx: SolveContext, patched: LayerEdits, reach?
   return check.flatMap((i, k) => (got[k] === earlier[i].desired ? [] : [{ patchId: ctx.active[i].id, desired: earlier[i].desired, got: got[k] }]));
 }
 
-/** Drops edits too small to matter next to the largest one. */
+/** A solve context without the reference second moments (the keyed method's: it never reads them). */
+type CommonContext = Omit<SolveContext, 'ref'>;
+
+/** Where a solver that reads the reference second moments runs without them: a bug, never the user's doing. */
+function missingStats(): never {
+  throw new Error('internal: the minimal or joint solver was started without the reference statistics');
+}
+
 /**
  * Runs a solver; where its own edits make the model's logits non-finite (its changes grew past the float range:
  * seen on fp16 graphs, whose activations saturate), the repair stops saying the solver diverged, rather than
@@ -382,6 +395,7 @@ async function diverges<T>(solver: RepairMethod, solve: () => Promise<T>): Promi
   }
 }
 
+/** Drops edits too small to matter next to the largest one. */
 function prune(edits: Edit[], solver: string, rounds: number): Edit[] {
   assertFinite(edits, solver, rounds);
   const size = edits.map((e) => Math.sqrt(e.delta.reduce((s, v) => s + v * v, 0)));

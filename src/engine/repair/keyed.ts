@@ -64,7 +64,7 @@ export interface ProtectedInputs {
 }
 
 /** Mean and the Cholesky factor of the regularised covariance of x̂, per layer. */
-interface Whitening {
+export interface Whitening {
   layer: number;
   mean: Float64Array;
   factor: Float64Array;
@@ -127,12 +127,24 @@ export function keyedCandidates(model: LoadedModel): number[] {
   return late.length ? late : all;
 }
 
-/** Computes (and caches) the whitening of each layer, so that a repair's own time does not include it. */
-export async function prepareWhitening(p: ProtectedInputs, layers: number[], d: number): Promise<void> {
-  for (const L of layers) await whitening(p, L, d);
+/**
+ * Makes `w` the whitening of its layer for `p` (read back from the derived cache, keyedCache.ts): whitening() then
+ * returns it instead of computing it.
+ */
+export function rememberWhitening(p: ProtectedInputs, w: Whitening): void {
+  const byLayer = whiteningCache.get(p) ?? new Map<number, Whitening>();
+  byLayer.set(w.layer, w);
+  whiteningCache.set(p, byLayer);
 }
 
-async function whitening(p: ProtectedInputs, layer: number, d: number): Promise<Whitening> {
+/** What the whitening depends on besides x̂ (part of the derived cache's key): the covariance's ridge. */
+export const WHITENING_PARAMS = { covRidge: COV_RIDGE, jitter: 1e-9 };
+
+/**
+ * The whitening of `layer` for `p`: the mean μ ([d]) of x̂ over the protected positions and the Cholesky factor
+ * ([d, d] row-major, lower) of their covariance plus a ridge of COV_RIDGE × its mean eigenvalue. Cached per `p`.
+ */
+export async function whitening(p: ProtectedInputs, layer: number, d: number): Promise<Whitening> {
   const byLayer = whiteningCache.get(p) ?? new Map<number, Whitening>();
   const hit = byLayer.get(layer);
   if (hit) return hit;
@@ -153,7 +165,7 @@ async function whitening(p: ProtectedInputs, layer: number, d: number): Promise<
     cov[i * d + j] = g[i * d + j] / n - mean[i] * mean[j];
     if (i === j) trace += cov[i * d + j];
   }
-  for (let i = 0; i < d; i++) cov[i * d + i] += (COV_RIDGE * trace) / d + 1e-9;
+  for (let i = 0; i < d; i++) cov[i * d + i] += (WHITENING_PARAMS.covRidge * trace) / d + WHITENING_PARAMS.jitter;
   const w = { layer, mean, factor: cholesky(cov, d) };
   byLayer.set(layer, w);
   whiteningCache.set(p, byLayer);
@@ -277,7 +289,7 @@ export interface KeyedResult {
 }
 
 /** x̂ of the case's sequence at `layers` under `base` (from the starting forward where it fetched them). */
-async function caseInputs(ctx: SolveContext, layers: number[]): Promise<Map<number, Float32Array>> {
+async function caseInputs(ctx: Omit<SolveContext, 'ref'>, layers: number[]): Promise<Map<number, Float32Array>> {
   const have = ctx.start?.ffnInputs;
   if (have && layers.every((L) => have.has(L))) return have;
   const res = await ctx.model.session.forward({ ids: [ctx.target.input], edits: ctx.base, ffnInputs: layers, lastOnly: true });
@@ -299,7 +311,7 @@ export function needsReferenceCode(): NeuronpatchError {
  * The keyed solve of `ctx.target` on top of `ctx.base` (see the module comment). Throws NeuronpatchError where the
  * model's graph takes no added neurons.
  */
-export async function solveKeyed(ctx: SolveContext, opts: KeyedOptions): Promise<KeyedResult> {
+export async function solveKeyed(ctx: Omit<SolveContext, 'ref'>, opts: KeyedOptions): Promise<KeyedResult> {
   const { model, target, margin } = ctx;
   const d = model.info.width;
   const keyedLayers = model.graph.keyedLayers ?? [];
