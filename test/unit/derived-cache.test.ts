@@ -152,11 +152,13 @@ describe('unpatched held-out loss (demo model)', () => {
     const file = newFile(m.cacheDir, 'loss', listed);
     // A second LoadedModel object (the in-memory memo is per object) reads the file: an edited value shows that.
     const twin = { ...m };
-    editPayload(file, () => ({ loss: first.loss + 1, tokens: first.tokens }));
+    editPayload(file, (v) => ({ ...(v as object), loss: first.loss + 1 }));
     assert.deepEqual(await heldOutLossOf(twin, texts), first, 'an edited entry (sha256 mismatch) is recomputed');
     const third = { ...m };
     const env = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
-    await writeDerived(m.cacheDir, { kind: 'loss', format: env.format as number, model: m.info.hash, inputs: env.inputs as string }, { loss: 1.25, tokens: 7 });
+    // Per text: [nats summed, tokens]; the mean must be theirs.
+    const fake = { loss: 1.25, tokens: 7, texts: texts.map((_, i) => (i === 0 ? [8.75, 7] : [0, 0])) };
+    await writeDerived(m.cacheDir, { kind: 'loss', format: env.format as number, model: m.info.hash, inputs: env.inputs as string }, fake);
     assert.deepEqual(await heldOutLossOf(third, texts), { loss: 1.25, tokens: 7 }, 'a verified entry is read, not recomputed');
   });
 });

@@ -4,6 +4,8 @@
 //   them (memory, then disk), and all three patches are bit-identical, as are the values read back;
 // - an entry that is corrupt (a flipped byte), cut short, or another model's or another reference set's (stale) is
 //   detected, said why, recomputed to the same values and rewritten.
+// - the side-effect check of a keyed patch runs no held-out forward for the protected texts its neurons are silent
+//   on (their logits are the unpatched ones, to the bit), and measures the same held-out loss.
 // And binary entries themselves (derivedCache.ts), without a model.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -14,6 +16,9 @@ import { preparePrompt } from '../../src/engine/generate';
 import { derivedBinaryFile, inputsHash, readDerivedBinary, writeDerivedBinary } from '../../src/engine/model/derivedCache';
 import { keyedCandidates, type ProtectedInputs, whitening } from '../../src/engine/repair/keyed';
 import { protectedCode } from '../../src/engine/repair/keyedCache';
+import { measureSideEffects } from '../../src/engine/repair/measures';
+import { unchangedOn } from '../../src/engine/repair/unchanged';
+import { withAdded } from '../../src/engine/patches/patchset';
 import { entry, releaseAll, root, skipIfAbsent, tempDir } from '../helpers/models';
 import { missingFiles, skipIfMissing } from '../helpers/need';
 
@@ -149,6 +154,55 @@ describe('keyed per-reference-set values in the derived cache (demo model)', () 
       assert.deepEqual(other.cache, { hit: false, why: 'not cached yet' });
       assert.equal(other.protect.positions, computed.protect.positions - sequencesOf(m, ref.slice(0, 1))[0].length);
     });
+  });
+});
+
+describe('held-out loss of a keyed patch on its protected code (demo model)', () => {
+  test('texts the added neurons are silent on keep their unpatched logits and are not run again; the loss is the same', async (t) => {
+    if (skipIfAbsent(t, demo) || skipIfMissing(t, missingFiles([casesFile, regressionFile], root), 'repo')) return;
+    const ref = reference(12);
+    const c = JSON.parse(fs.readFileSync(casesFile, 'utf8').split('\n')[0]) as { prompt: string; desired: string };
+    const m = await loadModel(demo.dir, { cacheDir: tempDir('keyed-side') });
+    try {
+      const lm = m.loaded;
+      const r = await repair(m, c, { method: 'keyed', reference: ref, analyse: false });
+      assert.ok(r.patch.added?.length, 'a keyed patch');
+      const patched = withAdded(new Map(), r.patch.added!);
+      const seqs = sequencesOf(m, ref);
+      const known = { sequences: seqs, rows: (await protectedCode(lm, seqs, keyedCandidates(lm))).protect };
+      const flags = unchangedOn(patched, seqs, known);
+      assert.ok(flags.some(Boolean), 'the neurons are silent on some reference texts');
+      // Where it says unchanged, the patched model's logits are the unpatched ones, to the bit.
+      for (const [i, seq] of seqs.entries()) {
+        if (!flags[i]) continue;
+        const a = await lm.session.forward({ ids: [seq] });
+        const b = await lm.session.forward({ ids: [seq], edits: patched });
+        assert.ok(Buffer.from(a.logits.buffer, a.logits.byteOffset, a.logits.byteLength).equals(Buffer.from(b.logits.buffer, b.logits.byteOffset, b.logits.byteLength)), `text ${i}: the same logits`);
+      }
+      // A value edit acts everywhere: nothing is known unchanged.
+      const valueEdit = Object.assign(new Map([[0, { indices: [0], deltas: new Float32Array(m.info.width) }]]), { added: patched.added });
+      assert.deepEqual(unchangedOn(valueEdit, seqs, known), seqs.map(() => false));
+      // The check with and without the known x̂: the same loss, fewer forwards (counted on the real session).
+      const forward = lm.session.forward.bind(lm.session);
+      let runs = 0;
+      lm.session.forward = ((o: Parameters<typeof forward>[0]) => (runs++, forward(o))) as typeof forward;
+      try {
+        const full = await measureSideEffects(lm, { prompts: [], heldOut: ref }, undefined, patched);
+        const fullRuns = runs;
+        runs = 0;
+        const fast = await measureSideEffects(lm, { prompts: [], heldOut: ref, known }, undefined, patched);
+        assert.ok(runs < fullRuns, `${runs} forwards with the known x̂, ${fullRuns} without`);
+        const [hf, hq] = [full.summary.heldOutLoss!, fast.summary.heldOutLoss!];
+        assert.equal(hq.before, hf.before);
+        assert.equal(hq.tokens, hf.tokens);
+        if (flags.every(Boolean)) assert.equal(hq.after, hf.after);
+        else assert.ok(Math.abs(hq.after - hf.after) <= 1e-9 * hf.after, `after: ${hq.after} vs ${hf.after}`);
+      } finally {
+        lm.session.forward = forward;
+      }
+    } finally {
+      await m.dispose();
+    }
   });
 });
 

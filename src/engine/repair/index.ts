@@ -268,6 +268,7 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
     measures = await measureSideEffects(model, {
       prompts: opts.regression ?? [], before: opts.regressionBefore, guard: opts.guard, heldOut: opts.heldOut ?? opts.regression ?? [],
       unseenGuard: opts.unseenGuard, onProgress: opts.onSideEffectProgress,
+      ...(protection ? { known: { sequences: protection.sequences, rows: protection.protect } } : {}),
     }, base, patched, opts.signal);
     ({ linesUnchanged: specificity, nextToken: nextTokenSpecificity, meanKl, changed } = measures);
   }
@@ -315,7 +316,7 @@ async function keyedProtection(model: LoadedModel, active: readonly Patch[], bas
   const { protect } = await protectedCode(model, sequences, layers);
   const earlier = active.map((p) => repairTarget(model, p.case.prompt, p.case.desired).input);
   const extra = await earlierInputs(model, active, earlier, layers, base);
-  return { protect, extra };
+  return { protect, extra, sequences };
 }
 
 function addedActivationAt(a: { key: number[]; threshold: number }, x: Float32Array, pos: number, d: number): number {

@@ -17,6 +17,7 @@ import { type LayerEdits, padRows } from '../model/session';
 import { logitRows, positionStates, repairTarget } from '../trace/teacher';
 import { NeuronpatchError, type SideEffectSummary } from '../types';
 import { baselineLines, baselineNextToken } from './baseline';
+import { type KnownInputs, unchangedOn } from './unchanged';
 import { completions, type GreedyLine, greedyLines, nextTokenIds, nextTokenLogits, nextTokenShift, shiftBetween } from './verify';
 
 /** A line the model completes exactly right: the prompt up to the cursor and the rest of the line. */
@@ -58,6 +59,11 @@ export interface MeasureInputs {
   heldOut?: string[];
   /** Lines the model completes right that no method was given (measured only: correct lines kept, unseen). */
   unseenGuard?: GuardLine[];
+  /**
+   * x̂ of some token sequences on the unpatched model (the keyed method's protected code): held-out texts among them
+   * on which the patches' added neurons are all exactly silent are not run again (unchanged.ts).
+   */
+  known?: KnownInputs;
   /**
    * Items checked under the patch so far, of all: the regression prompts (token locality), the guard lines, the
    * unseen guard lines and the held-out texts (their loss), in that order, reported after each batch.
@@ -111,8 +117,12 @@ export async function measureSideEffects(model: LoadedModel, inputs: MeasureInpu
   }
   let heldOutLoss: SideEffectSummary['heldOutLoss'] = null;
   if (inputs.heldOut?.length) {
-    const b = await heldOutLossOf(model, inputs.heldOut, base);
-    const a = await heldOutLossOf(model, inputs.heldOut, patched, tick);
+    // Texts whose x̂ is known (the keyed method's protected code): those the patch (or the base) leaves silent
+    // take the unpatched loss, without a forward.
+    const seqs = inputs.known ? inputs.heldOut.map((t) => preparePrompt(model, t, 1, false).ids) : [];
+    const quiet = (edits: LayerEdits | undefined) => (inputs.known ? unchangedOn(edits, seqs, inputs.known) : undefined);
+    const b = await heldOutLossOf(model, inputs.heldOut, base, undefined, quiet(base));
+    const a = await heldOutLossOf(model, inputs.heldOut, patched, tick, quiet(patched));
     heldOutLoss = { before: b.loss, after: a.loss, change: (a.loss - b.loss) / b.loss, tokens: b.tokens };
   }
   const summary: SideEffectSummary = {
@@ -230,58 +240,100 @@ export function guardTarget(model: LoadedModel, g: GuardLine): ReturnType<typeof
 /** Logits one held-out forward may return (a real vocabulary's rows are 0.6 MB each in float32). */
 const LOSS_LOGIT_BYTES = 128 * 2 ** 20;
 
-const lossCache = new WeakMap<LoadedModel, Map<string, { loss: number; tokens: number }>>();
-/** Bumped when the held-out loss is computed differently: older cache entries are recomputed. */
-const LOSS_FORMAT = 1;
+/** The loss of one held-out text: nats summed over its predicted tokens (all but the first), and how many. */
+type TextLoss = [sum: number, count: number];
+
+/** What the cache keeps of the unpatched model's held-out loss: the mean, and each text's sum and count. */
+interface Losses {
+  loss: number;
+  tokens: number;
+  texts: TextLoss[];
+}
+
+const lossCache = new WeakMap<LoadedModel, Map<string, Losses>>();
+/** Bumped when the held-out loss is computed differently: older cache entries are recomputed. 2: per-text sums. */
+const LOSS_FORMAT = 2;
 
 const isEmpty = (edits?: LayerEdits): boolean => !edits || (edits.size === 0 && !edits.added?.length);
+
+/** The mean over texts' losses, summed text by text in order (the same sum whether a text was computed or known). */
+function meanOf(texts: readonly TextLoss[]): Losses {
+  let sum = 0;
+  let count = 0;
+  for (const [s, c] of texts) {
+    sum += s;
+    count += c;
+  }
+  return { loss: count ? sum / count : 0, tokens: count, texts: [...texts] };
+}
 
 /**
  * Mean next-token loss (nats per token) over every token of the texts but the first, under `edits`. The
  * unpatched model's is cached per model and texts, in memory and in the model's cache folder (verified).
+ * `unchanged[i]` true: `edits` provably leave text i as the unpatched model computes it (unchanged.ts), so its
+ * loss is the cached unpatched one and no forward runs for it.
  */
-export async function heldOutLossOf(model: LoadedModel, texts: string[], edits?: LayerEdits, tick?: (items: number) => void): Promise<{ loss: number; tokens: number }> {
-  if (!isEmpty(edits)) return lossOf(model, texts, edits, tick);
+export async function heldOutLossOf(
+  model: LoadedModel, texts: string[], edits?: LayerEdits, tick?: (items: number) => void, unchanged?: readonly boolean[],
+): Promise<{ loss: number; tokens: number }> {
+  const known = (l: Losses) => ({ loss: l.loss, tokens: l.tokens });
+  if (isEmpty(edits)) return known(await unpatchedLosses(model, texts));
+  if (!unchanged?.some(Boolean)) return known(meanOf(await lossesOf(model, texts, edits, tick)));
+  const base = await unpatchedLosses(model, texts);
+  const redo = texts.flatMap((_, i) => (unchanged[i] ? [] : [i]));
+  tick?.(texts.length - redo.length);
+  const got = await lossesOf(model, redo.map((i) => texts[i]), edits, tick);
+  const per = [...base.texts];
+  redo.forEach((i, k) => (per[i] = got[k]));
+  return known(meanOf(per));
+}
+
+/** The unpatched model's losses of `texts`: memory, the verified cache, or computed. */
+async function unpatchedLosses(model: LoadedModel, texts: string[]): Promise<Losses> {
   const key = inputsHash(texts);
-  const memo = lossCache.get(model) ?? new Map<string, { loss: number; tokens: number }>();
+  const memo = lossCache.get(model) ?? new Map<string, Losses>();
   lossCache.set(model, memo);
-  const known = memo.get(key);
-  if (known) return known;
+  const hit = memo.get(key);
+  if (hit) return hit;
   const shape = (v: unknown): string | undefined => {
-    const l = v as { loss?: unknown; tokens?: unknown } | null;
-    return l && typeof l.loss === 'number' && Number.isFinite(l.loss) && l.loss >= 0 && Number.isInteger(l.tokens) ? undefined : 'not {loss, tokens}';
+    const l = v as Partial<Losses> | null;
+    if (!l || typeof l.loss !== 'number' || !Number.isFinite(l.loss) || l.loss < 0 || !Number.isInteger(l.tokens)) return 'not {loss, tokens, texts}';
+    if (!Array.isArray(l.texts) || l.texts.length !== texts.length) return `not one loss per text (${texts.length})`;
+    if (!l.texts.every((x) => Array.isArray(x) && x.length === 2 && Number.isFinite(x[0]) && x[0] >= 0 && Number.isInteger(x[1]) && x[1] >= 0)) return 'a text\'s loss is not [sum, count]';
+    const again = meanOf(l.texts);
+    return again.loss === l.loss && again.tokens === l.tokens ? undefined : 'the mean is not that of the texts';
   };
-  const { value } = await cachedDerived(model.cacheDir, { kind: 'loss', format: LOSS_FORMAT, model: model.info.hash, inputs: key }, shape, () => lossOf(model, texts));
+  const { value } = await cachedDerived<Losses>(model.cacheDir, { kind: 'loss', format: LOSS_FORMAT, model: model.info.hash, inputs: key }, shape, async () => meanOf(await lossesOf(model, texts)));
   memo.set(key, value);
   return value;
 }
 
-/** The loss of `heldOutLossOf`, computed; `tick(n)` after each batch of n texts. */
-async function lossOf(model: LoadedModel, texts: string[], edits?: LayerEdits, tick?: (items: number) => void): Promise<{ loss: number; tokens: number }> {
+/** Each text's loss under `edits` ([sum, count]; [0, 0] for a text of fewer than two tokens); `tick(n)` after each batch of n texts. */
+async function lossesOf(model: LoadedModel, texts: string[], edits?: LayerEdits, tick?: (items: number) => void): Promise<TextLoss[]> {
   const V = model.info.vocab;
-  let total = 0;
-  let count = 0;
-  const encoded = texts.map((t) => preparePrompt(model, t, 1, false).ids).filter((r) => r.length > 1);
+  const out: TextLoss[] = texts.map(() => [0, 0]);
+  const encoded = texts.map((t, i) => ({ i, ids: preparePrompt(model, t, 1, false).ids })).filter((r) => r.ids.length > 1);
   if (encoded.length < texts.length) tick?.(texts.length - encoded.length);
   for (let i = 0; i < encoded.length;) {
     // Every position's logits come back ([rows, width, V]): as many rows as keep them within LOSS_LOGIT_BYTES.
     let n = 1;
-    while (i + n < encoded.length && n < CHECK_BATCH && (n + 1) * Math.max(...encoded.slice(i, i + n + 1).map((r) => r.length)) * V * 4 <= LOSS_LOGIT_BYTES) n++;
+    while (i + n < encoded.length && n < CHECK_BATCH && (n + 1) * Math.max(...encoded.slice(i, i + n + 1).map((r) => r.ids.length)) * V * 4 <= LOSS_LOGIT_BYTES) n++;
     const rows = encoded.slice(i, i + n);
     i += n;
     tick?.(n);
-    const { ids, mask, width, start } = padRows(model.graph, rows);
+    const { ids, mask, width, start } = padRows(model.graph, rows.map((r) => r.ids));
     const res = await model.session.forward({ ids, mask, edits });
     rows.forEach((r, b) => {
       const off = start[b];
-      for (let p = 0; p < r.length - 1; p++) {
+      let total = 0;
+      for (let p = 0; p < r.ids.length - 1; p++) {
         const at = (b * width + off + p) * V;
-        total -= res.logits[at + r[p + 1]] - logSumExp(res.logits, at, V);
-        count++;
+        total -= res.logits[at + r.ids[p + 1]] - logSumExp(res.logits, at, V);
       }
+      out[r.i] = [total, r.ids.length - 1];
     });
   }
-  return { loss: count ? total / count : 0, tokens: count };
+  return out;
 }
 
 export { sideEffectLine } from './sideEffectText';
