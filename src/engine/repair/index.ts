@@ -225,9 +225,10 @@ export async function repair(model: LoadedModel, c: RepairCase, opts: RepairOpti
   const lenses = await logitLenses(model, [
     ...vectors, ...edits.map((e, i) => Float64Array.from(vectors[i], (x, k) => x + e.delta[k])), ...added.map((a) => a.value),
   ]);
-  const f0Inputs = added.length && first
-    ? (await model.session.forward({ ids: [target.input], edits: base, ffnInputs: [...new Set(added.map((a) => a.layer))], lastOnly: true })).ffnInputs
-    : undefined;
+  // x̂ of the case under the base at the added neurons' layer: the keyed solve's own (no forward), else computed.
+  const f0Inputs = !added.length || !first ? undefined
+    : keyed?.inputs && added.every((a) => a.layer === keyed!.layer) ? new Map([[keyed.layer, keyed.inputs]])
+      : (await model.session.forward({ ids: [target.input], edits: base, ffnInputs: [...new Set(added.map((a) => a.layer))], lastOnly: true })).ffnInputs;
   const firstAdded = (base?.added?.filter((a) => a.layer === added[0]?.layer).length ?? 0);
   // Each added neuron left out of the patched model, one row each: the report's ablation effect.
   const addedEffects = analysed && added.length
