@@ -30,6 +30,18 @@ type Runner = 'plain' | 'engine' | 'transformers';
 
 interface GenResult { openMs: number; ttftMs: number; tokensPerS: number; ids: number[]; maxRssMb: number; error?: string }
 
+/** Cumulative "some" stall time (µs) of memory and I/O since boot (/proc/pressure; NaN where the kernel has none). */
+function pressureStalls(): { memory: number; io: number } {
+  const read = (f: string) => {
+    try {
+      return Number(/^some .*total=(\d+)/m.exec(readFileSync(`/proc/pressure/${f}`, 'utf8'))?.[1] ?? NaN);
+    } catch {
+      return NaN;
+    }
+  };
+  return { memory: read('memory'), io: read('io') };
+}
+
 function methodOf(m: string): RepairMethod {
   if (m !== 'keyed' && m !== 'minimal' && m !== 'joint') throw new Error(`--editor-method ${JSON.stringify(m.slice(0, 40))}: use keyed, minimal or joint`);
   return m;
@@ -307,6 +319,11 @@ interface EditorBench {
   method: RepairMethod; restarts: { cancel: number; crash: number };
   /** The first reload after a cancel that ended the engine process: how long the next call waited for it (ms). */
   reloadMs: number;
+  /**
+   * Linux pressure stall information during the repair: ms in which some task of the machine waited for memory
+   * (reclaim) or I/O. Outliers of the host's stall that coincide with these are the machine's, not the engine's.
+   */
+  pressureMs: { memory: number; io: number };
 }
 
 /**
@@ -334,11 +351,14 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
       last = now;
     }, 10);
     h.enable();
+    const psi0 = pressureStalls();
     let t = performance.now();
     await worker.repair(c, { method, regression: prompts, onProgress: (line) => (phase = line.split(' ').slice(0, 2).join(' ')) });
     const repairMs = performance.now() - t;
     h.disable();
     clearInterval(ticker);
+    const psi1 = pressureStalls();
+    const pressureMs = { memory: (psi1.memory - psi0.memory) / 1000, io: (psi1.io - psi0.io) / 1000 };
     // The same monitor with the worker idle: what this machine's scheduler alone costs the host thread.
     const idle = monitorEventLoopDelay({ resolution: 10 });
     idle.enable();
@@ -415,7 +435,7 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
     }
     return {
       repairStallMs: h.max / 1e6, repairStallP99Ms: h.percentile(99) / 1e6, repairTickGapMs: gap, gapPhase, idleStallMs: idle.max / 1e6, repairMs, cancelRepair, cancelPhases, cancelGeneration, keystroke, keystrokes,
-      method, restarts: { ...worker.restarts }, reloadMs,
+      method, restarts: { ...worker.restarts }, reloadMs, pressureMs,
     };
   } finally {
     await worker.dispose();
@@ -571,7 +591,8 @@ async function main(): Promise<void> {
         const e = ed as EditorBench;
         const pct = (xs: number[], q: number) => { const s2 = [...xs].sort((a2, b2) => a2 - b2); return s2[Math.min(s2.length - 1, Math.floor(q * s2.length))]; };
         lines.push('', `editor, engine in its own process, ${e.method} repair: longest host event-loop stall during a repair ${fmt(e.repairStallMs, 1)} ms (p99 ${fmt(e.repairStallP99Ms, 1)} ms) ` +
-          `(largest 10 ms-ticker gap ${fmt(e.repairTickGapMs, 1)} ms, in the repair's phase "${e.gapPhase}"; the same monitor with the worker idle: ${fmt(e.idleStallMs, 1)} ms; target ≤ 50 ms; repair ${fmt(e.repairMs / 1000, 1)} s); ` +
+          `(largest 10 ms-ticker gap ${fmt(e.repairTickGapMs, 1)} ms, in the repair's phase "${e.gapPhase}"; the same monitor with the engine idle: ${fmt(e.idleStallMs, 1)} ms; target ≤ 50 ms; repair ${fmt(e.repairMs / 1000, 1)} s; ` +
+          `the machine's memory / I/O pressure stalls during it ${fmt(e.pressureMs.memory, 0)} / ${fmt(e.pressureMs.io, 0)} ms); ` +
           `cancel: repair settles on the host in ${fmt(e.cancelRepair.hostMs, 1)} ms and stops in the worker after ${fmt(e.cancelRepair.workerMs, 0)} ms at worst ` +
           `(${Object.entries(e.cancelPhases).map(([k, v]) => `${k} ${fmt(v.workerMs, 0)} ms`).join(', ')}), ` +
           `a ${promptTokens}-token generation ${fmt(e.cancelGeneration.hostMs, 1)} ms / ${fmt(e.cancelGeneration.workerMs, 0)} ms (target ≤ 1000 ms; ` +
