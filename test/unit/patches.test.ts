@@ -112,7 +112,7 @@ describe('validatePatchFile', () => {
       'patches[0].edits[0].delta[3]: expected a finite number, got the string "x"',
       'patches[0].edits[1]: edits layer 1 neuron 2 again (already in patches[0].edits[0]); one patch edits a neuron once',
       'patches[0].metrics.specificity: expected a number between 0 and 1, got 1.5',
-      'patches[0].metrics.repairMs: expected a number, got undefined undefined',
+      'patches[0].metrics.repairMs: expected a number, got nothing (the key is missing)',
       'patches[0].metrics.margin: expected a number ≥ 0, got -2',
       `patches[1].id: "${p.id as string}" is also the id of patches[0]; ids must be unique`,
     ]);

@@ -4,6 +4,7 @@ import { NeuronpatchError, PATCH_FORMAT, PATCH_FORMAT_2, type PatchFile } from '
 import { checkJsonDepth } from '../jsonlimits';
 import { safeMessage } from '../untrusted';
 import { jsonErrorOffset } from './jsonpos';
+import { PATCH_FILE_SHAPE } from './validate';
 
 /**
  * Significant digits kept for delta values (a delta is written as e.g. -0.002718282, not -0.0027182818284590). The
@@ -56,9 +57,10 @@ export function lineColumn(text: string, offset: number): { line: number; column
 
 /**
  * JSON.parse with the file name and the line/column of a syntax error in the NeuronpatchError; a value nested
- * deeper than MAX_JSON_DEPTH is refused the same way (see ../jsonlimits).
+ * deeper than MAX_JSON_DEPTH is refused the same way (see ../jsonlimits). `reading`: the file is only read (patches
+ * to apply), and the error says what a patch file is rather than that it will not be written over.
  */
-export function parseJson(text: string, file: string): unknown {
+export function parseJson(text: string, file: string, reading = false): unknown {
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // editors on Windows may add a BOM
   let value: unknown;
   try {
@@ -68,8 +70,10 @@ export function parseJson(text: string, file: string): unknown {
     const msg = safeMessage((e as Error).message.replace(/\n/g, '\\n'), 200);
     const at = lineColumn(body, jsonErrorOffset(body));
     throw new NeuronpatchError(
-      `${file}:${at.line}:${at.column}: not valid JSON (${msg}). The file was left untouched.`,
-      'Fix it by hand or move it aside; neuronpatch does not write over a file it cannot read.',
+      reading ? `${file}:${at.line}:${at.column}: not valid JSON (${msg}), so not a patch file.` : `${file}:${at.line}:${at.column}: not valid JSON (${msg}). The file was left untouched.`,
+      reading
+        ? `Pass a patch file instead. ${PATCH_FILE_SHAPE}.`
+        : 'Fix it by hand or move it aside; neuronpatch does not write over a file it cannot read.',
     );
   }
   checkJsonDepth(value, `${file} (left untouched)`);

@@ -16,7 +16,7 @@ import { sweepStaleTemps, writeFileAtomic } from '../atomic';
 import { quote } from '../untrusted';
 import { parseJson, roundDelta, serializePatchFile } from './format';
 import { type HeldLock, withFileLock } from './lock';
-import { checkPatchFile, formatProblems, validatePatch } from './validate';
+import { checkPatchFile, formatProblems, PATCH_FILE_SHAPE, validatePatch } from './validate';
 
 /**
  * Tests only: milliseconds to sleep inside the lock between re-reading the file and renaming the new one over
@@ -65,8 +65,8 @@ async function readText(file: string): Promise<string | null> {
 }
 
 /** Parses and validates a patch file's text for this model; errors name the file and say it was left untouched. */
-function parseFor(text: string, file: string, model: ModelInfo): PatchFile {
-  const value = parseJson(text, file);
+function parseFor(text: string, file: string, model: ModelInfo, reading = false): PatchFile {
+  const value = parseJson(text, file, reading);
   // The binding first: a file of another model would otherwise fail on layer and width checks, which misleads.
   const m = (value as { model?: { name?: unknown; hash?: unknown } } | null)?.model;
   if (m && typeof m.hash === 'string' && m.hash !== '' && m.hash !== model.hash) {
@@ -78,11 +78,16 @@ function parseFor(text: string, file: string, model: ModelInfo): PatchFile {
     );
   }
   const { file: parsed, problems } = checkPatchFile(value, model);
-  if (!parsed)
+  if (!parsed) {
+    // Not a patch file at all (another JSON file): say what one looks like rather than how to fix this one.
+    const other = /^(format|\(top level\)): (missing|expected)/.test(problems[0] ?? '');
     throw new NeuronpatchError(
-      `${file} is not a valid neuronpatch patch file; it was left untouched:\n${formatProblems(problems)}`,
-      'Fix the file by hand (each problem names its place in the JSON) or move it aside.',
+      other ? `${file} is not a neuronpatch patch file; it was left untouched:\n${formatProblems(problems)}`
+        : `${file} is not a valid neuronpatch patch file; it was left untouched:\n${formatProblems(problems)}`,
+      other ? `${PATCH_FILE_SHAPE}.${reading ? '' : ' Name another file for the patches, or move this one aside.'}`
+        : 'Fix the file by hand (each problem names its place in the JSON) or move it aside.',
     );
+  }
   return { ...parsed, patches: parsed.patches.map(normalise) };
 }
 
@@ -104,13 +109,14 @@ export class PatchStore {
 
   /**
    * Opens the patch file for `model`. A missing file is an empty store (nothing is written until a change is
-   * saved), unless `mustExist` (reading patches given on a command line); an unreadable, invalid, or other
-   * model's file throws a NeuronpatchError and is not touched.
+   * saved), unless `mustExist` (reading patches given on a command line: the file is only read, and its errors
+   * say what a patch file is); an unreadable, invalid, or other model's file throws a NeuronpatchError and is not
+   * touched.
    */
   static async open(file: string, model: ModelInfo, opts: { mustExist?: boolean } = {}): Promise<PatchStore> {
     const text = await readText(file);
     if (text === null && opts.mustExist) throw new NeuronpatchError(`Patch file not found: ${file}`);
-    const state = text === null ? PatchStore.empty(model) : parseFor(text, file, model);
+    const state = text === null ? PatchStore.empty(model) : parseFor(text, file, model, opts.mustExist);
     const swept = await sweepStaleTemps(file);
     return new PatchStore(file, model, state, text, swept);
   }

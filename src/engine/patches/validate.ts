@@ -27,11 +27,23 @@ export function largestFinite(weightType: ModelInfo['weightType'] | undefined): 
 }
 
 const MAX_PROBLEMS = 20;
+
+/** What a patch file looks like, for a message about a file that is not one. */
+export const PATCH_FILE_SHAPE =
+  `A patch file is JSON like {"format": "${PATCH_FORMAT_2}", "model": {"name": "…", "hash": "…"}, "patches": [{"id": "…", "case": {…}, "edits": […], …}]}, as a repair writes it`;
+
+/** The top-level keys of `o` for a message: quoted and cut, at most 6. */
+function keysOf(o: Obj): string {
+  const keys = Object.keys(o);
+  if (!keys.length) return 'it is an empty object {}';
+  return `its top level has ${keys.slice(0, 6).map((k) => quote(k, 40)).join(', ')}${keys.length > 6 ? ` and ${keys.length - 6} more key(s)` : ''}`;
+}
 const methods = ['minimal', 'joint', 'keyed'];
 
 type Obj = Record<string, unknown>;
 
 function describe(v: unknown): string {
+  if (v === undefined) return 'nothing (the key is missing)';
   if (v === null) return 'null';
   if (Array.isArray(v)) return `an array of ${v.length}`;
   if (typeof v === 'string') return `the string ${quote(v, 40)}`;
@@ -217,7 +229,9 @@ function assemble(value: unknown, c: Checker): PatchFile | undefined {
     const why =
       typeof f === 'string' && f.startsWith('neuronpatch/')
         ? `this version reads "${READABLE_PATCH_FORMATS.join('" and "')}", the file is "${f}" (written by another version of neuronpatch)`
-        : `expected "${PATCH_FORMAT}" or "${PATCH_FORMAT_2}", got ${describe(f)}: not a neuronpatch patch file`;
+        : f === undefined
+          ? `missing (${keysOf(o)}; a patch file has "format", "model" and "patches")`
+          : `expected "${PATCH_FORMAT}" or "${PATCH_FORMAT_2}", got ${describe(f)}: not a neuronpatch patch file`;
     c.problem('format', why);
     return undefined;
   }
