@@ -18,8 +18,9 @@ function inline(text: string, max = 120): string {
 
 const pct = (x: number | null): string => (x === null ? 'not measured' : `${(100 * x).toFixed(1)} %`);
 
-function neurons(p: Patch): string {
-  return patchNeuronNames(p).join(', ') || 'none';
+/** A patch's neurons named as the exported model holds them: added ones numbered on from the patches before it. */
+function neurons(p: Patch, earlier: readonly Patch[]): string {
+  return patchNeuronNames(p, earlier).join(', ') || 'none';
 }
 
 export interface ReportInput {
@@ -61,6 +62,8 @@ export function patchesMarkdown(r: ReportInput): string {
       'out\' = out + ReLU(x̂ · K − τ) · V, reading the layer\'s FFN input x̂, with the neurons\' keys K, thresholds τ and',
       'values V as initializers `neuronpatch.blocks.L.added_key`, `_threshold`, `_value`; no existing weight changed.',
       `Neurons added: ${[...addedByLayer].map(([l, n]) => `layer ${l}: ${n}`).join('; ')}.`,
+      'Below, added neuron `Lℓ.Kk` is the k-th neuron added to layer ℓ, counted over the patches in the order listed (the',
+      'order of the side branch\'s columns): the names `neuronpatch repair` and `trace` give them with these patches applied in this order.',
     );
   }
   lines.push(
@@ -75,7 +78,7 @@ export function patchesMarkdown(r: ReportInput): string {
       '',
       `## ${i + 1}. \`${p.id}\``,
       '',
-      `- Method: ${p.method}; created ${p.createdAt}; neurons: ${neurons(p)}`,
+      `- Method: ${p.method}; created ${p.createdAt}; neurons: ${neurons(p, r.patches.slice(0, i))}`,
       `- Fixed: ${m.success ? 'yes' : 'no'}; failing tokens: ${m.failingTokens}; specificity: ${pct(m.specificity)}; ` +
         `generalization: ${pct(m.generalization)}; repair time: ${Math.round(m.repairMs)} ms` +
         (m.margin === undefined ? '' : `; margin: ${m.margin} logits`),
