@@ -4,7 +4,8 @@ import { readJsonl } from './args';
 
 const isString = (v: unknown): v is string => typeof v === 'string';
 
-export function readCases(file: string, warn: (msg: string) => void): RepairCase[] {
+/** The repair cases of `file` (given with `option`, named in errors). */
+export function readCases(file: string, warn: (msg: string) => void, option = '--cases'): RepairCase[] {
   return readJsonl<RepairCase>(file, (v) => {
     const c = v as Partial<RepairCase> | null;
     if (!c || typeof c !== 'object') return 'not a JSON object';
@@ -14,12 +15,13 @@ export function readCases(file: string, warn: (msg: string) => void): RepairCase
       return '"variants" must be a list of {"prompt", "desired"}';
     }
     return undefined;
-  }, warn, 'repair cases');
+  }, warn, 'repair cases', option);
 }
 
-export function readRegression(file: string | undefined, warn: (msg: string) => void, limit?: number): string[] {
+/** The prompts of a JSONL file of `{"prompt"}` lines (given with `option`, named in errors), at most `limit`. */
+export function readRegression(file: string | undefined, warn: (msg: string) => void, limit?: number, option = '--regression'): string[] {
   if (!file) return [];
-  const prompts = readJsonl<{ prompt: string }>(file, (v) => (isString((v as { prompt?: unknown })?.prompt) ? undefined : 'no "prompt" string'), warn, 'regression prompts')
+  const prompts = readJsonl<{ prompt: string }>(file, (v) => (isString((v as { prompt?: unknown })?.prompt) ? undefined : 'no "prompt" string'), warn, 'regression prompts', option)
     .map((p) => p.prompt);
   return limit ? prompts.slice(0, limit) : prompts;
 }

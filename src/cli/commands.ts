@@ -1,6 +1,6 @@
 // One function per CLI command; each parses its options, calls the engine and prints.
-import { NeuronpatchError } from '../engine/types';
-import { float, int, parse, print, promptArg, readJsonl, readText } from './args';
+import { checkInputFile, float, int, parse, print, promptArg, readJsonl, readText } from './args';
+import { UsageError } from './errors';
 import { type Command, openModel, readPatches, warn } from './context';
 import { demo } from './demo';
 import { evaluate } from './eval';
@@ -8,7 +8,7 @@ import { exportCommand, repairCommand, traceCommand } from './repair';
 import { guardCommand } from './side';
 
 const info: Command = async (args) => {
-  const { values } = parse(args, {});
+  const { values } = parse('info', args, {});
   const model = await openModel(values.model, values.threads, values.dtype);
   const i = model.info;
   print(!!values.json, i, () =>
@@ -31,23 +31,26 @@ const info: Command = async (args) => {
 };
 
 const generate: Command = async (args) => {
-  const { values } = parse(args, {
+  const { values } = parse('generate', args, {
     prompt: { type: 'string' }, 'prompt-file': { type: 'string' }, prompts: { type: 'string' },
     'max-new-tokens': { type: 'string' }, patches: { type: 'string', multiple: true }, 'no-heal': { type: 'boolean' },
     multiline: { type: 'boolean' }, temperature: { type: 'string' }, 'top-p': { type: 'string' }, seed: { type: 'string' },
     unescape: { type: 'boolean' },
   });
   const given = [values.prompt !== undefined, !!values['prompt-file'], !!values.prompts].filter(Boolean).length;
-  if (given !== 1) throw new NeuronpatchError('generate needs exactly one of --prompt, --prompt-file, --prompts.');
-  const prompts = values.prompts
-    ? readJsonl<{ prompt: string }>(values.prompts, (v) => (typeof (v as { prompt?: unknown })?.prompt === 'string' ? undefined : 'no "prompt" string'), warn).map((p) => p.prompt)
-    : [values.prompt !== undefined ? promptArg(values.prompt, !!values.unescape, 'prompt') : readText(values['prompt-file']!, 'prompt file')];
-  const model = await openModel(values.model, values.threads, values.dtype);
-  const opts = {
+  if (given !== 1) throw new UsageError(`generate needs exactly one of --prompt, --prompt-file, --prompts${given ? `, not ${given}` : ''}.`, 'neuronpatch generate --help lists its options.');
+  // Every number is checked before the model loads.
+  const numbers = {
     maxNewTokens: int(values['max-new-tokens'], 'max-new-tokens', 48), heal: !values['no-heal'], multiline: !!values.multiline,
-    temperature: float(values.temperature, 'temperature', 0), topP: float(values['top-p'], 'top-p', 1), seed: int(values.seed, 'seed', 0),
-    patches: await readPatches(model, values.patches ?? []),
+    temperature: float(values.temperature, 'temperature', 0, { min: 0, what: 'a number of 0 or more (0: greedy)' }),
+    topP: float(values['top-p'], 'top-p', 1, { above: 0, max: 1, what: 'a number above 0 and at most 1' }), seed: int(values.seed, 'seed', 0, 0),
   };
+  const prompts = values.prompts
+    ? readJsonl<{ prompt: string }>(values.prompts, (v) => (typeof (v as { prompt?: unknown })?.prompt === 'string' ? undefined : 'no "prompt" string'), warn, 'prompts', '--prompts').map((p) => p.prompt)
+    : [values.prompt !== undefined ? promptArg(values.prompt, !!values.unescape, 'prompt') : readText(values['prompt-file']!, '--prompt-file')];
+  for (const f of values.patches ?? []) checkInputFile(f, '--patches');
+  const model = await openModel(values.model, values.threads, values.dtype);
+  const opts = { ...numbers, patches: await readPatches(model, values.patches ?? []) };
   // One prompt at a time keeps each line's `ms` its own and the output identical to a single call.
   for (const p of prompts) {
     const c = await model.generate(p, opts);

@@ -16,19 +16,19 @@ import { methodOption, regressionBefore, sideInputs } from './side';
 import { markdownReport, repairText, traceText } from './report';
 
 export const demo: Command = async (args) => {
-  const { values } = parse(args, {
+  const { values } = parse('demo', args, {
     out: { type: 'string' }, cases: { type: 'string' }, regression: { type: 'string' }, case: { type: 'string' }, 'regression-limit': { type: 'string' },
     method: { type: 'string' }, verbose: { type: 'boolean' },
   });
   // What the product does by default: the extension's method (keyed), the side effects on every regression
   // prompt of the bench (240, as `repair --regression bench/cases/regression.jsonl`), guard lines from them.
-  const method = methodOption(values.method ?? 'keyed');
+  const method = methodOption(values.method);
+  const limit = int(values['regression-limit'], 'regression-limit', 0) || undefined;
   const root = path.resolve(defaultModelDir(), '..', '..');
   const casesFile = values.cases ?? path.join(root, 'bench', 'cases', 'dev.jsonl');
-  const cases = readCases(casesFile, warn);
+  const cases = readCases(casesFile, warn, '--cases');
   if (!cases.length) throw new NeuronpatchError(`No repair cases in ${casesFile}.`);
-  const limit = values['regression-limit'] === undefined ? undefined : int(values['regression-limit'], 'regression-limit', 0);
-  const regression = readRegression(values.regression ?? path.join(root, 'bench', 'cases', 'regression.jsonl'), warn, limit);
+  const regression = readRegression(values.regression ?? path.join(root, 'bench', 'cases', 'regression.jsonl'), warn, limit, '--regression');
   const out = path.resolve(values.out ?? path.join('demo-output', new Date().toISOString().replace(/[:.]/g, '-')));
   const say = (s = '') => phases.say(`${s}\n`, process.stdout);
 

@@ -3,10 +3,11 @@ import { repair } from '../engine';
 import { median } from '../engine/linalg';
 import { NeuronpatchError, type RepairMethod } from '../engine/types';
 import { int, marginOption, parse, print } from './args';
+import { UsageError } from './errors';
 import { readCases, readRegression } from './cases';
 import { type Command, openModel, trackPhases, warn } from './context';
 import { Phases } from './progress';
-import { keyedOptions, methodOption, regressionBefore as linesBefore, sideInputs, sideOptions } from './side';
+import { checkSideFiles, hasReference, keyedOptions, methodOption, regressionBefore as linesBefore, sideInputs, sideOptions } from './side';
 
 interface CaseResult {
   id: string;
@@ -35,21 +36,26 @@ interface CaseResult {
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
 
 export const evaluate: Command = async (args) => {
-  const { values } = parse(args, {
+  const { values } = parse('eval', args, {
     cases: { type: 'string' }, method: { type: 'string' }, regression: { type: 'string' }, limit: { type: 'string' },
     'regression-limit': { type: 'string' }, margin: { type: 'string' }, 'no-fallback': { type: 'boolean' }, verbose: { type: 'boolean' },
     ...sideOptions,
   });
-  if (!values.cases) throw new NeuronpatchError('eval needs --cases FILE.jsonl.');
-  const method: RepairMethod = methodOption(values.method);
-  const keyedOpts = keyedOptions(values);
-  let cases = readCases(values.cases, warn);
-  if (values.limit) cases = cases.slice(0, int(values.limit, 'limit', cases.length));
-  const regression = readRegression(values.regression, warn, values['regression-limit'] ? int(values['regression-limit'], 'regression-limit', 0) : undefined);
+  if (!values.cases) throw new UsageError('eval needs --cases FILE.jsonl.', 'neuronpatch eval --help lists its options.');
   const margin = marginOption(values.margin);
+  const limit = int(values.limit, 'limit', 0) || undefined;
+  const regressionLimit = int(values['regression-limit'], 'regression-limit', 0) || undefined;
+  keyedOptions(values);
+  int(values['guard-max'], 'guard-max', 200);
+  let cases = readCases(values.cases, warn);
+  if (limit) cases = cases.slice(0, limit);
+  const regression = readRegression(values.regression, warn, regressionLimit);
+  checkSideFiles(values);
+  const method: RepairMethod = methodOption(values.method, hasReference(values), warn, 'eval');
   const phases = new Phases();
   trackPhases(phases);
   const model = await phases.run('loading the model', () => openModel(values.model, values.threads, values.dtype));
+  const keyedOpts = keyedOptions(values, model.info.layers);
   const side = await sideInputs(model, values, regression, phases);
   const regressionBefore = await linesBefore(model, regression, phases);
 

@@ -1,34 +1,48 @@
-// The `neuronpatch` command: a thin front door over the engine. `--json` prints one JSON object on stdout;
-// errors go to stderr with a non-zero exit.
+// The `neuronpatch` command: a thin front door over the engine. `--json` prints one JSON object on stdout; an
+// error goes to stderr (with --json as one JSON object, see errors.ts) with a non-zero exit code (errors.ts EXIT).
 import '../engine/onnx/privacy'; // first: onnxruntime's telemetry off before anything loads it
-import { NeuronpatchError } from '../engine/types';
-import { safeMessage } from '../engine/untrusted';
 import { commands } from './commands';
-import { usage } from './args';
+import { commandUsage, usage } from './args';
+import { didYouMean, errorObject, errorText, exitCodeOf, EXIT, UsageError, word } from './errors';
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(usage);
-    return name ? 0 : 2;
+  if (name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(rest[0] && commands[rest[0]] ? commandUsage(rest[0]) : usage);
+    return EXIT.ok;
+  }
+  if (!name) {
+    process.stderr.write(usage);
+    return EXIT.usage;
   }
   const command = commands[name];
   if (!command) {
-    process.stderr.write(`neuronpatch: unknown command "${name}"\n\n${usage}`);
-    return 2;
+    const names = Object.keys(commands);
+    throw new UsageError(
+      name.startsWith('-') ? `a command comes first, before options like ${word(name)}.` : `unknown command ${word(name)}${didYouMean(name, names)}`,
+      `The commands are ${names.join(', ')}; neuronpatch --help describes them.`,
+    );
+  }
+  // `neuronpatch repair --help`: that command's usage (before its options are parsed, so nothing else is needed).
+  const options = rest.slice(0, rest.includes('--') ? rest.indexOf('--') : rest.length);
+  if (options.includes('--help') || options.includes('-h')) {
+    process.stdout.write(commandUsage(name));
+    return EXIT.ok;
   }
   return command(rest);
 }
 
-main(process.argv.slice(2)).then(
+const argv = process.argv.slice(2);
+// --json anywhere among the options (not after `--`) makes an error one JSON object, even one about the options.
+const json = argv.slice(0, argv.includes('--') ? argv.indexOf('--') : argv.length).includes('--json');
+
+main(argv).then(
   (code) => {
     process.exitCode = code;
   },
   (e: unknown) => {
     // Messages quote file contents and arguments: escaped and cut before they reach the terminal.
-    if (e instanceof NeuronpatchError) process.stderr.write(`neuronpatch: ${safeMessage(e.message)}\n`);
-    else if (e instanceof TypeError && /ERR_PARSE_ARGS/.test(String((e as { code?: string }).code))) process.stderr.write(`neuronpatch: ${safeMessage(e.message)}\n\n${usage}`);
-    else process.stderr.write(`neuronpatch: unexpected error: ${safeMessage((e as Error)?.stack ?? String(e), 8000)}\n`);
-    process.exitCode = 1;
+    process.stderr.write(json ? `${JSON.stringify(errorObject(e))}\n` : errorText(e));
+    process.exitCode = exitCodeOf(e);
   },
 );

@@ -41,9 +41,17 @@ export function repairText(r: RepairResult, m: number): string {
     ...(r.layerChoice ? [r.layerChoice] : []),
     ...(r.sideEffects ? [`side effects: ${sideEffectLine(r.sideEffects)}`] : []),
     ...(r.sideEffects?.broken.length ? [`breaks ${r.sideEffects.broken.map((b) => q(b.desired)).join(', ')}`] : []),
-    `specificity ${pct(r.specificity)}${r.nextTokenSpecificity !== null ? ` (next token ${pct(r.nextTokenSpecificity)})` : ''}${r.meanKl !== null ? `, mean next-token KL ${r.meanKl.toExponential(2)}` : ''}${r.generalization !== null ? `, generalization ${pct(r.generalization)}` : ''}`,
+    ...(r.specificity === null ? [notMeasured(r)] : []),
+    ...(r.specificity === null ? [] : [`specificity ${pct(r.specificity)}${r.nextTokenSpecificity !== null ? ` (next token ${pct(r.nextTokenSpecificity)})` : ''}${r.meanKl !== null ? `, mean next-token KL ${r.meanKl.toExponential(2)}` : ''}${r.generalization !== null ? `, generalization ${pct(r.generalization)}` : ''}`]),
     '',
   ].join('\n');
+}
+
+/** What a repair without regression prompts did not measure, and the option that measures it. */
+function notMeasured(r: RepairResult): string {
+  const measured = r.sideEffects ? 'only the guard lines were checked; ' : '';
+  return `side effects not measured: ${measured}no regression prompts were given, so specificity, token locality and held-out loss are unknown. `
+    + `Pass --regression FILE (prompts of code like yours) to measure them${r.generalization !== null ? ` (generalization ${pct(r.generalization)})` : ''}.`;
 }
 
 export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: string | null, wall?: string): string {

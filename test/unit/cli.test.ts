@@ -146,7 +146,7 @@ describe('--prompt escapes', () => {
     assert.match(typed.stderr, /--prompt holds "\\n" but no newline: it is read as typed.*--unescape/);
 
     const bad = await gen(['--prompt', 'x = "\\d"', '--unescape']);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 2, 'a usage error');
     assert.match(bad.stderr, /--prompt has "\\\\d", which --unescape does not read/);
 
     const help = await run(['--help'], cache);
