@@ -147,7 +147,8 @@ describe('--prompt escapes', () => {
 
     const bad = await gen(['--prompt', 'x = "\\d"', '--unescape']);
     assert.equal(bad.code, 2, 'a usage error');
-    assert.match(bad.stderr, /--prompt has "\\\\d", which --unescape does not read/);
+    // gen passes --json: the error is one JSON object on stderr.
+    assert.match((JSON.parse(bad.stderr) as { error: { message: string } }).error.message, /--prompt has "\\\\d", which --unescape does not read/);
 
     const help = await run(['--help'], cache);
     assert.match(help.stdout, /--unescape,\s+which reads \\n, \\t and \\\\ in --prompt and --desired/);
