@@ -44,6 +44,25 @@ export function didYouMean(word: string, candidates: readonly string[], show: (c
   return c ? `; did you mean ${show(c)}?` : '.';
 }
 
+const FS_CODES: Record<string, string> = {
+  ENOENT: 'no such file or folder', EACCES: 'permission denied', EPERM: 'not permitted', EISDIR: 'it is a folder',
+  ENOTDIR: 'a part of the path is not a folder', EEXIST: 'it already exists', ENOSPC: 'no space left on the disk',
+  EROFS: 'the file system is read-only', ENAMETOOLONG: 'the name is too long', EMFILE: 'too many open files',
+};
+
+/**
+ * A file-system error that reached the top (an output folder that cannot be made, a disk that is full) as a
+ * NeuronpatchError naming the path and the reason in words, instead of a stack trace; other errors unchanged.
+ */
+export function fromFsError(e: unknown): unknown {
+  const f = e as NodeJS.ErrnoException;
+  if (!(f instanceof Error) || typeof f.code !== 'string' || typeof f.path !== 'string' || !FS_CODES[f.code]) return e;
+  const what = f.syscall === 'open' || f.syscall === 'stat' || f.syscall === 'access' || f.syscall === 'scandir' ? 'cannot open' : 'cannot write';
+  const why = f.code === 'EEXIST' && f.syscall === 'mkdir' ? 'a file is in the way of a folder needed there' : FS_CODES[f.code];
+  return new NeuronpatchError(`${what} ${quote(f.path, 160)}: ${why} (${f.code}${f.syscall ? `, ${f.syscall}` : ''}).`,
+    'Check the path, the folder\'s permissions and the free space, then run the command again.');
+}
+
 /** The exit code an error thrown by a command stands for. */
 export function exitCodeOf(e: unknown): number {
   return e instanceof UsageError ? EXIT.usage : EXIT.failed;

@@ -3,7 +3,7 @@
 import '../engine/onnx/privacy'; // first: onnxruntime's telemetry off before anything loads it
 import { commands } from './commands';
 import { commandUsage, usage } from './args';
-import { didYouMean, errorObject, errorText, exitCodeOf, EXIT, UsageError, word } from './errors';
+import { didYouMean, errorObject, errorText, exitCodeOf, EXIT, fromFsError, UsageError, word } from './errors';
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -40,7 +40,8 @@ main(argv).then(
   (code) => {
     process.exitCode = code;
   },
-  (e: unknown) => {
+  (thrown: unknown) => {
+    const e = fromFsError(thrown);
     // Messages quote file contents and arguments: escaped and cut before they reach the terminal.
     process.stderr.write(json ? `${JSON.stringify(errorObject(e))}\n` : errorText(e));
     process.exitCode = exitCodeOf(e);

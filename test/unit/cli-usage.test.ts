@@ -272,6 +272,11 @@ describe('neuronpatch export --quantized', () => {
     const q = await run(['export', '--model', demo.dir, '--patches', patches, '--out', out, '--quantized', 'requantize']);
     usageError(q, /^neuronpatch: --quantized requantize only applies to a quantized model, and "demo" stores its FFN output weights as float32: there is nothing to re-quantize\.\n {2}Leave out --quantized/, 'requantize on fp32');
     assert.ok(!fs.existsSync(out), 'nothing written');
+    // An output folder that cannot be made: the path and the reason in words, no stack trace.
+    const blocked = await run(['export', '--model', demo.dir, '--patches', patches, '--out', path.join(patches, 'sub')]);
+    assert.equal(blocked.code, 1);
+    assert.match(blocked.stderr, /^neuronpatch: cannot write ".*p\.json": a file is in the way of a folder needed there \(EEXIST, mkdir\)\.\n {2}Check the path/);
+    assert.doesNotMatch(blocked.stderr, /unexpected error|\n\s+at /);
     const plain = await run(['export', '--model', demo.dir, '--patches', patches, '--out', out]);
     assert.equal(plain.code, 0, plain.stderr);
     assert.ok(fs.existsSync(path.join(out, 'PATCHES.md')));
