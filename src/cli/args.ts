@@ -56,7 +56,7 @@ export function commandUsage(command: string): string {
   if (at < 0) return usage;
   let end = at + 1;
   while (end < lines.length && /^ {10,}\S/.test(lines[end])) end++;
-  return `usage: neuronpatch ${lines.slice(at, end).map((l) => l.trim()).join('\n    ')}\n\n${usage.slice(usage.indexOf('  Every command takes'))}`;
+  return `usage: neuronpatch ${lines.slice(at, end).map((l) => l.trim().replace(/^(\S+) {2,}/, '$1 ').replace(/ {3,}/g, ': ')).join('\n    ')}\n\n${usage.slice(usage.indexOf('  Every command takes'))}`;
 }
 
 /** A negative number after an option that takes a value (`--max-new-tokens -3`) is that option's value. */
