@@ -1,11 +1,10 @@
 // What every command shares: opening the model, reading patch files, warnings on stderr.
 import { loadModel, type Model } from '../engine';
 import { PatchStore } from '../engine/patches/store';
-import type { Patch } from '../engine/types';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
+import { NeuronpatchError, type Patch } from '../engine/types';
 import { checkDtype, DTYPES } from '../engine/model/dtype';
-import { NeuronpatchError } from '../engine/types';
 import { safeMessage } from '../engine/untrusted';
 import { checkInputFile, defaultModelDir, int, shownPath } from './args';
 import { didYouMean, UsageError, word } from './errors';
