@@ -187,6 +187,22 @@ describe('engine process lifetime', { skip }, () => {
     }
   });
 
+  test('a process that dies again while loading after a restart ends the engine with what to do, instead of restarting on every call', async () => {
+    const worker = await EngineWorker.start(demo.dir, { cacheDir: testCacheDir() });
+    try {
+      process.kill(worker.pid!, 'SIGKILL');
+      await until(() => worker.pid === undefined, 5000);
+      // The next call starts a fresh process synchronously; it dies before its model is loaded.
+      const call = worker.generate(c.prompt, { maxNewTokens: 4 });
+      process.kill(worker.pid!, 'SIGKILL');
+      await assert.rejects(call, (e: Error) => /stopped again while loading the model after a restart/.test(e.message) && /Reload Model/.test((e as { hint?: string }).hint ?? ''));
+      await assert.rejects(worker.generate(c.prompt, { maxNewTokens: 4 }), /stopped again while loading/);
+      assert.equal(worker.pid, undefined, 'no process was started again');
+    } finally {
+      await worker.dispose();
+    }
+  });
+
   test('the engine process ends when its host does (no model left holding memory)', async () => {
     // A host that starts the engine, prints its pid, and is then killed outright (no dispose).
     const host = `const { EngineWorker } = require(${JSON.stringify(path.join(root, 'out', 'src', 'vscode', 'worker', 'client.js'))});

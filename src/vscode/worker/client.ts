@@ -69,6 +69,8 @@ interface Engine {
   loaded: Promise<Loaded>;
   /** Calls sent to this process and not answered, cancelled ones included (they still hold it). */
   busy: Set<number>;
+  /** Whether its model finished loading. */
+  up: boolean;
 }
 
 /**
@@ -122,7 +124,7 @@ export class EngineWorker {
       env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
-    const engine: Engine = { child, busy: new Set(), loaded: undefined as unknown as Promise<Loaded> };
+    const engine: Engine = { child, busy: new Set(), up: false, loaded: undefined as unknown as Promise<Loaded> };
     for (const stream of [child.stdout, child.stderr]) {
       let rest = '';
       stream?.setEncoding('utf8');
@@ -140,6 +142,7 @@ export class EngineWorker {
     )));
     this.engine = engine;
     engine.loaded = this.send(engine, { kind: 'load', folder: this.folder, options: this.options });
+    engine.loaded.then(() => (engine.up = true), () => undefined);
     return engine;
   }
 
@@ -171,15 +174,27 @@ export class EngineWorker {
     });
   }
 
-  /** The process ended: expected (killed for a cancel, disposed) or not (crash, out of memory). */
+  /**
+   * The process ended: expected (killed for a cancel, disposed) or not (crash, out of memory). One that dies again
+   * while loading the model it had loaded before ends the engine for good: starting it on every keystroke would
+   * only repeat the crash.
+   */
   private stopped(engine: Engine, e: Error): void {
     if (engine !== this.engine) return;
     this.engine = undefined;
+    const reloading = !engine.up && this.info !== undefined;
+    if (reloading && !this.ended) {
+      this.ended = new NeuronpatchError(
+        `${e.message.replace(/ It starts again on the next call\.$/, '')} It stopped again while loading the model after a restart, so it is not started again.`,
+        'Free memory or pick a smaller or quantized model file (neuronpatch.model.dtype), then run Neuron Patch: Reload Model.',
+      );
+      e = this.ended;
+    }
     for (const [id, p] of this.internal) {
       this.internal.delete(id);
       p.reject(e);
     }
-    if (this.ended) return;
+    if (this.ended && !reloading) return;
     this.restarts.crash++;
     this.log(e.message);
     for (const p of this.pending.values()) p.reject(e);
