@@ -122,6 +122,14 @@ export function defaultModelDir(): string {
   return candidates.find((c) => existsSync(c)) ?? candidates[0];
 }
 
+/** The demo model's regression prompts (bench/cases/regression.jsonl beside models/), as a path a user can paste. */
+export function demoRegressionFile(): string {
+  const file = path.resolve(defaultModelDir(), '..', '..', 'bench', 'cases', 'regression.jsonl');
+  if (!existsSync(file)) return 'bench/cases/regression.jsonl';
+  const rel = path.relative(process.cwd(), file);
+  return rel.startsWith('..') || path.isAbsolute(rel) ? file : rel;
+}
+
 /** A path for a message: quoted, escaped and cut. */
 export const shownPath = (file: string): string => quote(file, 160);
 
@@ -138,10 +146,24 @@ export function checkInputFile(file: string, option: string): void {
   }
 }
 
+/** What each option's file holds, for the hint of a file that is missing. */
+const FILE_OF: Record<string, string> = {
+  '--prompt-file': 'the prompt as plain text (or give it with --prompt TEXT)',
+  '--prompts': 'JSONL, one {"prompt": "..."} per line',
+  '--patches': 'a patch file, as `neuronpatch repair --out FILE` writes it',
+  '--regression': 'JSONL, one {"prompt": "..."} of ordinary code per line (for the demo model: DEMO_REGRESSION)',
+  '--reference': 'JSONL, one {"prompt": "..."} of ordinary code per line',
+  '--held-out': 'JSONL, one {"prompt": "..."} of code per line',
+  '--from': 'JSONL, one {"prompt": "..."} of ordinary code per line',
+  '--cases': 'JSONL, one {"id", "prompt", "desired"} per line (as bench/cases/dev.jsonl)',
+  '--guard': 'guard lines, as `neuronpatch guard --out FILE` writes them',
+  '--unseen-guard': 'guard lines, as `neuronpatch guard --out FILE` writes them',
+};
+
 function inputFileError(file: string, option: string, e: NodeJS.ErrnoException): NeuronpatchError {
   const where = path.isAbsolute(file) ? '' : ` (read from the current folder, ${shownPath(process.cwd())})`;
   if (e.code === 'ENOENT' || e.code === 'ENOTDIR') {
-    return new NeuronpatchError(`${option}: no such file: ${shownPath(file)}${where}.`, `Check the path and the spelling; ${option} names a file that must exist.`);
+    return new NeuronpatchError(`${option}: no such file: ${shownPath(file)}${where}.`, `Check the path and the spelling; ${option} takes an existing file${FILE_OF[option] ? `: ${FILE_OF[option].replace('DEMO_REGRESSION', demoRegressionFile())}` : ''}.`);
   }
   if (e.code === 'EISDIR') return new NeuronpatchError(`${option}: ${shownPath(file)} is a folder, not a file.`, `Give ${option} a file.`);
   if (e.code === 'EACCES' || e.code === 'EPERM') return new NeuronpatchError(`${option}: ${shownPath(file)} cannot be read (permission denied).`, 'Check the file\'s permissions.');

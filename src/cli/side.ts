@@ -9,7 +9,7 @@ import type { GuardLine } from '../engine/repair/measures';
 import type { GreedyLine } from '../engine/repair/verify';
 import type { Patch, RepairMethod } from '../engine/types';
 import { didYouMean, UsageError, word } from './errors';
-import { checkInputFile, float, int, parse, print, readJsonl } from './args';
+import { checkInputFile, demoRegressionFile, float, int, parse, print, readJsonl } from './args';
 import { readRegression } from './cases';
 import { type Command, openModel, warn } from './context';
 import { Phases } from './progress';
@@ -43,14 +43,14 @@ export function methodOption(value: string | undefined, hasReference = true, war
   if (value === undefined) {
     if (hasReference) return 'keyed';
     warn?.('no reference code given (--regression, --reference or --guard FILE): the default method, keyed, needs some (ordinary code its added neuron must stay silent on), '
-      + `so ${what} uses the minimal method, and its side effects are not measured. Pass --regression FILE (prompts of code like yours; for the demo model '
-      + 'bench/cases/regression.jsonl) to repair with keyed and measure them.`);
+      + `so ${what} uses the minimal method, and its side effects are not measured. Pass --regression FILE (prompts of code like yours; for the demo model `
+      + `${demoRegressionFile()}) to repair with keyed and measure them.`);
     return 'minimal';
   }
   if ((METHODS as readonly string[]).includes(value)) {
     if (value === 'keyed' && !hasReference) {
       throw new UsageError('--method keyed needs reference code: ordinary code its added neuron must stay silent on, and none was given.',
-        'Pass --regression FILE (prompts of code like yours; for the demo model bench/cases/regression.jsonl), --reference FILE or --guard FILE; or use --method minimal.');
+        `Pass --regression FILE (prompts of code like yours; for the demo model ${demoRegressionFile()}), --reference FILE or --guard FILE; or use --method minimal.`);
     }
     return value as RepairMethod;
   }

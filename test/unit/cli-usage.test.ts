@@ -127,7 +127,7 @@ describe('neuronpatch input errors (exit code 1)', () => {
     const r = await run(['generate', '--prompt-file', 'nope/prompt.py'], { cwd: dir });
     assert.equal(r.code, 1, r.stderr);
     assert.equal(r.stderr, `neuronpatch: --prompt-file: no such file: "nope/prompt.py" (read from the current folder, ${JSON.stringify(fs.realpathSync(dir))}).\n`
-      + '  Check the path and the spelling; --prompt-file names a file that must exist.\n');
+      + '  Check the path and the spelling; --prompt-file takes an existing file: the prompt as plain text (or give it with --prompt TEXT).\n');
     for (const [args, option] of [
       [['generate', '--prompts', 'nope.jsonl'], '--prompts'], [['generate', '--prompt', 'x', '--patches', 'nope.json'], '--patches'],
       [['trace', '--prompt-file', 'nope.py', '--desired', 'y'], '--prompt-file'], [['eval', '--cases', 'nope.jsonl'], '--cases'],
@@ -139,6 +139,7 @@ describe('neuronpatch input errors (exit code 1)', () => {
       assert.equal(m.code, 1, `${args.join(' ')}: ${m.stderr}`);
       assert.match(m.stderr, new RegExp(`^neuronpatch: ${option}: no such file: "nope\\.`), args.join(' '));
       assert.doesNotMatch(m.stderr, /ENOENT/);
+      assert.match(m.stderr, new RegExp(`\n {2}Check the path and the spelling; ${option} takes an existing file: `), `${args.join(' ')}: what the file holds`);
     }
     const long = `${'d'.repeat(100)}/`.repeat(4) + 'p.py';
     const cut = await run(['generate', '--prompt-file', long], { cwd: dir });
