@@ -49,9 +49,12 @@ export function repairText(r: RepairResult, m: number): string {
 
 /** What a repair without regression prompts did not measure, and the option that measures it. */
 function notMeasured(r: RepairResult): string {
-  const measured = r.sideEffects ? 'only the guard lines were checked; ' : '';
-  return `side effects not measured: ${measured}no regression prompts were given, so specificity, token locality and held-out loss are unknown. `
-    + `Pass --regression FILE (prompts of code like yours) to measure them${r.generalization !== null ? ` (generalization ${pct(r.generalization)})` : ''}.`;
+  const gen = r.generalization !== null ? ` Generalization ${pct(r.generalization)}.` : '';
+  if (r.sideEffects) {
+    return `not measured: specificity, token locality and held-out loss, since no regression prompts were given. Pass --regression FILE (prompts of code like yours) to measure them.${gen}`;
+  }
+  return `side effects not measured: no regression prompts were given, so specificity, token locality and held-out loss are unknown. `
+    + `Pass --regression FILE (prompts of code like yours) to measure them.${gen}`;
 }
 
 export function markdownReport(model: ModelInfo, r: RepairResult, patchFile: string | null, wall?: string): string {

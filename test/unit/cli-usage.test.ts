@@ -218,6 +218,14 @@ describe('neuronpatch repair: the default method and unmeasured side effects', (
     assert.deepEqual([s.method, s.sideEffectsMeasured, s.specificity], ['minimal', false, null]);
     usageError(await run(['repair', '--model', demo.dir, '--prompt-file', c.prompt, '--desired', c.desired, '--method', 'keyed']),
       /^neuronpatch: --method keyed needs reference code: .*\n {2}Pass --regression FILE/, '--method keyed without reference code');
+    // Guard lines are reference code: keyed by default, the kept lines measured, the rest said to be unmeasured.
+    const guard = path.join(dir, 'guard.jsonl');
+    assert.equal((await run(['guard', '--model', demo.dir, '--from', regressionFile(dir, 8), '--out', guard])).code, 0);
+    const g = await run(['repair', '--model', demo.dir, '--prompt-file', c.prompt, '--desired', c.desired, '--guard', guard]);
+    assert.equal(g.code, 0, g.stderr);
+    assert.match(g.stdout, /^fixed \(keyed, margin 2\)/m);
+    assert.match(g.stdout, /^side effects: keeps \d+\/\d+ lines the model had right\nnot measured: specificity, token locality and held-out loss, since no regression prompts were given\. Pass --regression FILE/m);
+    assert.doesNotMatch(g.stderr, /no reference code/);
   });
 
   it('with --regression the default is keyed, and stacked keyed neurons have the same names in repair, trace and an export\'s PATCHES.md', async (t) => {
