@@ -218,6 +218,13 @@ describe('neuronpatch repair: the default method and unmeasured side effects', (
     assert.deepEqual([s.method, s.sideEffectsMeasured, s.specificity], ['minimal', false, null]);
     usageError(await run(['repair', '--model', demo.dir, '--prompt-file', c.prompt, '--desired', c.desired, '--method', 'keyed']),
       /^neuronpatch: --method keyed needs reference code: .*\n {2}Pass --regression FILE/, '--method keyed without reference code');
+    // eval follows the same default.
+    const cases = path.join(dir, 'cases.jsonl');
+    fs.writeFileSync(cases, fs.readFileSync(path.join(root, 'bench', 'cases', 'dev.jsonl'), 'utf8').split('\n')[0] + '\n');
+    const ev = await run(['eval', '--model', demo.dir, '--cases', cases, '--json']);
+    assert.equal(ev.code, 0, ev.stderr);
+    assert.equal((JSON.parse(ev.stdout) as { method: string }).method, 'minimal');
+    assert.match(ev.stderr, /no reference code given .* so eval uses the minimal method/);
     // Guard lines are reference code: keyed by default, the kept lines measured, the rest said to be unmeasured.
     const guard = path.join(dir, 'guard.jsonl');
     assert.equal((await run(['guard', '--model', demo.dir, '--from', regressionFile(dir, 8), '--out', guard])).code, 0);
