@@ -95,7 +95,9 @@ export class PatchTree implements vscode.TreeDataProvider<PatchItem>, vscode.Dis
     const s = this.ctx.patches.current;
     const m = this.ctx.models.current;
     if (s.kind === 'invalid') {
-      this.view.message = `The patch file is invalid (line ${s.at.line + 1}): ${s.message.split('\n')[0]}. It is left untouched until you fix it.`;
+      this.view.message = `The patch file is invalid (line ${s.at.line + 1}): ${s.message.split('\n')[0].replace(/\.$/, '')}. Nothing is written to it until you fix it.`;
+    } else if (s.kind === 'ready' && s.displaced) {
+      this.view.message = `Patches of this model: ${vscode.workspace.asRelativePath(s.file)} (${vscode.workspace.asRelativePath(s.displaced.named)} holds those of ${JSON.stringify(s.displaced.model)}).`;
     } else if (m.kind === 'failed') {
       this.view.message = `The model did not load, so these patches are not applied: ${m.message.split('\n')[0]}`;
     } else if (m.kind === 'loading') {

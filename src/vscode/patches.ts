@@ -4,6 +4,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { patchFileFor } from '../engine/patches/binding';
 import { savePatchTo } from '../engine/patches/rescue';
 import { PatchStore } from '../engine/patches/store';
 import type { ModelInfo, Patch } from '../engine/types';
@@ -14,7 +15,8 @@ import type { Provenance } from './trustPolicy';
 
 export type PatchState =
   | { kind: 'none'; reason: string }
-  | { kind: 'ready'; file: string; store: PatchStore }
+  /** `displaced`: the file the settings name holds another model's patches, so this model's are in `file` beside it. */
+  | { kind: 'ready'; file: string; store: PatchStore; displaced?: { named: string; model: string } }
   | { kind: 'invalid'; file: string; message: string; at: { line: number; character: number } };
 
 export class PatchHost implements vscode.Disposable {
@@ -22,6 +24,10 @@ export class PatchHost implements vscode.Disposable {
   private model: ModelInfo | undefined;
   private watcher: vscode.FileSystemWatcher | undefined;
   private lastWritten: string | undefined;
+  /** The file opened for the loaded model (the named one, or its sibling for this model), once opened. */
+  private chosen: string | null = null;
+  /** Named files already said to hold another model's patches (said once per file and model). */
+  private readonly toldDisplaced = new Set<string>();
   private opening: Promise<void> = Promise.resolve();
   /** Bumped on every change of the active set, so completion caches know when to forget. */
   version = 0;
@@ -61,7 +67,7 @@ export class PatchHost implements vscode.Disposable {
   }
 
   get file(): string | null {
-    return this.config.patchFile;
+    return this.chosen ?? this.config.patchFile;
   }
 
   list(): Patch[] {
@@ -121,15 +127,22 @@ export class PatchHost implements vscode.Disposable {
   }
 
   private async open(reveal: boolean): Promise<void> {
-    const file = this.config.patchFile;
-    this.watch(file);
+    const named = this.config.patchFile;
+    this.chosen = null;
+    this.watch(named);
     if (!this.model) return this.setState({ kind: 'none', reason: 'The model is not loaded yet.' });
-    if (!file) return this.setState({ kind: 'none', reason: 'Open a folder to keep patches in it.' });
+    if (!named) return this.setState({ kind: 'none', reason: 'Open a folder to keep patches in it.' });
+    // A file of another model (the user switched models) stays as it is; this model's patches go beside it.
+    const { file, displacedBy } = await patchFileFor(named, this.model);
+    this.chosen = file;
+    if (file !== named) this.watch(file);
+    const displaced = displacedBy ? { named, model: displacedBy.name || `hash ${displacedBy.hash.slice(0, 12)}` } : undefined;
     try {
       const store = await PatchStore.open(file, this.model);
       this.lastWritten = await readOrUndefined(file);
       this.log.info(`patch file ${file}: ${store.list().length} patches, ${store.active().length} active`);
-      this.setState({ kind: 'ready', file, store });
+      if (displaced) this.sayDisplaced(displaced.named, displaced.model, file);
+      this.setState({ kind: 'ready', file, store, displaced });
       if (store.swept.length) this.log.info(`removed ${store.swept.length} temp file(s) left by writers that died: ${store.swept.join(', ')}`);
       void this.offerRepositoryPatches();
     } catch (e) {
@@ -140,6 +153,17 @@ export class PatchHost implements vscode.Disposable {
       this.setState({ kind: 'invalid', file, message, at });
       if (reveal) void this.reportInvalid();
     }
+  }
+
+  private sayDisplaced(named: string, owner: string, file: string): void {
+    const model = this.model?.name ?? '';
+    const line = `${vscode.workspace.asRelativePath(named)} holds the patches of model ${JSON.stringify(owner)}; ` +
+      `those of ${JSON.stringify(model.slice(0, 80))} are kept in ${vscode.workspace.asRelativePath(file)} beside it (both files are left as they are)`;
+    this.log.info(line);
+    const key = `${named}\n${model}`;
+    if (this.toldDisplaced.has(key)) return;
+    this.toldDisplaced.add(key);
+    void vscode.window.showInformationMessage(`Neuron Patch: ${line}.`);
   }
 
   /** Shows the invalid file at the problem, with the error. */

@@ -117,14 +117,17 @@ export async function runRepair(ctx: Ctx, req: RepairRequest, opts: RunOptions =
   try {
     const result = await Promise.race([running, cancelled]);
     if (!result || ac.signal.aborted) {
-      // The engine stops at its next check; its outcome is of no use any more.
+      // The engine stops at its next checkpoint, or its process is ended (EngineWorker's hardCancelMs); the
+      // promise settled the moment Cancel was pressed, so the time is read from the engine, not from it.
       const cancelledAt = Date.now();
+      const restarts = model.restarts.cancel;
       const record = ctx.lastCancel = {} as { engineStoppedMs?: number };
-      const stopped = (): void => {
+      void running.catch(() => undefined);
+      void model.whenCancelledStopped().then(() => {
         record.engineStoppedMs = Date.now() - cancelledAt;
-        ctx.log.info(`repair: the cancelled repair's engine work stopped ${record.engineStoppedMs} ms after Cancel`);
-      };
-      running.then(stopped, stopped);
+        const ended = model.restarts.cancel > restarts ? ' (its engine process was ended, and loads the model again)' : '';
+        ctx.log.info(`repair: the cancelled repair's engine work stopped ${record.engineStoppedMs} ms after Cancel${ended}`);
+      });
       ctx.log.info('repair cancelled: nothing was changed');
       void vscode.window.showInformationMessage('Neuron Patch: repair cancelled; nothing was changed.');
       return undefined;

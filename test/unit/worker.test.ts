@@ -71,6 +71,8 @@ describe('engine process', { skip }, () => {
     const t0 = Date.now();
     await assert.rejects(running, Cancelled);
     assert.ok(Date.now() - t0 < 5000);
+    await worker.whenCancelledStopped();
+    assert.equal(worker.restarts.cancel, 0, 'on the demo model the engine stops at a checkpoint, well within hardCancelMs');
     const after = await worker.generate(c.prompt, { maxNewTokens: 8 });
     assert.equal(after.completion, (await local.generate(c.prompt, { maxNewTokens: 8 })).completion);
   });
@@ -135,8 +137,10 @@ describe('engine process lifetime', { skip }, () => {
       const waiting = worker.generate(c.prompt, { maxNewTokens: 12 });
       const t0 = Date.now();
       ac.abort();
+      const workStopped = worker.whenCancelledStopped().then(() => Date.now());
       await assert.rejects(running, Cancelled);
       assert.ok(Date.now() - t0 < 100, 'the host settles at once');
+      assert.ok((await workStopped) - t0 >= 300, 'the work stops when the process is ended, not when the promise settles');
       assert.ok(await until(() => !alive(pid), 5000), 'the held process was ended');
       assert.ok(worker.lastStoppedAt >= t0 + 300, 'not before hardCancelMs');
       assert.equal(worker.restarts.cancel, 1);

@@ -86,6 +86,9 @@ export class EngineWorker {
   private ended: Error | undefined;
   /** When the engine last stopped work on a cancelled call (ms since the epoch), for cancellation latency. */
   lastStoppedAt = 0;
+  /** Cancelled calls the engine is still working on (it has not answered them, and its process still runs). */
+  private readonly cancelledBusy = new Set<number>();
+  private cancelWaiters: (() => void)[] = [];
   /** How many times the process was ended to land a cancel, and restarted after it stopped unexpectedly. */
   readonly restarts = { cancel: 0, crash: 0 };
   info!: ModelInfo;
@@ -151,6 +154,7 @@ export class EngineWorker {
     if ('progress' in m) return this.pending.get(m.id)?.progress?.(m.progress);
     engine.busy.delete(m.id);
     if (m.stoppedAt) this.lastStoppedAt = m.stoppedAt;
+    this.cancelDone([m.id]);
     const internal = this.internal.get(m.id);
     if (internal) {
       this.internal.delete(m.id);
@@ -182,6 +186,7 @@ export class EngineWorker {
   private stopped(engine: Engine, e: Error): void {
     if (engine !== this.engine) return;
     this.engine = undefined;
+    this.cancelDone(engine.busy);
     const reloading = !engine.up && this.info !== undefined;
     if (reloading && !this.ended) {
       this.ended = new NeuronpatchError(
@@ -199,6 +204,24 @@ export class EngineWorker {
     this.log(e.message);
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
+  }
+
+  /** These cancelled calls are no longer worked on; wakes whenCancelledStopped() once none is. */
+  private cancelDone(ids: Iterable<number>): void {
+    for (const id of ids) this.cancelledBusy.delete(id);
+    if (this.cancelledBusy.size) return;
+    const waiters = this.cancelWaiters;
+    this.cancelWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /**
+   * Resolves when the engine no longer works on any cancelled call: each has answered its cancel at a checkpoint,
+   * or its process was ended (hardCancelMs). What "the repair stopped" means to a user, as opposed to the promise,
+   * which settles the moment Cancel is pressed.
+   */
+  whenCancelledStopped(): Promise<void> {
+    return this.cancelledBusy.size ? new Promise((resolve) => this.cancelWaiters.push(resolve)) : Promise.resolve();
   }
 
   private post(engine: Engine, m: ToWorker): void {
@@ -235,6 +258,7 @@ export class EngineWorker {
     engine.child.kill('SIGKILL');
     await gone;
     this.lastStoppedAt = Date.now();
+    this.cancelDone(engine.busy);
     this.log(`engine: a cancelled ${kind} was still running ${this.hardCancelMs} ms after the cancel; the engine process was ended and loads the model again`);
     const survivors = [...this.pending.keys()].filter((pid) => this.pending.get(pid)?.sentTo === engine);
     // Nothing waits: load again now all the same, so that the next call does not wait for it.
@@ -276,6 +300,7 @@ export class EngineWorker {
         reject(new Cancelled());
         const engine = p.sentTo;
         if (!engine) return;
+        if (engine.busy.has(id)) this.cancelledBusy.add(id);
         this.post(engine, { id, cancel: true });
         if (!supersedable) setTimeout(() => void this.endForCancel(engine, id, call.kind), this.hardCancelMs).unref();
       };
