@@ -578,6 +578,31 @@ export async function run(): Promise<void> {
       },
     },
     {
+      name: 'switching to another model keeps both models\' patches: the demo\'s file is left as it is, the other model\'s go beside it',
+      timeoutMs: 180_000,
+      fn: async () => {
+        const named = ctx.config.patchFile!;
+        fs.writeFileSync(named, keptPatchFile);
+        const np = vscode.workspace.getConfiguration('neuronpatch');
+        await np.update('modelFolder', path.join(extension.extensionPath, 'models', 'demo-gpt2'), vscode.ConfigurationTarget.Workspace);
+        try {
+          await waitFor(() => (ctx.models.current.kind === 'ready' && ctx.models.current.model.info.name !== 'demo' ? true : undefined), 'the other model to load', 120_000);
+          const s = await waitFor(() => {
+            const p = ctx.patches.current;
+            return p.kind === 'ready' && p.displaced ? p : undefined;
+          }, 'the other model\'s patch file', 30_000);
+          assert(s.file !== named && path.dirname(s.file) === path.dirname(named) && /^patches\..+-[0-9a-f]{8}\.json$/.test(path.basename(s.file)), `a sibling for the model (${s.file})`);
+          assertEqual(s.displaced?.model, 'demo', 'names whose the named file is');
+          assertEqual(fs.readFileSync(named, 'utf8'), keptPatchFile, 'the demo\'s file is untouched');
+          assertEqual(ctx.patches.list().length, 0, 'no demo patch is listed for the other model');
+        } finally {
+          await np.update('modelFolder', undefined, vscode.ConfigurationTarget.Workspace);
+        }
+        await waitFor(() => (ctx.models.current.kind === 'ready' && ctx.models.current.model.info.name === 'demo' ? true : undefined), 'the demo model to load again', 120_000);
+        await waitFor(() => (ctx.patches.current.kind === 'ready' && ctx.patches.current.file === named && ctx.patches.list().length === 1 ? true : undefined), 'the demo\'s patch file again', 30_000);
+      },
+    },
+    {
       name: 'item 16: after a line ending in ":" completions span the block and stop at its dedent; off, they end with the line',
       timeoutMs: 120_000,
       fn: async () => {
