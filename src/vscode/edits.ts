@@ -1,8 +1,10 @@
 // Remembers the last ghost-text suggestion the user accepted, follows it through edits, and offers a CodeLens
-// "Repair the model from this edit" once the accepted text has been changed: the prompt is the text before the
-// suggestion, the desired text what the user made of it.
+// "Repair the model from this edit" once the accepted text has been changed, as a one-line case (editCase.ts): the
+// line the user changed is the desired text, the prompt everything before it (the suggestion's lines above it
+// included), and the lens sits on that line.
 import * as vscode from 'vscode';
 import type { AcceptedCompletion } from './completions';
+import { editCase, isNoCase } from './editCase';
 
 export interface TrackedEdit {
   uri: string;
@@ -50,15 +52,24 @@ export class EditTracker implements vscode.CodeLensProvider, vscode.Disposable {
     this.changed.fire();
   }
 
-  /** The prompt and the user's version of the suggestion, when it differs from what was accepted. */
-  edited(doc: vscode.TextDocument): { start: vscode.Position; desired: string } | undefined {
+  /**
+   * The repair case the edit makes, when the suggestion now differs from what was accepted: `start` is where the
+   * prompt ends (the suggestion's start, or the start of the text of a later line the user changed), `desired` the
+   * user's text from there to the end of that line. `{ reason }` when the edit makes no case (the line was emptied).
+   */
+  edited(doc: vscode.TextDocument): { start: vscode.Position; desired: string } | { start: vscode.Position; reason: string } | undefined {
     const t = this.tracked;
     if (!t || doc.uri.toString() !== t.uri) return undefined;
     const start = doc.positionAt(t.offset);
     const lastLine = Math.min(doc.lineCount - 1, start.line + t.lines - 1);
-    const desired = doc.getText(new vscode.Range(start, doc.lineAt(lastLine).range.end));
-    if (desired === t.accepted || !desired.trim()) return undefined;
-    return { start, desired };
+    const text = doc.getText(new vscode.Range(start, doc.lineAt(lastLine).range.end));
+    if (!text.trim()) return undefined;
+    const c = editCase(t.accepted, text);
+    if (!c) return undefined;
+    if (isNoCase(c)) return { start, reason: c.reason };
+    // Offsets of the editor's text (CRLF documents count 2 per line break; editCase works on LF).
+    const kept = text.replace(/\r\n/g, '\n').slice(0, c.promptChars);
+    return { start: doc.positionAt(t.offset + kept.length + (doc.eol === vscode.EndOfLine.CRLF ? kept.split('\n').length - 1 : 0)), desired: c.desired };
   }
 
   private onChange(e: vscode.TextDocumentChangeEvent): void {
@@ -84,7 +95,7 @@ export class EditTracker implements vscode.CodeLensProvider, vscode.Disposable {
     return [
       new vscode.CodeLens(range, {
         title: '$(wrench) Repair the model from this edit',
-        tooltip: `Teach the model to complete this line with ${JSON.stringify(e.desired)}`,
+        tooltip: 'desired' in e ? `Teach the model to complete this line with ${JSON.stringify(e.desired)}` : e.reason,
         command: 'neuronpatch.repairFromEdit',
       }),
       new vscode.CodeLens(range, { title: 'Dismiss', command: 'neuronpatch.dismissEdit' }),

@@ -8,7 +8,7 @@ import { repairAndShow, warmRegression } from '../repairFlow';
 
 /**
  * Optional arguments, for keybindings, other extensions and tests: the desired text (skips the input box), the
- * method, and a token that cancels the repair like the notification's Cancel button.
+ * method, and a token that cancels the repair like the panel's Cancel button (or Escape in the panel).
  */
 export interface RepairArgs {
   desired?: string;
@@ -70,6 +70,7 @@ export const repairFromEdit: CommandFactory = (ctx) => async () => {
   const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === tracked.uri);
   const edited = doc && ctx.edits.edited(doc);
   if (!doc || !edited) throw new Error('The accepted suggestion has not been edited.');
+  if ('reason' in edited) throw new Error(edited.reason);
   await repairAndShow(ctx, {
     doc,
     line: edited.start.line,
