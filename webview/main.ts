@@ -338,8 +338,9 @@ function statusText(s: PanelState): { text: string; kind: 'good' | 'warn' | 'bad
   const r = s.result;
   if (s.status === 'running') return { text: 'Repairing…', kind: 'plain' };
   if (s.status === 'saved') return { text: s.saved?.enabled ? 'Saved patch · enabled' : 'Saved patch · disabled', kind: 'plain' };
-  if (s.status === 'applied') return { text: 'Applied', kind: 'good' };
+  if (s.status === 'applied') return s.disabled ? { text: 'Saved patch · disabled', kind: 'plain' } : { text: 'Applied', kind: 'good' };
   if (s.status === 'discarded') return { text: 'Discarded', kind: 'plain' };
+  if (s.status === 'failed') return { text: 'Failed', kind: 'bad' };
   if (!r) return { text: '', kind: 'plain' };
   if (s.conflicts.length) return { text: 'Breaks an earlier patch', kind: 'bad' };
   if (!r.success) return { text: 'Did not reach the desired text', kind: 'bad' };
@@ -434,6 +435,8 @@ function timingLine(s: PanelState): HTMLElement | null {
     'p',
     { class: 'muted timing', 'data-test': 'timing' },
     `The repair took ${secs(t.totalMs)}`,
+    // The engine's own time (the figure the Patches view shows) is part of it: name it, so the two agree.
+    s.result ? ` (of it, tracing, solving and confirming: ${secs(s.result.patch.metrics.repairMs)})` : '',
     t.phases.length ? `: ${t.phases.map((p) => `${p.name} ${secs(p.ms)}`).join(' · ')}.` : '.',
   );
 }
@@ -467,6 +470,10 @@ function header(s: PanelState): HTMLElement {
 function savedSections(p: Patch): HTMLElement[] {
   const d = diffWords(p.case.before, p.case.after);
   const m = p.metrics;
+  const added = p.added ?? [];
+  const names = patchNeuronNames({ edits: [], added });
+  const norm = (v: number[]): number => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+  const made = h('p', { class: 'muted' }, `Made with the ${p.method} method on ${new Date(p.createdAt).toLocaleString()}; specificity ${m.specificity === null ? 'n/a' : pct(m.specificity)}, mean KL ${m.meanKl === null ? 'n/a' : m.meanKl.toExponential(2)}.`);
   return [
     h(
       'div',
@@ -487,17 +494,35 @@ function savedSections(p: Patch): HTMLElement[] {
         h('dd', {}, diffLine(d.b, 'after', p.case.after)),
       ),
     ),
-    section(
-      `Edited neurons (${p.edits.length})`,
-      'neurons',
-      true,
-      table('neurons', 'Neurons the patch edits, with the size of each value-vector change', ['Neuron', 'Change (L2 norm)'], p.edits.map((e) => [
-        h('code', {}, `L${e.layer}.N${e.neuron}`),
-        Math.sqrt(e.delta.reduce((s, v) => s + v * v, 0)).toFixed(3),
-      ])),
-      p.added?.length ? h('p', { class: 'muted' }, `It also adds ${p.added.length} keyed neuron${p.added.length === 1 ? '' : 's'}: ${patchNeuronNames({ edits: [], added: p.added }).join(', ')}.`) : null,
-      h('p', { class: 'muted' }, `Made with the ${p.method} method on ${new Date(p.createdAt).toLocaleString()}; specificity ${m.specificity === null ? 'n/a' : pct(m.specificity)}, mean KL ${m.meanKl === null ? 'n/a' : m.meanKl.toExponential(2)}.`),
-    ),
+    // A keyed patch adds neurons and may edit none: its added neurons are the main content, and no empty table.
+    ...(p.edits.length || !added.length
+      ? [section(
+          `Edited neurons (${p.edits.length})`,
+          'neurons',
+          true,
+          p.edits.length
+            ? table('neurons', 'Neurons the patch edits, with the size of each value-vector change', ['Neuron', 'Change (L2 norm)'], p.edits.map((e) => [
+                h('code', {}, `L${e.layer}.N${e.neuron}`),
+                norm(e.delta).toFixed(3),
+              ]))
+            : h('p', { class: 'muted' }, 'This patch edits no neuron.'),
+          added.length ? null : made,
+        )]
+      : []),
+    ...(added.length
+      ? [section(
+          `Added neurons (${added.length})`,
+          'added',
+          true,
+          table('added', 'Keyed neurons the patch adds: each fires only where its key matches the code it was made for (key · x̂ above the threshold), and then adds its value vector', ['Neuron', 'Threshold', 'Key (L2 norm)', 'Value (L2 norm)'], added.map((a, i) => [
+            h('code', {}, names[i] ?? `L${a.layer}`),
+            a.threshold.toFixed(3),
+            norm(a.key).toFixed(3),
+            norm(a.value).toFixed(3),
+          ])),
+          made,
+        )]
+      : []),
   ];
 }
 

@@ -57,7 +57,7 @@ export class PatchItem extends vscode.TreeItem {
     md.appendMarkdown(
       `Neurons: ${patchNeuronNames(patch).join(', ') || 'none'}  \n` +
         `Failing tokens: ${m.failingTokens} · specificity ${m.specificity === null ? 'n/a' : pct(m.specificity)} · ` +
-        `mean KL ${m.meanKl === null ? 'n/a' : m.meanKl.toExponential(2)} · repair ${Math.round(m.repairMs)} ms`,
+        `mean KL ${m.meanKl === null ? 'n/a' : m.meanKl.toExponential(2)} · tracing, solving and confirming ${secsOf(m.repairMs)} (the side-effect checks not counted)`,
     );
     this.tooltip = md;
   }
@@ -153,4 +153,9 @@ function tail(s: string, n: number): string {
 
 function inline(s: string): string {
   return s.replace(/`/g, "'").replace(/\n/g, '⏎');
+}
+
+/** "58 ms", "2.1 s": the repair panel's way of writing a time. */
+function secsOf(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
 }

@@ -45,8 +45,14 @@ export interface PanelState {
   /** The desired text asked for (shown while the repair runs). */
   desired: string;
   method: RepairMethod;
-  /** 'running': the repair is under way; 'pending': not applied yet; 'applied': saved to the patch file; 'discarded'. */
-  status: 'running' | 'pending' | 'applied' | 'discarded' | 'saved';
+  /**
+   * 'running': the repair is under way; 'pending': not applied yet; 'applied': saved to the patch file (shown as
+   * disabled when its patch is turned off); 'discarded' by the user; 'failed': the repair stopped with an error
+   * (or the window reloaded while it ran), before there was anything to apply or discard.
+   */
+  status: 'running' | 'pending' | 'applied' | 'discarded' | 'failed' | 'saved';
+  /** An applied repair whose patch is now disabled in the patch file (the eye icon in the Patches view). */
+  disabled?: boolean;
   /** Progress of the running repair. */
   progress: RepairProgress | null;
   /** Wall time of the finished repair, from the command to the result, and its phases in order. */

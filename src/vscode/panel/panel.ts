@@ -66,9 +66,10 @@ export class RepairPanel implements vscode.Disposable {
       return;
     }
     if (!s.result || this.ctx.patches.current.kind !== 'ready' || s.busy) return;
-    const inFile = this.ctx.patches.list().some((p) => p.id === s.result!.patch.id);
-    if (s.status === 'pending' && inFile) this.update({ status: 'applied', confirming: false });
-    else if (s.status === 'applied' && !inFile) this.update({ status: 'pending' });
+    const inFile = this.ctx.patches.list().find((p) => p.id === s.result!.patch.id);
+    if (s.status === 'pending' && inFile) this.update({ status: 'applied', confirming: false, disabled: !inFile.enabled });
+    else if (s.status === 'applied' && !inFile) this.update({ status: 'pending', disabled: false });
+    else if (s.status === 'applied' && inFile && !inFile.enabled !== !!s.disabled) this.update({ disabled: !inFile.enabled });
   }
 
   private static create(ctx: Ctx, state: PanelState): RepairPanel {
@@ -170,7 +171,8 @@ export class RepairPanel implements vscode.Disposable {
 
   failed(message: string): void {
     if (this.disposed) return;
-    this.update({ status: this.state.result ? this.state.status : 'discarded', progress: null, busy: null, error: firstLine(message) });
+    // Nothing was made, so nothing was discarded: the badge says the repair failed.
+    this.update({ status: this.state.result ? this.state.status : 'failed', progress: null, busy: null, error: firstLine(message) });
   }
 
   /** The repair was cancelled (or had nothing to do): a panel that showed nothing else closes. */
@@ -313,7 +315,7 @@ export class RepairPanel implements vscode.Disposable {
     const patch: Patch = { ...result.patch, enabled: true, case: { ...result.patch.case, source: this.state.source } };
     await this.ctx.patches.add(patch);
     this.ctx.edits.clear();
-    this.update({ busy: null, status: 'applied' });
+    this.update({ busy: null, status: 'applied', disabled: false });
     void vscode.window
       .showInformationMessage(
         `Neuron Patch: patch applied (${neuronCount(result.patch)}); completions now use it.`,
@@ -473,7 +475,7 @@ function revivedState(ctx: Ctx, saved: unknown): PanelState {
     error: 'The window reloaded before this panel had anything to show.', exportedTo: null,
   };
   if (!s || typeof s !== 'object' || typeof s.runId !== 'string' || !('status' in s)) return fallback;
-  if (s.status === 'running') return { ...s, status: 'discarded', progress: null, busy: null, error: 'The window reloaded while the repair ran; run it again.' };
+  if (s.status === 'running') return { ...s, status: 'failed', progress: null, busy: null, error: 'The window reloaded while the repair ran; run it again.' };
   return { ...s, busy: null, confirming: false };
 }
 
