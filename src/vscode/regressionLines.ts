@@ -11,8 +11,21 @@ export interface LineSource {
   greedyLines(prompts: string[], active: readonly Patch[], signal?: AbortSignal): Promise<GreedyLine[]>;
 }
 
-/** Prompts decoded together: the engine's own batch, so the count advances once a batch is decoded. */
+/** The most prompts decoded together: the engine's own batch. */
 const CHUNK = 16;
+/** A batch is grown while it takes less than this (ms), and shrunk while it takes more than 4×: the count moves. */
+const TICK_MS = 1000;
+
+/**
+ * The next batch size after a batch of `size` prompts took `ms`: doubled (to CHUNK at most) while batches are quick,
+ * halved (to 1) while they take seconds, so a large model's count moves per completion and a small one still
+ * decodes in the engine's full batches.
+ */
+export function nextChunk(size: number, ms: number): number {
+  if (ms < TICK_MS) return Math.min(CHUNK, size * 2);
+  if (ms > 4 * TICK_MS) return Math.max(1, Math.floor(size / 2));
+  return size;
+}
 /** Lines kept (one greedy line each), across models and patch sets. */
 const KEEP = 2000;
 
@@ -51,10 +64,16 @@ export class RegressionLines {
     const key = (p: string): string => `${set}:${p}`;
     const missing = [...new Set(prompts.filter((p) => !this.memo.has(key(p))))];
     let done = prompts.length - missing.length;
+    let last = 0;
     onProgress?.(done, prompts.length);
-    for (let i = 0; i < missing.length; i += CHUNK) {
-      const chunk = missing.slice(i, i + CHUNK);
+    // The first batch is one prompt: its time says how many the next one can take while the count still moves.
+    let size = 1;
+    for (let i = 0; i < missing.length; i += size) {
+      if (i > 0) size = nextChunk(size, last);
+      const chunk = missing.slice(i, i + size);
+      const started = Date.now();
       const lines = await model.greedyLines(chunk, active, signal);
+      last = Date.now() - started;
       chunk.forEach((p, k) => this.remember(key(p), lines[k]));
       done += chunk.length;
       onProgress?.(Math.min(done, prompts.length), prompts.length);

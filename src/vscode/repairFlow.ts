@@ -10,6 +10,7 @@ import type { Ctx } from './ctx';
 import { errorMessage } from './model';
 import type { PhaseTime, RepairProgress } from './panel/messages';
 import { RepairPanel } from './panel/panel';
+import { sideEffectStep } from './progressText';
 
 export interface RepairRequest {
   doc: vscode.TextDocument;
@@ -77,11 +78,19 @@ export async function runRepair(ctx: Ctx, req: RepairRequest, opts: RunOptions =
     }
     opts.report?.({ phase: name, done, total, startedAt });
   };
+  // What the side-effect check covers (the engine's "measuring side effects on P … and G guard lines" line): its
+  // count covers those and the loss measure's texts, shown step by step, each in its own items.
+  let checking = { completions: 0, kept: 0 };
   const say = (message: string): void => {
     const count = SIDE_EFFECT_COUNT.exec(message);
-    if (count) return enter(phase, Number(count[1]), Number(count[2]));
+    if (count) {
+      const step = sideEffectStep(Number(count[1]), Number(count[2]), checking.completions, checking.kept);
+      return enter(step.phase, step.done, step.total);
+    }
     ctx.log.info(`repair: ${message}`);
     opts.onProgress?.(message);
+    const fx = /^measuring side effects on (\d+) regression prompts and (\d+) guard lines/.exec(message);
+    if (fx) checking = { completions: Number(fx[1]), kept: Number(fx[2]) };
     const p = phaseOf(message);
     if (p) enter(p);
   };

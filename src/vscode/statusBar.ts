@@ -2,6 +2,7 @@
 // opens its menu (completions on/off, the model, the patches, the log).
 import * as vscode from 'vscode';
 import type { Ctx } from './ctx';
+import { patchCount } from './progressText';
 
 export function activateStatusBar(ctx: Ctx): void {
   const item = ctx.own(vscode.window.createStatusBarItem('neuronpatch.status', vscode.StatusBarAlignment.Right, 100));
@@ -9,7 +10,7 @@ export function activateStatusBar(ctx: Ctx): void {
   const update = (): void => {
     const m = ctx.models.current;
     const active = ctx.patches.active().length;
-    const patches = `${active} patch${active === 1 ? '' : 'es'}`;
+    const patches = patchCount(active, ctx.patches.list().length);
     item.backgroundColor = undefined;
     item.command = 'neuronpatch.statusMenu';
     switch (m.kind) {
@@ -53,3 +54,4 @@ export function activateStatusBar(ctx: Ctx): void {
   update();
   item.show();
 }
+

@@ -955,7 +955,7 @@ async function uiPhase() {
       await row.click();
       await page.keyboard.press('Space');
       await waitForValue(() => readPatchFile(ws)?.patches[0]?.enabled === false, 'enabled: false in the patch file', 20_000);
-      await page.locator('.statusbar-item', { hasText: '0 patches' }).first().waitFor({ timeout: 10_000 });
+      await page.locator('.statusbar-item', { hasText: '0 of 1 patch active' }).first().waitFor({ timeout: 10_000 });
       await screenshot(page, 'patches-tree-disabled.png');
       return text;
     }))) return;
