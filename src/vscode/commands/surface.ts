@@ -4,15 +4,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { CommandFactory, Ctx } from '../ctx';
+import { DEMO_FILE, DEMO_TEXT } from '../demo';
 import { RepairPanel } from '../panel/panel';
 import type { PatchItem } from '../patchTree';
 import { describePosition, promptAt } from '../prompt';
 import { repairAndShow, warmRegression } from '../repairFlow';
 import { askDesired } from './repair';
 
-/** The demo: a prompt the embedded model completes wrongly (" _type(a, b)" instead of " a + b"). */
-export const DEMO_FILE = 'neuronpatch-demo.py';
-export const DEMO_TEXT = 'def add(a, b):\n    return';
+/** The demo (demo.ts): a prompt the embedded model completes wrongly, instead of " a + b". */
+export { DEMO_FILE, DEMO_TEXT };
 
 interface MenuItem extends vscode.QuickPickItem {
   run: () => Thenable<unknown> | unknown;
