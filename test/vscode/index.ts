@@ -218,6 +218,11 @@ export async function run(): Promise<void> {
         assertEqual(ctx.patches.active().length, 1, 'active patches');
         const doc = (await openSample()).document;
         assertEqual(await complete(doc), kase.desired, 'completion with the patch');
+        // The eye icon in the Patches view (disablePatch) reaches the open panel: not "Applied" while the patch is off.
+        await vscode.commands.executeCommand('neuronpatch.disablePatch', patchId);
+        await waitFor(() => (panel.current.status === 'applied' && panel.current.disabled === true) || undefined, 'the panel to show the patch disabled');
+        await vscode.commands.executeCommand('neuronpatch.enablePatch', patchId);
+        await waitFor(() => (panel.current.status === 'applied' && panel.current.disabled === false) || undefined, 'the panel to show the patch enabled again');
         panel.dispose();
       },
     },
@@ -518,9 +523,47 @@ export async function run(): Promise<void> {
         }, 'the repair lens');
         const lens = lenses.find((l) => l.command?.command === 'neuronpatch.repairFromEdit')!;
         assertEqual(lens.command?.title, '$(wrench) Repair the model from this edit', 'lens title');
-        assertEqual(ctx.edits.edited(doc)?.desired, 'edited_text(2)', 'desired text taken from the edit');
+        const taken = ctx.edits.edited(doc);
+        assertEqual(taken && 'desired' in taken ? taken.desired : undefined, 'edited_text(2)', 'desired text taken from the edit');
         await vscode.commands.executeCommand('neuronpatch.dismissEdit');
         assertEqual(ctx.edits.current, undefined, 'dismissed');
+        await vscode.commands.executeCommand('workbench.action.files.revert');
+        assertEqual(doc.getText(), kase.prompt, 'sample.py reverted');
+      },
+    },
+    {
+      name: 'an edited multi-line suggestion is repaired from the line the user edited (the lens sits there, the engine takes the case)',
+      timeoutMs: 300_000,
+      fn: async () => {
+        const editor = await openSample();
+        const doc = editor.document;
+        await editor.edit((e) => e.insert(doc.lineAt(doc.lineCount - 1).range.end, '\n\ndef mul(x, y):'));
+        const at = doc.lineAt(doc.lineCount - 1).range.end;
+        // The user's steps: a multi-line suggestion accepted after the header, then its second line edited.
+        const accepted = '\n    return x.shape[0]';
+        await editor.edit((e) => e.insert(at, accepted));
+        await vscode.commands.executeCommand('neuronpatch.completionAccepted', { uri: doc.uri.toString(), line: at.line, character: at.character, text: accepted });
+        const last = doc.lineAt(doc.lineCount - 1);
+        await editor.edit((e) => e.replace(new vscode.Range(last.range.start.translate(0, '    return x'.length), last.range.end), ' * y'));
+        const lens = await waitFor(async () => {
+          const ls = (await vscode.commands.executeCommand<vscode.CodeLens[]>('vscode.executeCodeLensProvider', doc.uri)) ?? [];
+          return ls.find((l) => l.command?.command === 'neuronpatch.repairFromEdit');
+        }, 'the repair lens');
+        assertEqual(lens.range.start.line, at.line + 1, 'the lens sits on the edited line');
+        const taken = ctx.edits.edited(doc);
+        assert(taken && 'desired' in taken, `a case from the edit: ${JSON.stringify(taken)}`);
+        assertEqual(taken.desired, 'return x * y', "the desired text: the user's edited line");
+        assertEqual(doc.getText(new vscode.Range(new vscode.Position(at.line + 1, 0), taken.start)), '    ', "the prompt runs to the start of the line's text");
+        await vscode.commands.executeCommand('neuronpatch.repairFromEdit');
+        const panel = ctx.panel;
+        // Either a result to apply, or (when the model already writes it) no panel: never a failure.
+        if (panel) {
+          assertEqual(panel.current.error, null, 'no error in the panel');
+          assert(panel.current.result && panel.current.status === 'pending', `a result to apply (status ${panel.current.status})`);
+          await panel.receive({ type: 'action', action: 'discard', patchId: panel.current.runId });
+          panel.dispose();
+        }
+        await vscode.commands.executeCommand('neuronpatch.dismissEdit');
         await vscode.commands.executeCommand('workbench.action.files.revert');
         assertEqual(doc.getText(), kase.prompt, 'sample.py reverted');
       },
