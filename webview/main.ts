@@ -171,8 +171,12 @@ function neuronsSection(r: RepairResult, m: number): HTMLElement {
     scores(n.promotesBefore),
     scores(n.promotesAfter),
   ]);
+  // A keyed repair adds neurons (and may edit none): the title says which kind the table lists.
+  const added = r.neurons.filter((n) => n.added).length;
+  const edited = r.neurons.length - added;
+  const title = !added ? `Edited neurons (${edited})` : !edited ? `Added neurons (${added})` : `Neurons (${edited} edited, ${added} added)`;
   return section(
-    `Edited neurons (${r.neurons.length})`,
+    title,
     'neurons',
     true,
     table(
@@ -435,9 +439,9 @@ function timingLine(s: PanelState): HTMLElement | null {
     'p',
     { class: 'muted timing', 'data-test': 'timing' },
     `The repair took ${secs(t.totalMs)}`,
-    // The engine's own time (the figure the Patches view shows) is part of it: name it, so the two agree.
-    s.result ? ` (of it, tracing, solving and confirming: ${secs(s.result.patch.metrics.repairMs)})` : '',
     t.phases.length ? `: ${t.phases.map((p) => `${p.name} ${secs(p.ms)}`).join(' · ')}.` : '.',
+    // The engine's own time (the figure the Patches view's tooltip shows) is part of it: named, so the two agree.
+    s.result ? ` Of it, tracing, solving and confirming took ${secs(s.result.patch.metrics.repairMs)} (the patch's repair time).` : '',
   );
 }
 
