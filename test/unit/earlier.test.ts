@@ -31,7 +31,7 @@ function patchOf(added: AddedNeuron[], edits: Patch['edits'] = []): Patch {
 async function neuronOn(m: Model, layer: number, seqs: number[][], seed: number, fires: boolean): Promise<AddedNeuron> {
   const d = m.info.width;
   const key = gaussian(d, seed, 1 / Math.sqrt(d));
-  const rows = await protectedInputs(m.loaded, seqs, [layer], undefined, false);
+  const rows = await protectedInputs(m.loaded, seqs, [layer]);
   const x = rows.rows.get(layer)!;
   let max = -Infinity;
   for (let p = 0; p < rows.positions; p++) {
@@ -61,7 +61,7 @@ describe('earlier cases kept across a keyed stack', () => {
     stats = { reused: 0, run: 0 };
     const kept = await earlierInputs(m.loaded, [a, b], [seqs[0], seqs[1]], layers, ab, stats);
     assert.deepEqual(stats, { reused: 1, run: 1 }, 'case 0 kept, case 1 run');
-    const fresh = await protectedInputs(m.loaded, [seqs[0]], layers, ab, false);
+    const fresh = await protectedInputs(m.loaded, [seqs[0]], layers, ab);
     for (const layer of layers) assert.deepEqual(kept[0].rows.get(layer), fresh.rows.get(layer), `layer ${layer}: kept rows are the fresh ones`);
     // C fires on case 0: it runs again.
     const c = patchOf([await neuronOn(m, L, [seqs[0]], 5, true)]);
@@ -80,7 +80,7 @@ describe('earlier cases kept across a keyed stack', () => {
     if (!m) return;
     const L = (m.loaded.graph.keyedLayers ?? []).slice(-1)[0];
     const seq = m.tokenizer.encode(TEXTS[1]);
-    const rows = await protectedInputs(m.loaded, [seq], [L], undefined, false);
+    const rows = await protectedInputs(m.loaded, [seq], [L]);
     const x = rows.rows.get(L)!;
     const d = m.info.width;
     const quiet = await neuronOn(m, L, [seq], 11, false);

@@ -100,7 +100,7 @@ export async function earlierInputs(
     stats.run += missing.length;
   }
   if (missing.length) {
-    const all = await protectedInputs(model, missing.map((i) => sequences[i]), layers, base, false);
+    const all = await protectedInputs(model, missing.map((i) => sequences[i]), layers, base);
     const d = model.info.width;
     let at = 0;
     for (const i of missing) {

@@ -18,7 +18,6 @@
 // Re-linearized for a few rounds (the keys stay; only the values are solved again): a position still short of
 // the margin gets its target raised by what it lacks, scaled by the gain observed in the last round (layers
 // before the last see the change through the later ones); a position that starts failing gets a neuron of its own.
-import { createHash } from 'node:crypto';
 import { cholesky, choleskySolve, dot, row, solveSymmetric } from '../linalg';
 import type { AddedNeuron } from '../model/added';
 import type { LoadedModel } from '../model/load';
@@ -70,18 +69,14 @@ export interface Whitening {
   factor: Float64Array;
 }
 
-const protectedCache = new WeakMap<LoadedModel, Map<string, ProtectedInputs>>();
 const whiteningCache = new WeakMap<ProtectedInputs, Map<number, Whitening>>();
 
 /**
  * x̂ at every position of the token sequences, at `layers`, under `edits` (earlier added neurons are silent on
- * protected code by construction; value edits may move x̂). Cached per model, sequences and edits object.
+ * protected code by construction; value edits may move x̂), computed. The unpatched protected code's are cached per
+ * model and reference set by keyedCache.ts.
  */
-export async function protectedInputs(model: LoadedModel, sequences: number[][], layers: number[], edits?: LayerEdits, cache = true): Promise<ProtectedInputs> {
-  const key = createHash('sha256').update(JSON.stringify([layers, sequences])).digest('hex');
-  const byModel = protectedCache.get(model) ?? new Map<string, ProtectedInputs>();
-  const hit = cache && !edits ? byModel.get(key) : undefined;
-  if (hit) return hit;
+export async function protectedInputs(model: LoadedModel, sequences: number[][], layers: number[], edits?: LayerEdits): Promise<ProtectedInputs> {
   const d = model.info.width;
   const total = sequences.reduce((s, r) => s + r.length, 0);
   const rows = new Map(layers.map((L) => [L, new Float32Array(total * d)]));
@@ -109,12 +104,7 @@ export async function protectedInputs(model: LoadedModel, sequences: number[][],
     }
     at += batch.reduce((s, r) => s + r.length, 0);
   }
-  const result = { positions: total, rows, next };
-  if (cache && !edits) {
-    byModel.set(key, result);
-    protectedCache.set(model, byModel);
-  }
-  return result;
+  return { positions: total, rows, next };
 }
 
 /**
@@ -325,7 +315,7 @@ export async function solveKeyed(ctx: Omit<SolveContext, 'ref'>, opts: KeyedOpti
   const xs = await caseInputs(ctx, candidates);
   // The prompt's variants (augment.ts) whose desired tokens are the case's: x̂ of all of them in one batched pass.
   const variants = (opts.variants ?? []).filter((v) => v.targets.length === target.targets.length && v.targets.every((t, i) => t === target.targets[i]));
-  const variantRows = variants.length ? await protectedInputs(model, variants.map((v) => v.input), candidates, ctx.base, false) : undefined;
+  const variantRows = variants.length ? await protectedInputs(model, variants.map((v) => v.input), candidates, ctx.base) : undefined;
   const variantStarts: number[] = [];
   variants.reduce((at, v) => (variantStarts.push(at + v.first), at + v.input.length), 0);
   const protect = [opts.protect, ...(opts.extra ?? [])];

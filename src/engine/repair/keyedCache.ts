@@ -53,7 +53,7 @@ export async function protectedCode(model: LoadedModel, sequences: number[][], l
   const { value, cache } = await cachedDerivedBinary<Meta, ProtectedInputs>(
     model.cacheDir, { kind: 'keyed', format: FORMAT, model: model.info.hash, inputs }, check,
     async () => {
-      const p = await protectedInputs(model, sequences, layers, undefined, false);
+      const p = await protectedInputs(model, sequences, layers);
       const ws: Whitening[] = [];
       for (const L of layers) ws.push(await whitening(p, L, d));
       const parts: Uint8Array[] = [];
