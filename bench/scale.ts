@@ -218,6 +218,11 @@ interface TimedRepair {
   sideEffectsPerPromptMs: number; failingTokens: number; neurons: number; success: boolean; method: string;
   /** The repair's own generation of the case's current completion (RepairResult.generationMs): one generation under the load of that moment. */
   generationMs: number;
+  /**
+   * Per phase: the model's forwards (decoding steps included) and the token positions they ran (rows × width):
+   * the work itself, which the machine's load does not change.
+   */
+  forwards: Record<string, { runs: number; positions: number }>;
 }
 
 interface RepairBench {
@@ -275,6 +280,16 @@ async function childRepair(size: string, dtype: string, regression: number, meth
     const timed = async (label: string): Promise<TimedRepair> => {
       const marks: [string, number][] = [];
       const phaseRss: Record<string, number> = {};
+      // The real session's forwards, counted per phase (a counter around the call, nothing replaced).
+      const forwards: Record<string, { runs: number; positions: number }> = {};
+      const session = model.session;
+      const forward = session.forward.bind(session);
+      session.forward = ((req: Parameters<typeof forward>[0]) => {
+        const f = (forwards[marks[marks.length - 1]?.[0] ?? 'before'] ??= { runs: 0, positions: 0 });
+        f.runs++;
+        f.positions += req.ids.length * (req.ids[0]?.length ?? 0);
+        return forward(req);
+      }) as typeof forward;
       const started = performance.now();
       const r = await repair(model, c, {
         method, regression: prompts,
@@ -287,13 +302,14 @@ async function childRepair(size: string, dtype: string, regression: number, meth
         },
       });
       const repairMs = performance.now() - started;
+      session.forward = forward;
       if (marks.length) endPhase(phaseRss, marks[marks.length - 1][0]);
       const phases: Record<string, number> = {};
       marks.forEach(([name, at], i) => (phases[name] = (phases[name] ?? 0) + (marks[i + 1]?.[1] ?? started + repairMs) - at));
       const side = Object.entries(phases).find(([k]) => k.startsWith('measuring side'))?.[1] ?? NaN;
       return {
         repairMs, ownMs: r.ms, phases, phaseRss, sideEffectsPerPromptMs: side / Math.max(1, prompts.length),
-        failingTokens: r.failingTokens, neurons: r.neurons.length, success: r.success, method: r.method, generationMs: r.generationMs,
+        failingTokens: r.failingTokens, neurons: r.neurons.length, success: r.success, method: r.method, generationMs: r.generationMs, forwards,
       };
     };
     const first = await timed('first');
@@ -478,6 +494,7 @@ function repairLines(rep: RepairBench): string[] {
       `side-effect check ${fmt(r.sideEffectsPerPromptMs / 1000, 2)} s per regression prompt)`,
     `  phases: ${Object.entries(r.phases).map(([k, v]) => `${k} ${fmt(v / 1000, 1)} s`).join(', ')}`,
     `  peak RSS by phase MB: ${Object.entries(r.phaseRss).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `  forwards by phase (runs / token positions): ${Object.entries(r.forwards).map(([k, v]) => `${k} ${v.runs} / ${v.positions}`).join(', ')}`,
   ];
   return [
     `repair (${rep.asked}, as the extension repairs: the ${rep.regression} regression prompts are the protected code and the side-effect check; fresh cache folder) — ` +
