@@ -990,6 +990,35 @@ async function uiPhase() {
       await screenshot(page, 'panel-from-edit.png');
     });
 
+    await step('ui: a keyed repair lists its added neurons; opened from the Patches view, they are its main table (no empty edited-neurons table)', async () => {
+      const view = webview(page);
+      await view.locator('vscode-button:not([disabled])', { hasText: 'Try the keyed method' }).first().click();
+      await view.locator('#app[data-status="running"]').waitFor({ timeout: 20_000 });
+      await view.locator('#app[data-status="pending"] vscode-collapsible#neurons').waitFor({ timeout: 10 * 60_000 });
+      const title = await view.locator('vscode-collapsible#neurons').getAttribute('heading');
+      await screenshot(page, 'panel-keyed.png');
+      await view.locator('vscode-button#apply:not([disabled])').click();
+      const confirm = view.locator('vscode-button#confirm-apply');
+      await Promise.race([confirm.waitFor({ timeout: 10_000 }).then(() => confirm.click()), view.locator('[data-test="status"]', { hasText: 'Applied' }).waitFor({ timeout: 10_000 })]);
+      await view.locator('[data-test="status"]', { hasText: 'Applied' }).waitFor({ timeout: 60_000 });
+      const file = await waitForValue(() => readPatchFile(ws)?.patches.find((p) => p.method === 'keyed'), 'the keyed patch in the patch file', 20_000);
+      await palette(page, 'Neuron Patch: Focus on Patches View');
+      const rows = page.locator('.monaco-list-row', { hasText: visibleEdges(kase.desired).slice(0, 20) });
+      await waitForValue(async () => (await rows.count()) >= 2, 'a second row in the Patches view', 20_000);
+      await rows.last().click();
+      await webview(page).locator('[data-test="status"]', { hasText: 'Saved patch' }).waitFor({ timeout: 20_000 });
+      const shown = webview(page);
+      const added = await shown.locator('table[data-test="added"] tbody tr').count();
+      const edited = await shown.locator('table[data-test="neurons"] tbody tr').count();
+      const editedTables = await shown.locator('table[data-test="neurons"]').count();
+      await screenshot(page, 'patch-keyed-opened.png');
+      const want = file.added?.length ?? 0;
+      if (added !== want) throw new Error(`${added} rows of added neurons shown; the patch adds ${want}`);
+      if (editedTables && edited === 0) throw new Error('an empty table of edited neurons');
+      if (!file.edits.length && editedTables) throw new Error('a table of edited neurons for a patch that edits none');
+      return `result section "${title}"; opened: ${added} added neuron rows, ${edited} edited neuron rows (the patch: ${file.edits.length} edits, ${want} added)`;
+    });
+
     await step('ui: item 17: the status bar item opens a menu (completions on/off, model, patches, log)', async () => {
       await page.keyboard.press('Escape');
       await page.locator('.statusbar-item', { hasText: /patch/ }).first().click();
