@@ -57,7 +57,7 @@ export class PatchItem extends vscode.TreeItem {
     md.appendMarkdown(
       `Neurons: ${patchNeuronNames(patch).join(', ') || 'none'}  \n` +
         `Failing tokens: ${m.failingTokens} · specificity ${m.specificity === null ? 'n/a' : pct(m.specificity)} · ` +
-        `mean KL ${m.meanKl === null ? 'n/a' : m.meanKl.toExponential(2)} · repair time ${secsOf(m.repairMs)} (tracing, solving and confirming; the panel's wall time adds the side-effect checks)`,
+        `mean KL ${m.meanKl === null ? 'n/a' : m.meanKl.toExponential(2)} · repair time ${secsOf(m.repairMs)} (tracing, solving and confirming; the repair panel's wall time also counts checking your workspace's completions)`,
     );
     this.tooltip = md;
   }
