@@ -187,8 +187,8 @@ export class EngineWorker {
     if (engine !== this.engine) return;
     this.engine = undefined;
     this.cancelDone(engine.busy);
-    const reloading = !engine.up && this.info !== undefined;
-    if (reloading && !this.ended) {
+    const disposed = this.ended !== undefined;
+    if (!disposed && !engine.up && this.info !== undefined) {
       this.ended = new NeuronpatchError(
         `${e.message.replace(/ It starts again on the next call\.$/, '')} It stopped again while loading the model after a restart, so it is not started again.`,
         'Free memory or pick a smaller or quantized model file (neuronpatch.model.dtype), then run Neuron Patch: Reload Model.',
@@ -199,7 +199,7 @@ export class EngineWorker {
       this.internal.delete(id);
       p.reject(e);
     }
-    if (this.ended && !reloading) return;
+    if (disposed) return;
     this.restarts.crash++;
     this.log(e.message);
     for (const p of this.pending.values()) p.reject(e);
