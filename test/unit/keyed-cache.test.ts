@@ -17,6 +17,8 @@ import { derivedBinaryFile, inputsHash, readDerivedBinary, writeDerivedBinary } 
 import { keyedCandidates, type ProtectedInputs, whitening } from '../../src/engine/repair/keyed';
 import { protectedCode } from '../../src/engine/repair/keyedCache';
 import { measureSideEffects } from '../../src/engine/repair/measures';
+import { baselineLines } from '../../src/engine/repair/baseline';
+import { completions } from '../../src/engine/repair/verify';
 import { unchangedOn } from '../../src/engine/repair/unchanged';
 import { withAdded } from '../../src/engine/patches/patchset';
 import { entry, releaseAll, root, skipIfAbsent, tempDir } from '../helpers/models';
@@ -179,6 +181,15 @@ describe('held-out loss of a keyed patch on its protected code (demo model)', ()
         const b = await lm.session.forward({ ids: [seq], edits: patched });
         assert.ok(Buffer.from(a.logits.buffer, a.logits.byteOffset, a.logits.byteLength).equals(Buffer.from(b.logits.buffer, b.logits.byteOffset, b.logits.byteLength)), `text ${i}: the same logits`);
       }
+      // The regression lines under the patch, as the check reports them (rows where every neuron is silent are not
+      // decoded again), are the lines greedy decoding gives under the patch.
+      const lines = await measureSideEffects(lm, { prompts: ref }, undefined, patched);
+      const before = (await baselineLines(lm, ref)).lines;
+      const decoded = await completions(lm, ref, patched);
+      ref.forEach((p, i) => {
+        const after = lines.changed.find((ch) => ch.prompt === p)?.after ?? before[i].completion;
+        assert.equal(after, decoded[i], `regression line ${i}`);
+      });
       // A value edit acts everywhere: nothing is known unchanged.
       const valueEdit = Object.assign(new Map([[0, { indices: [0], deltas: new Float32Array(m.info.width) }]]), { added: patched.added });
       assert.deepEqual(unchangedOn(valueEdit, seqs, known), seqs.map(() => false));

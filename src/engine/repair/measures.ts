@@ -18,6 +18,8 @@ import { logitRows, positionStates, repairTarget } from '../trace/teacher';
 import { NeuronpatchError, type SideEffectSummary } from '../types';
 import { baselineLines, baselineNextToken } from './baseline';
 import { type KnownInputs, unchangedOn } from './unchanged';
+import { silentOn } from './earlier';
+import type { ProtectedInputs } from './keyed';
 import { completions, type GreedyLine, greedyLines, nextTokenIds, nextTokenLogits, nextTokenShift, shiftBetween } from './verify';
 
 /** A line the model completes exactly right: the prompt up to the cursor and the rest of the line. */
@@ -143,6 +145,21 @@ export async function continuationLocality(
 ): Promise<{ same: number; tokens: number; lines: string[]; next: (Float32Array | undefined)[] }> {
   const lines = before.map((b) => b.completion);
   const V = model.info.vocab;
+  // Patches of added neurons only: where every neuron is exactly silent at every position of a row (x̂ read from the
+  // same forward, layer by layer: see unchanged.ts), the patched model computes that row as the unpatched one, and
+  // greedy decoding under it gives the line decoded before (under a base of such neurons, silent there too):
+  // it is not decoded again, near-ties or not. Any value edit acts everywhere: then nothing is known.
+  const added = edits.added ?? [];
+  const addedOnly = edits.size === 0 && added.length > 0;
+  const addedLayers = [...new Set(added.map((a) => a.layer))];
+  const d = model.info.width;
+  const silentRow = (x: Map<number, Float32Array>, b: number, width: number, from: number, n: number): boolean => {
+    const rows: ProtectedInputs = {
+      positions: n, next: new Int32Array(n).fill(-1),
+      rows: new Map(addedLayers.map((L) => [L, x.get(L)!.subarray((b * width + from) * d, (b * width + from + n) * d)])),
+    };
+    return added.every((a) => silentOn(a, rows));
+  };
   // The next-token logits at each prompt's end, where the prompt's ids are the ones the next-token measure feeds.
   const next: (Float32Array | undefined)[] = prompts.map(() => undefined);
   const redo: number[] = [];
@@ -158,9 +175,9 @@ export async function continuationLocality(
     tick?.(rows.length);
     const live = rows.filter((r) => r.targets.length > 0);
     if (!live.length) continue;
-    const { ids, mask, start } = padRows(model.graph, live.map((r) => r.input));
+    const { ids, mask, start, width } = padRows(model.graph, live.map((r) => r.input));
     const first = live.map((r, b) => start[b] + r.prepared.ids.length - 1);
-    const res = await model.session.forward({ ids, mask, edits, logitsFrom: Math.min(...first) });
+    const res = await model.session.forward({ ids, mask, edits, logitsFrom: Math.min(...first), ...(addedOnly ? { ffnInputs: addedLayers } : {}) });
     live.forEach((r, b) => {
       const target = { prepared: r.prepared, targets: r.targets, first: first[b], input: r.input, lineEnd: false };
       const states = positionStates(model, target, logitRows(res), b);
@@ -170,7 +187,7 @@ export async function continuationLocality(
       }
       tokens += states.length;
       same += states.filter((st) => !st.failing).length;
-      if (!states.every((st) => !st.failing && st.gap >= TIE)) redo.push(r.at);
+      if (!states.every((st) => !st.failing && st.gap >= TIE) && !(addedOnly && silentRow(res.ffnInputs, b, width, start[b], r.input.length))) redo.push(r.at);
     });
   }
   if (redo.length) {
