@@ -740,7 +740,7 @@ async function uiPhase() {
       const ours = cspViolations.filter((v) => /webview|vscode-resource|vscode-cdn|main\.js|panel\.css|codicon/.test(v));
       if (ours.length) throw new Error(`the panel broke its Content-Security-Policy: ${ours[0]}`);
       const timing = await view.locator('[data-test="timing"]').innerText();
-      if (!/The repair took [\d.]+ s: .*checking \d+ completions from your workspace/.test(timing)) throw new Error(`timing line ${JSON.stringify(timing)}`);
+      if (!/The repair took [\d.,]+ m?s: .*checking \d+ completions from your workspace/.test(timing)) throw new Error(`timing line ${JSON.stringify(timing)}`);
       const diff = await view.locator('[data-test="after"] .added').count();
       await screenshot(page, 'panel.png');
       // Each section by itself (a page scrolled to its end would show the same picture for both).
