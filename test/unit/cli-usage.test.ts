@@ -5,41 +5,15 @@
 // unmeasured without --regression; stacked keyed neurons named alike in repair and an export's PATCHES.md;
 // export --quantized requantize refused on a float model. Through the built dist/cli.js on the real demo model.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import { patchNeuronNames } from '../../src/engine/neuronName';
 import { closest } from '../../src/cli/errors';
-import { absence, entry, root, tempDir } from '../helpers/models';
+import { type CliRun as Run, needsCli, runCli as run } from '../helpers/cli';
+import { entry, root, tempDir } from '../helpers/models';
 
-const cli = path.join(root, 'dist', 'cli.js');
 const demo = entry('demo');
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], opts: { cache?: string; cwd?: string } = {}): Promise<Run> {
-  const child = spawn(process.execPath, [cli, ...args], {
-    cwd: opts.cwd,
-    env: { ...process.env, NEURONPATCH_CACHE: opts.cache ?? path.join(tempDir('cli-usage-cache'), 'cache'), ORT_DISABLE_TELEMETRY: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-}
-
-function needsCli(t: TestContext): boolean {
-  const why = absence(demo) ?? (fs.existsSync(cli) ? undefined : `${cli} is not built (npm run build)`);
-  if (why) t.skip(why);
-  return !why;
-}
 
 /** Dev case `i` (a real failure of the demo model) as a prompt file, and the first `n` regression prompts. */
 function devCase(dir: string, i: number): { prompt: string; desired: string } {

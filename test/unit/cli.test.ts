@@ -4,40 +4,17 @@
 // `--prompt` is taken as typed unless `--unescape`; progress goes to stderr for phases past 2 s. Through the built
 // dist/cli.js on the real demo model.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import { neuronName, patchNeuronNames } from '../../src/engine/neuronName';
 import { Phases, phaseOfRepairLine } from '../../src/cli/progress';
-import { absence, entry, root, tempDir } from '../helpers/models';
+import { needsCli, runCli } from '../helpers/cli';
+import { entry, root, tempDir } from '../helpers/models';
 
-const cli = path.join(root, 'dist', 'cli.js');
+const run = (args: string[], cache: string) => runCli(args, { cache });
+
 const demo = entry('demo');
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], cache: string): Promise<Run> {
-  const child = spawn(process.execPath, [cli, ...args], {
-    env: { ...process.env, NEURONPATCH_CACHE: cache, ORT_DISABLE_TELEMETRY: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-}
-
-function needsCli(t: TestContext): boolean {
-  const why = absence(demo) ?? (fs.existsSync(cli) ? undefined : `${cli} is not built (npm run build)`);
-  if (why) t.skip(why);
-  return !why;
-}
 
 /** The first dev case (a real failure of the demo model) and a small regression file, in a fresh folder. */
 function inputs(regressionPrompts: number): { dir: string; prompt: string; desired: string; regression: string } {
