@@ -390,47 +390,31 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
       await worker.whenReady();
       if (restarts && Number.isNaN(reloadMs)) reloadMs = performance.now() - t1;
     };
-    const cancel = async (run: (signal: AbortSignal) => Promise<unknown>, after: number) => {
+    /**
+     * Starts `run`, aborts it 1 s after it calls `begin` (NaN where it finished first), and times the host's settle
+     * and the engine's stop (its answer at a checkpoint, or its process ended: whenCancelledStopped). An onnxruntime
+     * run in flight cannot be interrupted, so the phase with the longest forwards decides.
+     */
+    const cancelTimed = async (run: (signal: AbortSignal, begin: () => void) => Promise<unknown>) => {
       await settle();
       const ac = new AbortController();
-      let settled = false;
-      const p = run(ac.signal).then(() => (settled = true), () => undefined);
-      await new Promise((r) => setTimeout(r, after));
-      if (settled) return { hostMs: NaN, workerMs: NaN };  // finished before the cancel
-      const at = Date.now();
-      const t0 = performance.now();
-      ac.abort();
-      await p;
-      const hostMs = performance.now() - t0;
-      const until = Date.now() + 600_000;
-      while (worker.lastStoppedAt < at && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-      return { hostMs, workerMs: worker.lastStoppedAt - at };
-    };
-    // A repair cancelled in each of its phases, 1 s after the phase began: the worker stops at its next checkpoint
-    // (an onnxruntime run in flight cannot be interrupted), so the phase with the longest forwards decides.
-    const stopped = async (at: number) => {
-      const until = Date.now() + 600_000;
-      while (worker.lastStoppedAt < at && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-      return worker.lastStoppedAt - at;
-    };
-    const cancelInPhase = async (phase: string) => {
-      await settle();
-      const ac = new AbortController();
-      let reached: () => void = () => undefined;
-      const inPhase = new Promise<void>((r) => (reached = r));
+      let begin: () => void = () => undefined;
+      const begun = new Promise<void>((r) => (begin = r));
       let finished = false;
-      const p = worker.repair(c, { method, regression: prompts, signal: ac.signal, onProgress: (line) => line.startsWith(phase) && reached() })
-        .then(() => (finished = true), () => undefined);
-      await Promise.race([inPhase, p]);
+      const p = run(ac.signal, begin).then(() => (finished = true), () => undefined);
+      await Promise.race([begun, p]);
       await new Promise((r) => setTimeout(r, 1000));
       if (finished) return { hostMs: NaN, workerMs: NaN };
-      const at = Date.now();
       const t0 = performance.now();
       ac.abort();
       await p;
       const hostMs = performance.now() - t0;
-      return { hostMs, workerMs: await stopped(at) };
+      await worker.whenCancelledStopped();
+      return { hostMs, workerMs: performance.now() - t0 };
     };
+    // A repair cancelled in each of its phases, 1 s after the phase began.
+    const cancelInPhase = (phase: string) => cancelTimed((signal, begin) =>
+      worker.repair(c, { method, regression: prompts, signal, onProgress: (line) => line.startsWith(phase) && begin() }));
     const cancelPhases: Record<string, { hostMs: number; workerMs: number }> = {};
     for (const phase of ['generating', 'tracing', 'solving']) cancelPhases[phase] = await cancelInPhase(phase);
     const cancelled = Object.values(cancelPhases).filter((x) => Number.isFinite(x.workerMs));
@@ -438,7 +422,10 @@ async function childEditor(size: string, dtype: string, promptTokens: number, ne
     const folder = folderOf(size);
     const tok = CodeTokenizer.fromFiles(path.join(folder, 'tokenizer.json'), path.join(folder, 'tokenizer_config.json'), 151936);
     const doc = longPrompt(tok, promptTokens);
-    const cancelGeneration = await cancel((signal) => worker.generate(doc, { maxNewTokens: newTokens, multiline: true, signal }), 1000);
+    const cancelGeneration = await cancelTimed((signal, begin) => {
+      begin();
+      return worker.generate(doc, { maxNewTokens: newTokens, multiline: true, signal });
+    });
     // Keystrokes: one character typed at a time at the end of the document, a completion asked after each.
     const typed = 'def main(argv):\n    return 0';
     const keystroke = { reuse: [] as number[], fresh: [] as number[] };

@@ -140,9 +140,8 @@ describe('engine process lifetime', { skip }, () => {
       const workStopped = worker.whenCancelledStopped().then(() => Date.now());
       await assert.rejects(running, Cancelled);
       assert.ok(Date.now() - t0 < 100, 'the host settles at once');
-      assert.ok((await workStopped) - t0 >= 300, 'the work stops when the process is ended, not when the promise settles');
+      assert.ok((await workStopped) - t0 >= 300, 'the work stops when the process is ended, not before hardCancelMs nor when the promise settles');
       assert.ok(await until(() => !alive(pid), 5000), 'the held process was ended');
-      assert.ok(worker.lastStoppedAt >= t0 + 300, 'not before hardCancelMs');
       assert.equal(worker.restarts.cancel, 1);
       const answered = await waiting;
       assert.notEqual(worker.pid, pid);

@@ -84,8 +84,6 @@ export class EngineWorker {
   private engine: Engine | undefined;
   /** Set once the engine can no longer be (re)started: every call rejects with it. */
   private ended: Error | undefined;
-  /** When the engine last stopped work on a cancelled call (ms since the epoch), for cancellation latency. */
-  lastStoppedAt = 0;
   /** Cancelled calls the engine is still working on (it has not answered them, and its process still runs). */
   private readonly cancelledBusy = new Set<number>();
   private cancelWaiters: (() => void)[] = [];
@@ -153,7 +151,6 @@ export class EngineWorker {
     if ('log' in m) return this.log(m.log);
     if ('progress' in m) return this.pending.get(m.id)?.progress?.(m.progress);
     engine.busy.delete(m.id);
-    if (m.stoppedAt) this.lastStoppedAt = m.stoppedAt;
     this.cancelDone([m.id]);
     const internal = this.internal.get(m.id);
     if (internal) {
@@ -257,7 +254,6 @@ export class EngineWorker {
     const gone = new Promise<void>((resolve) => engine.child.once('exit', () => resolve()));
     engine.child.kill('SIGKILL');
     await gone;
-    this.lastStoppedAt = Date.now();
     this.cancelDone(engine.busy);
     this.log(`engine: a cancelled ${kind} was still running ${this.hardCancelMs} ms after the cancel; the engine process was ended and loads the model again`);
     const survivors = [...this.pending.keys()].filter((pid) => this.pending.get(pid)?.sentTo === engine);
@@ -291,7 +287,7 @@ export class EngineWorker {
     if (this.ended) return Promise.reject(this.ended);
     if (signal?.aborted) return Promise.reject(new Cancelled());
     const id = this.nextId++;
-    const supersedable = call.kind === 'generate' && (call as Call & { kind: 'generate' }).lane === COMPLETION_LANE;
+    const supersedable = 'lane' in call && call.lane === COMPLETION_LANE;
     return new Promise<Results[K]>((resolve, reject) => {
       const onAbort = () => {
         const p = this.pending.get(id);

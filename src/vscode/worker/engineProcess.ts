@@ -91,7 +91,7 @@ process.on('message', (msg: ToWorker) => {
   }
   serve(call, ac.signal, id).then(
     (value) => post({ id, ok: true, value }),
-    (e: unknown) => post({ id, ok: false, error: wire(e, ac.signal), stoppedAt: ac.signal.aborted ? Date.now() : undefined }),
+    (e: unknown) => post({ id, ok: false, error: wire(e, ac.signal) }),
   ).finally(() => {
     running.delete(id);
     if (call.kind === 'generate' && call.lane && lanes.get(call.lane) === id) lanes.delete(call.lane);

@@ -86,8 +86,8 @@ export interface WireError {
 }
 
 export type FromWorker =
-  | { id: number; ok: true; value: unknown; stoppedAt?: number }
-  | { id: number; ok: false; error: WireError; stoppedAt?: number }
+  | { id: number; ok: true; value: unknown }
+  | { id: number; ok: false; error: WireError }
   | { id: number; progress: string }
   | { log: string };
 
