@@ -20,7 +20,7 @@ const SILENT = 1e-4;
  * Whether `neuron` is exactly silent at every position of `rows` (x̂ at its layer, [positions, d]): its
  * pre-activation is negative beyond float32 rounding everywhere. Rows without its layer: false (unknown).
  */
-export function silentOn(neuron: AddedNeuron, rows: ProtectedInputs): boolean {
+export function silentOn(neuron: AddedNeuron, rows: Pick<ProtectedInputs, 'positions' | 'rows'>): boolean {
   const x = rows.rows.get(neuron.layer);
   if (!x) return false;
   const d = neuron.key.length;

@@ -19,7 +19,6 @@ import { NeuronpatchError, type SideEffectSummary } from '../types';
 import { baselineLines, baselineNextToken } from './baseline';
 import { type KnownInputs, unchangedOn } from './unchanged';
 import { silentOn } from './earlier';
-import type { ProtectedInputs } from './keyed';
 import { completions, type GreedyLine, greedyLines, nextTokenIds, nextTokenLogits, nextTokenShift, shiftBetween } from './verify';
 
 /** A line the model completes exactly right: the prompt up to the cursor and the rest of the line. */
@@ -154,11 +153,8 @@ export async function continuationLocality(
   const addedLayers = [...new Set(added.map((a) => a.layer))];
   const d = model.info.width;
   const silentRow = (x: Map<number, Float32Array>, b: number, width: number, from: number, n: number): boolean => {
-    const rows: ProtectedInputs = {
-      positions: n, next: new Int32Array(n).fill(-1),
-      rows: new Map(addedLayers.map((L) => [L, x.get(L)!.subarray((b * width + from) * d, (b * width + from + n) * d)])),
-    };
-    return added.every((a) => silentOn(a, rows));
+    const rows = new Map(addedLayers.map((L) => [L, x.get(L)!.subarray((b * width + from) * d, (b * width + from + n) * d)]));
+    return added.every((a) => silentOn(a, { positions: n, rows }));
   };
   // The next-token logits at each prompt's end, where the prompt's ids are the ones the next-token measure feeds.
   const next: (Float32Array | undefined)[] = prompts.map(() => undefined);

@@ -31,11 +31,7 @@ export function unchangedOn(edits: LayerEdits | undefined, sequences: readonly n
     const k = known.sequences.findIndex((s) => s.length >= seq.length && seq.every((id, i) => s[i] === id));
     if (k < 0 || !seq.length) return seq.length === 0;
     // The sequence's own positions: a view of the known rows.
-    const view: ProtectedInputs = {
-      positions: seq.length,
-      next: rows.next.subarray(starts[k], starts[k] + seq.length),
-      rows: new Map([...rows.rows].map(([L, x]) => [L, x.subarray(starts[k] * d, (starts[k] + seq.length) * d)])),
-    };
-    return added.every((a) => silentOn(a, view));
+    const view = new Map([...rows.rows].map(([L, x]) => [L, x.subarray(starts[k] * d, (starts[k] + seq.length) * d)]));
+    return added.every((a) => silentOn(a, { positions: seq.length, rows: view }));
   });
 }
