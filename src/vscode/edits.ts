@@ -5,6 +5,7 @@
 import * as vscode from 'vscode';
 import type { AcceptedCompletion } from './completions';
 import { editCase, isNoCase } from './editCase';
+import { inDocumentEol } from './prompt';
 
 export interface TrackedEdit {
   uri: string;
@@ -67,9 +68,9 @@ export class EditTracker implements vscode.CodeLensProvider, vscode.Disposable {
     const c = editCase(t.accepted, text);
     if (!c) return undefined;
     if (isNoCase(c)) return { start, reason: c.reason };
-    // Offsets of the editor's text (CRLF documents count 2 per line break; editCase works on LF).
-    const kept = text.replace(/\r\n/g, '\n').slice(0, c.promptChars);
-    return { start: doc.positionAt(t.offset + kept.length + (doc.eol === vscode.EndOfLine.CRLF ? kept.split('\n').length - 1 : 0)), desired: c.desired };
+    // editCase counts LF text; the document's offsets count its own line breaks.
+    const kept = inDocumentEol(doc, text.replace(/\r\n/g, '\n').slice(0, c.promptChars));
+    return { start: doc.positionAt(t.offset + kept.length), desired: c.desired };
   }
 
   private onChange(e: vscode.TextDocumentChangeEvent): void {

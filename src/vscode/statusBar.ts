@@ -54,4 +54,3 @@ export function activateStatusBar(ctx: Ctx): void {
   update();
   item.show();
 }
-

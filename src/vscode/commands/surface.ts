@@ -11,9 +11,6 @@ import { describePosition, promptAt } from '../prompt';
 import { repairAndShow, warmRegression } from '../repairFlow';
 import { askDesired } from './repair';
 
-/** The demo (demo.ts): a prompt the embedded model completes wrongly, instead of " a + b". */
-export { DEMO_FILE, DEMO_TEXT };
-
 interface MenuItem extends vscode.QuickPickItem {
   run: () => Thenable<unknown> | unknown;
 }
